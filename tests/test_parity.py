@@ -1,0 +1,223 @@
+"""Numerical equality with torchvision (or the package's PyTorch twin), on CPU.
+
+float32 eval logits at about 1e-5 relative; float64 train-mode outputs, batch-norm statistics,
+gradients and SGD steps at 1e-10 relative; float32 gradients against float64.
+Relative error throughout: max|ours - torch| / max|torch| over a tensor.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+torch = pytest.importorskip("torch", reason="parity tests need the [dev] extra (torch)")
+
+from flax import traverse_util  # noqa: E402
+
+from resnet_jax import models, optim, torch_interop, torch_models  # noqa: E402
+
+
+def rel_err(ours, theirs) -> float:
+    ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
+    return float(np.abs(ours - theirs).max() / max(np.abs(theirs).max(), 1e-300))
+
+
+def randomise_bn(module, generator):
+    """Non-trivial BN parameters and running stats, so eval mode exercises all of them."""
+    for m in module.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            with torch.no_grad():
+                m.weight.uniform_(0.5, 1.5, generator=generator)
+                m.bias.uniform_(-0.5, 0.5, generator=generator)
+                m.running_mean.uniform_(-0.5, 0.5, generator=generator)
+                m.running_var.uniform_(0.5, 2.0, generator=generator)
+
+
+def torch_pair(name, num_classes=10, seed=0, **options):
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    torch_model = torch_models.create_torch_model(name, num_classes=num_classes, **options)
+    randomise_bn(torch_model, generator)
+    return torch_model, models.create_model(name, num_classes=num_classes, **options)
+
+
+def images(batch, height, width, seed=0, dtype=np.float32):
+    return np.random.RandomState(seed).randn(batch, 3, height, width).astype(dtype)  # NCHW
+
+
+def nhwc(x):
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+
+
+# --- float32, eval mode ----------------------------------------------------------------------
+
+# Relative tolerance for float32 logits: measured errors are 2e-7 .. 2e-6 (two float32
+# implementations of ~50 layers summing in different orders); 1e-5 leaves headroom.
+LOGITS_RTOL = 1e-5
+
+EVAL_CASES = [
+    ("resnet18", 224, 224), ("resnet18", 97, 131), ("resnet50", 224, 224),
+    ("resnet50", 65, 48), ("resnext50_32x4d", 64, 64), ("wide_resnet50_2", 64, 64),
+    ("plain18", 64, 80), ("resnet20", 32, 32), ("resnet20", 17, 23), ("plain20", 32, 32),
+]
+
+
+@pytest.mark.parametrize("name,height,width", EVAL_CASES)
+def test_float32_eval_logits_equal_torch(name, height, width):
+    torch_model, model = torch_pair(name)
+    torch_model.eval()
+    variables = torch_interop.from_torchvision(name, torch_model.state_dict())
+    x = images(2, height, width)
+    with torch.no_grad():
+        expected = torch_model(torch.from_numpy(x)).numpy()
+    logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, nhwc(x))
+    assert rel_err(logits, expected) < LOGITS_RTOL
+
+
+def test_cifar_option_b_eval_logits_equal_torch():
+    torch_model, model = torch_pair("resnet20", shortcut="B")
+    torch_model.eval()
+    variables = torch_interop.from_torchvision("resnet20", torch_model.state_dict(), shortcut="B")
+    x = images(2, 32, 32)
+    with torch.no_grad():
+        expected = torch_model(torch.from_numpy(x)).numpy()
+    assert rel_err(model.apply(variables, nhwc(x), train=False), expected) < LOGITS_RTOL
+
+
+def test_same_padding_would_not_match_torchvision(monkeypatch):
+    """Guards the explicit padding: Flax's 'SAME' pads strided convs (0, 1) on even inputs."""
+    torch_model, model = torch_pair("resnet18")
+    torch_model.eval()
+    variables = torch_interop.from_torchvision("resnet18", torch_model.state_dict())
+    x = images(2, 64, 64)
+    with torch.no_grad():
+        expected = torch_model(torch.from_numpy(x)).numpy()
+    assert rel_err(model.apply(variables, nhwc(x), train=False), expected) < LOGITS_RTOL
+    monkeypatch.setattr(models, "_symmetric_padding", lambda kernel_size: "SAME")
+    naive = models.create_model("resnet18", num_classes=10)
+    assert rel_err(naive.apply(variables, nhwc(x), train=False), expected) > 1e-2
+
+
+# --- float64, train mode: outputs, batch stats, gradients, SGD steps --------------------------
+
+TRAIN_RTOL = 1e-10
+# Every kind of block and shortcut at its smallest depth, plus resnet50. (model, options, size)
+TRAIN_CASES = [
+    ("resnet18", {}, 32),                 # basic block, projection shortcuts
+    ("resnet50", {}, 32),                 # bottleneck v1.5
+    ("resnext50_32x4d", {}, 32),          # grouped 3x3
+    ("wide_resnet50_2", {}, 32),          # wide bottleneck
+    ("plain18", {}, 32),                  # ImageNet plain
+    ("resnet20", {}, 16),                 # CIFAR option A
+    ("resnet20", {"shortcut": "B"}, 16),  # CIFAR option B
+    ("plain20", {}, 16),                  # CIFAR plain
+]
+STEPS = 3
+
+
+def torch_sgd_run(torch_model, batches, labels, nesterov):
+    """STEPS training steps in torch: returns per-step logits and grads, final state."""
+    optimizer = torch.optim.SGD(torch_model.parameters(), lr=0.1, momentum=0.9,
+                                weight_decay=1e-4, nesterov=nesterov)
+    torch_model.train()
+    history = []
+    for x, y in zip(batches, labels):
+        x = torch.from_numpy(x).requires_grad_(True)
+        optimizer.zero_grad()
+        logits = torch_model(x)
+        torch.nn.functional.cross_entropy(logits, torch.from_numpy(y)).backward()
+        grads = {k: p.grad.numpy().copy() for k, p in torch_model.named_parameters()}
+        history.append((logits.detach().numpy(), x.grad.numpy(), grads))
+        optimizer.step()
+    return history, {k: v.numpy() for k, v in torch_model.state_dict().items()}
+
+
+def flax_to_torch_dict(tree, collection):
+    return {torch_interop.torch_key(collection, path): torch_interop._to_torch_layout(
+        np.asarray(value)) for path, value in traverse_util.flatten_dict(tree).items()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,options,size", TRAIN_CASES,
+                         ids=[f"{n}-{o.get('shortcut', '')}" for n, o, _ in TRAIN_CASES])
+def test_float64_training_steps_equal_torch(name, options, size):
+    with jax.enable_x64(True):
+        torch_model, _ = torch_pair(name, **options)
+        torch_model = torch_model.double()
+        initial = {k: v.clone() for k, v in torch_model.state_dict().items()}
+        model = models.create_model(name, num_classes=10, dtype=jnp.float64,
+                                    param_dtype=jnp.float64, **options)
+        rng = np.random.RandomState(1)
+        batches = [rng.randn(4, 3, size, size) for _ in range(STEPS)]
+        labels = [rng.randint(0, 10, 4) for _ in range(STEPS)]
+
+        @jax.jit
+        def loss_and_grads(params, batch_stats, x, y):
+            def loss_fn(params, x):
+                logits, state = model.apply({"params": params, "batch_stats": batch_stats}, x,
+                                            train=True, mutable=["batch_stats"])
+                loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+                return loss, (logits, state["batch_stats"])
+            return jax.grad(loss_fn, argnums=(0, 1), has_aux=True)(params, x)
+
+        for nesterov in (False, True):
+            torch_model.load_state_dict(initial)
+            history, torch_final = torch_sgd_run(torch_model, batches, labels, nesterov)
+            variables = torch_interop.from_torchvision(name, initial, **options)
+            params, batch_stats = variables["params"], variables["batch_stats"]
+            tx = optim.sgd(0.1, momentum=0.9, nesterov=nesterov, weight_decay=1e-4)
+            opt_state = tx.init(params)
+            for step, (x, y) in enumerate(zip(batches, labels)):
+                (grads, x_grad), (logits, batch_stats) = loss_and_grads(
+                    params, batch_stats, nhwc(x), y)
+                torch_logits, torch_x_grad, torch_grads = history[step]
+                assert rel_err(logits, torch_logits) < TRAIN_RTOL, f"logits, step {step}"
+                assert rel_err(np.asarray(x_grad).transpose(0, 3, 1, 2),
+                               torch_x_grad) < TRAIN_RTOL, f"input grad, step {step}"
+                ours = flax_to_torch_dict(grads, "params")
+                assert ours.keys() == torch_grads.keys()
+                for key, value in torch_grads.items():
+                    assert rel_err(ours[key], value) < TRAIN_RTOL, f"grad {key}, step {step}"
+                updates, opt_state = tx.update(grads, opt_state, params)
+                params = optax.apply_updates(params, updates)
+
+            final = {**flax_to_torch_dict(params, "params"),
+                     **flax_to_torch_dict(batch_stats, "batch_stats")}
+            for key, value in torch_final.items():
+                if key.endswith("num_batches_tracked"):
+                    continue
+                assert rel_err(final[key], value) < TRAIN_RTOL, f"{key}, nesterov={nesterov}"
+
+
+# --- float32 gradients against the float64 result ------------------------------------------
+
+def test_float32_gradients_stay_close_to_float64():
+    """Two-pass batch-norm variance keeps float32 gradients near float64.
+
+    Measured with tools/grad_precision.py (resnet18, batch 8, 64x64): ours 9.2e-6 worst tensor;
+    an E[x^2]-E[x]^2 variance gives 1.6e-1. Here a smaller case with the same bound in spirit.
+    """
+    name = "resnet18"
+    torch_model, _ = torch_pair(name)
+    state64 = {k: v.double() for k, v in torch_model.state_dict().items()}
+    rng = np.random.RandomState(0)
+    x = nhwc(rng.randn(8, 3, 32, 32))
+    y = rng.randint(0, 10, 8)
+
+    def grads(dtype):
+        model = models.create_model(name, num_classes=10, dtype=dtype, param_dtype=dtype)
+        variables = torch_interop.from_torchvision(name, state64)
+        variables = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), variables)
+
+        def loss_fn(params):
+            logits, _ = model.apply({"params": params, "batch_stats": variables["batch_stats"]},
+                                    jnp.asarray(x, dtype), train=True, mutable=["batch_stats"])
+            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+        return jax.jit(jax.grad(loss_fn))(variables["params"])
+
+    with jax.enable_x64(True):
+        reference = flax_to_torch_dict(grads(jnp.float64), "params")
+        ours = flax_to_torch_dict(grads(jnp.float32), "params")
+    worst = max(rel_err(ours[k], reference[k]) for k in reference)
+    assert worst < 1e-4
