@@ -23,3 +23,47 @@ def sgd(learning_rate: float | optax.Schedule, *, momentum: float = 0.9, nestero
         optax.add_decayed_weights(weight_decay, mask=decay_mask),
         optax.sgd(learning_rate, momentum=momentum or None, nesterov=nesterov),
     )
+
+
+def base_learning_rate(config) -> float:
+    """The peak learning rate: `learning_rate`, linearly scaled with the batch size if asked."""
+    if config.lr_scaling_batch_size:
+        return config.learning_rate * config.batch_size / config.lr_scaling_batch_size
+    return config.learning_rate
+
+
+def create_schedule(config, steps_per_epoch: float, total_steps: int) -> optax.Schedule:
+    """Linear warm-up (from 0) then constant, piecewise-constant (the paper's) or cosine decay.
+
+    Every schedule counts optimizer steps.
+    """
+    peak = base_learning_rate(config)
+    warmup = int(round(config.warmup_epochs * steps_per_epoch))
+    if config.schedule == "constant":
+        decay = optax.constant_schedule(peak)
+    elif config.schedule == "cosine":
+        decay = optax.cosine_decay_schedule(peak, max(total_steps - warmup, 1))
+    elif config.schedule == "piecewise":
+        boundaries = list(config.lr_boundaries_steps) + [
+            int(round(e * steps_per_epoch)) for e in config.lr_boundaries_epochs]
+        decay = optax.piecewise_constant_schedule(
+            peak, {b - warmup: config.lr_decay_factor for b in sorted(boundaries)})
+    else:
+        raise ValueError(f"unknown schedule {config.schedule!r}; valid: constant, cosine, "
+                         "piecewise")
+    if warmup == 0:
+        return decay
+    return optax.join_schedules(
+        [optax.linear_schedule(0.0, peak, warmup), decay], boundaries=[warmup])
+
+
+def decay_mask(params):
+    """True for conv and dense kernels; False for batch-norm scales/biases and Dense biases."""
+    import jax
+    return jax.tree_util.tree_map(lambda p: p.ndim > 1, params)
+
+
+def create_optimizer(config, schedule: optax.Schedule) -> optax.GradientTransformation:
+    return sgd(schedule, momentum=config.momentum, nesterov=config.nesterov,
+               weight_decay=config.weight_decay,
+               decay_mask=None if config.decay_bn_and_bias else decay_mask)

@@ -1,0 +1,58 @@
+"""Every config key, with its default. Recipes import this and override a few fields.
+
+Derived values (the learning rate from the batch size, steps from epochs) are computed in one
+place, `resnet_jax.training`, never here.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+
+    # Model: a name from resnet_jax.models.MODELS and its options.
+    c.model = "resnet50"
+    c.shortcut = "A"              # CIFAR family only: "A" zero-pad (paper), "B" projection
+    c.zero_init_residual = False  # last BN scale of each residual branch starts at 0
+    c.bn_momentum = 0.1           # torch's convention (weight of the new batch statistic)
+    c.bn_epsilon = 1e-5
+    c.half_precision = False      # bfloat16 compute, float32 params and BN statistics
+
+    # Data: digits | cifar10 | cifar100 | imagenet2012 | imagenette | fake.
+    c.dataset = "imagenet2012"
+    c.data_dir = None             # TFDS data dir (None: TFDS's default, ~/tensorflow_datasets)
+    c.image_size = 224            # training crop / eval crop; CIFAR 32, digits 8
+    c.eval_resize = 256           # ImageNet-style eval: resize shorter side, then center crop
+    c.fake_num_classes = 1000     # fake data only
+    c.fake_num_examples = 1024    # fake data only: examples per "epoch"
+    c.shuffle_buffer = 16_384     # streamed datasets (imagenet2012, imagenette)
+
+    # Optimisation (torch.optim.SGD semantics: coupled weight decay, momentum on the gradient).
+    c.batch_size = 256            # global batch, over all devices and processes
+    c.eval_batch_size = 256
+    c.learning_rate = 0.1         # at lr_scaling_batch_size; see lr_scaling_batch_size
+    c.lr_scaling_batch_size = 256  # lr = learning_rate * batch_size / this; 0 disables scaling
+    c.momentum = 0.9
+    c.nesterov = False
+    c.weight_decay = 1e-4
+    c.decay_bn_and_bias = True    # torch applies weight decay to every parameter by default
+    c.label_smoothing = 0.0
+    c.schedule = "cosine"         # cosine | piecewise | constant
+    c.warmup_epochs = 0.0         # linear warm-up from 0, in epochs (counted in steps)
+    c.lr_boundaries_steps = ()    # piecewise: lr is multiplied by lr_decay_factor at each
+    c.lr_boundaries_epochs = ()   # piecewise: the same, given in epochs
+    c.lr_decay_factor = 0.1
+    c.num_epochs = 90.0
+    c.num_train_steps = -1        # > 0 overrides num_epochs
+
+    # Loop.
+    c.seed = 0
+    c.log_every_steps = 100       # fetch metrics to the host, write metrics.jsonl
+    c.eval_every_steps = -1       # -1: once, at the end; otherwise also every N steps
+    c.checkpoint_every_steps = 1000
+    c.keep_checkpoints = 3
+    c.stop_after_steps = -1       # > 0: end this invocation at that step (checkpointed), as
+                                  # a preempted job would; running again continues the run
+    c.progress_bar = True
+    c.compilation_cache_dir = "~/.cache/resnet_jax/xla"  # "" disables the persistent cache
+    return c

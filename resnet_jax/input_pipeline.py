@@ -1,0 +1,349 @@
+"""Input pipelines: digits, fake, CIFAR-10/100, ImageNet, Imagenette -> host-local numpy batches.
+
+Determinism, so that a resumed run sees exactly the batches of an uninterrupted one:
+- the training stream is the concatenation of epochs; epoch e's order is a pure function of
+  (seed, e), and every example appears exactly once per epoch (batches may straddle epochs);
+- global training step s holds stream positions [s*B, (s+1)*B); process p of P takes the p-th
+  slice of each global batch, so any process count sees the same global batches;
+- random augmentations are stateless, seeded by (seed, stream position).
+Evaluation visits every example exactly once, in a fixed order, padded to whole global batches
+with `mask == False` examples.
+
+TensorFlow runs on the CPU only: it is hidden from every GPU before it can reserve memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable, Iterator
+
+import numpy as np
+import tensorflow as tf
+
+tf.config.set_visible_devices([], "GPU")
+
+import tensorflow_datasets as tfds  # noqa: E402  (after hiding the GPUs from TensorFlow)
+
+IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+CIFAR10_MEAN = (0.4914 * 255, 0.4822 * 255, 0.4465 * 255)
+CIFAR10_STD = (0.2470 * 255, 0.2435 * 255, 0.2616 * 255)
+CIFAR100_MEAN = (0.5071 * 255, 0.4865 * 255, 0.4409 * 255)
+CIFAR100_STD = (0.2673 * 255, 0.2564 * 255, 0.2762 * 255)
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                   "ship", "truck")
+DIGITS_EVAL_EXAMPLES = 360  # the fixed stratified held-out split (20% of 1,797)
+
+DATASETS = ("digits", "cifar10", "cifar100", "imagenet2012", "imagenette", "fake")
+
+
+class DataError(ValueError):
+    """A dataset that is unknown, or not prepared and not downloadable."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    num_classes: int
+    num_train: int
+    num_eval: int
+    image_shape: tuple[int, int, int]  # (H, W, C) that the model sees
+    class_names: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """A dataset: its examples in a given epoch's order, in eval order, and how to preprocess."""
+
+    info: DatasetInfo
+    train_epoch: Callable[[int], tf.data.Dataset]   # epoch -> raw examples, that epoch's order
+    eval_examples: Callable[[], tf.data.Dataset]    # raw examples, fixed order
+    preprocess_train: Callable  # (raw example, stateless seed) -> {"image", "label"}
+    preprocess_eval: Callable   # raw example -> {"image", "label"}
+
+
+# --- preprocessing --------------------------------------------------------------------------
+
+def _normalize(image, mean, std):
+    return (tf.cast(image, tf.float32) - tf.constant(mean)) / tf.constant(std)
+
+
+def pad_crop_flip(image, seed, pad: int, flip: bool):
+    """The CIFAR augmentation: zero-pad, random crop back to size, random horizontal flip."""
+    height, width, channels = image.shape
+    padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
+    seeds = tf.random.experimental.stateless_split(seed, 2)
+    image = tf.image.stateless_random_crop(padded, (height, width, channels), seed=seeds[0])
+    if flip:
+        image = tf.image.stateless_random_flip_left_right(image, seed=seeds[1])
+    return image
+
+
+def inception_crop(jpeg_bytes, seed, size: int):
+    """Random-resized crop (area 8%-100%, aspect 3/4-4/3) decoded straight from the JPEG."""
+    shape = tf.image.extract_jpeg_shape(jpeg_bytes)
+    begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        shape, bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], shape=(1, 1, 4)), seed=seed,
+        min_object_covered=0.1, aspect_ratio_range=(3 / 4, 4 / 3), area_range=(0.08, 1.0),
+        max_attempts=10, use_image_if_no_bounding_boxes=True)
+    window = tf.stack([begin[0], begin[1], crop_size[0], crop_size[1]])
+    image = tf.io.decode_and_crop_jpeg(jpeg_bytes, window, channels=3)
+    return tf.image.resize(image, (size, size), method="bilinear", antialias=False)
+
+
+def resize_center_crop(jpeg_bytes, size: int, resize: int):
+    """ImageNet eval: resize the shorter side to `resize`, then center-crop `size`."""
+    image = tf.io.decode_jpeg(jpeg_bytes, channels=3)
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    scale = resize / tf.reduce_min(shape)
+    new_shape = tf.cast(tf.round(shape * scale), tf.int32)
+    image = tf.image.resize(image, new_shape, method="bilinear", antialias=True)
+    top = (new_shape[0] - size) // 2
+    left = (new_shape[1] - size) // 2
+    return image[top:top + size, left:left + size, :]
+
+
+# --- sources --------------------------------------------------------------------------------
+
+def _epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def _in_memory(name, train, evaluation, num_classes, class_names, image_shape, seed,
+               preprocess_train, preprocess_eval) -> Source:
+    """A dataset held in memory as numpy arrays: epochs are index permutations."""
+    train_images, train_labels = train
+    eval_images, eval_labels = evaluation
+    train_images_t = tf.constant(train_images)
+    train_labels_t = tf.constant(train_labels.astype(np.int32))
+
+    def train_epoch(epoch):
+        order = _epoch_permutation(seed, epoch, len(train_labels))
+        return tf.data.Dataset.from_tensor_slices(order).map(
+            lambda i: {"image": tf.gather(train_images_t, i), "label": tf.gather(train_labels_t, i)})
+
+    def eval_examples():
+        return tf.data.Dataset.from_tensor_slices(
+            {"image": eval_images, "label": eval_labels.astype(np.int32)})
+
+    info = DatasetInfo(name, num_classes, len(train_labels), len(eval_labels), image_shape,
+                       tuple(class_names))
+    return Source(info, train_epoch, eval_examples, preprocess_train, preprocess_eval)
+
+
+def digits_arrays():
+    """scikit-learn's digits (1,797 8x8 images) with the fixed stratified held-out split."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = digits.images.astype(np.float32)[..., None]  # (N, 8, 8, 1), values 0..16
+    train_x, eval_x, train_y, eval_y = train_test_split(
+        images, digits.target, test_size=DIGITS_EVAL_EXAMPLES, stratify=digits.target,
+        random_state=0)
+    return (train_x, train_y), (eval_x, eval_y)
+
+
+def _digits(config, seed) -> Source:
+    train, evaluation = digits_arrays()
+    mean, std = float(train[0].mean()), float(train[0].std())
+
+    def preprocess_train(example, rng):
+        # Digits are not mirror-symmetric: shifts by up to one pixel, no flips.
+        image = pad_crop_flip(example["image"], rng, pad=1, flip=False)
+        return {"image": (image - mean) / std, "label": example["label"]}
+
+    def preprocess_eval(example):
+        return {"image": (example["image"] - mean) / std, "label": example["label"]}
+
+    return _in_memory("digits", train, evaluation, 10, [str(i) for i in range(10)], (8, 8, 1),
+                      seed, preprocess_train, preprocess_eval)
+
+
+def _fake(config, seed) -> Source:
+    size, num_classes, n = config.image_size, config.fake_num_classes, config.fake_num_examples
+    shape = (size, size, 3)
+
+    def example(index):
+        image = tf.random.stateless_uniform(shape, seed=tf.stack([seed, index]), maxval=256,
+                                            dtype=tf.int32)
+        return {"image": tf.cast(image, tf.float32) / 64.0 - 2.0,
+                "label": tf.cast(index % num_classes, tf.int32)}
+
+    def train_epoch(epoch):
+        order = _epoch_permutation(seed, epoch, n).astype(np.int64)
+        return tf.data.Dataset.from_tensor_slices(order).map(example)
+
+    def eval_examples():
+        return tf.data.Dataset.range(n, n + max(n // 4, 1)).map(example)
+
+    info = DatasetInfo("fake", num_classes, n, max(n // 4, 1), shape,
+                       tuple(str(i) for i in range(num_classes)))
+    return Source(info, train_epoch, eval_examples, lambda ex, rng: ex, lambda ex: ex)
+
+
+def prepared_builder(name: str, data_dir: str | None):
+    """The TFDS builder of `name`, prepared; DataError if it is not and cannot be."""
+    builder = tfds.builder(name, data_dir=data_dir)
+    try:
+        builder.download_and_prepare()
+    except Exception as error:  # noqa: BLE001  (TFDS raises many kinds; all mean "not ready")
+        where = builder.data_dir
+        if name == "imagenet2012":
+            manual = f"{tfds.core.constants.DATA_DIR if data_dir is None else data_dir}" \
+                     "/downloads/manual"
+            how = (f"ImageNet cannot be downloaded: put ILSVRC2012_img_train.tar and "
+                   f"ILSVRC2012_img_val.tar in {manual} and run again")
+        else:
+            how = (f"run `tfds build {name}` on a machine with network access and copy the "
+                   f"data dir here, or pass --config.data_dir")
+        first_line = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(
+            error).__name__
+        raise DataError(f"dataset {name} is not prepared in {where} and could not be prepared "
+                        f"({first_line}): {how}") from None
+    return builder
+
+
+def _cifar(config, seed, name) -> Source:
+    builder = prepared_builder(name, config.data_dir)
+    arrays = []
+    for split in ("train", "test"):
+        data = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, as_supervised=True))
+        arrays.append((np.asarray(data[0], np.uint8), np.asarray(data[1], np.int64)))
+    mean, std = (CIFAR10_MEAN, CIFAR10_STD) if name == "cifar10" else (CIFAR100_MEAN,
+                                                                        CIFAR100_STD)
+    num_classes = builder.info.features["label"].num_classes
+    names = builder.info.features["label"].names
+    if name == "cifar10" and names == [str(i) for i in range(10)]:
+        names = CIFAR10_CLASSES
+
+    def preprocess_train(example, rng):
+        image = pad_crop_flip(example["image"], rng, pad=4, flip=True)
+        return {"image": _normalize(image, mean, std), "label": example["label"]}
+
+    def preprocess_eval(example):
+        return {"image": _normalize(example["image"], mean, std), "label": example["label"]}
+
+    return _in_memory(name, arrays[0], arrays[1], num_classes, names, (32, 32, 3), seed,
+                      preprocess_train, preprocess_eval)
+
+
+def _streamed_jpeg(config, seed, name) -> Source:
+    """Datasets too large for memory (ImageNet): TFDS records, JPEG bytes decoded per example.
+
+    Epoch e reads the files in an order seeded by (seed, e) through a seeded shuffle buffer:
+    deterministic, but only as random as the buffer allows (the usual ImageNet compromise).
+    """
+    builder = prepared_builder(name, config.data_dir)
+    eval_split = "validation"
+    num_classes = builder.info.features["label"].num_classes
+    size, resize = config.image_size, config.eval_resize
+    decoders = {"image": tfds.decode.SkipDecoding()}
+    options = tf.data.Options()
+    options.deterministic = True
+
+    def train_epoch(epoch):
+        epoch_seed = int(np.random.default_rng([seed, epoch]).integers(2**31))
+        read_config = tfds.ReadConfig(shuffle_seed=epoch_seed, options=options)
+        ds = builder.as_dataset(split="train", shuffle_files=True, decoders=decoders,
+                                read_config=read_config)
+        return ds.shuffle(config.shuffle_buffer, seed=epoch_seed,
+                          reshuffle_each_iteration=False)
+
+    def eval_examples():
+        return builder.as_dataset(split=eval_split, shuffle_files=False, decoders=decoders,
+                                  read_config=tfds.ReadConfig(options=options))
+
+    def preprocess_train(example, rng):
+        seeds = tf.random.experimental.stateless_split(rng, 2)
+        image = inception_crop(example["image"], seeds[0], size)
+        image = tf.image.stateless_random_flip_left_right(image, seed=seeds[1])
+        return {"image": _normalize(image, IMAGENET_MEAN, IMAGENET_STD),
+                "label": tf.cast(example["label"], tf.int32)}
+
+    def preprocess_eval(example):
+        image = resize_center_crop(example["image"], size, resize)
+        return {"image": _normalize(image, IMAGENET_MEAN, IMAGENET_STD),
+                "label": tf.cast(example["label"], tf.int32)}
+
+    info = DatasetInfo(name, num_classes, builder.info.splits["train"].num_examples,
+                       builder.info.splits[eval_split].num_examples, (size, size, 3),
+                       tuple(builder.info.features["label"].names))
+    return Source(info, train_epoch, eval_examples, preprocess_train, preprocess_eval)
+
+
+_SOURCES: dict[str, Callable] = {
+    "digits": _digits,
+    "fake": _fake,
+    "cifar10": lambda config, seed: _cifar(config, seed, "cifar10"),
+    "cifar100": lambda config, seed: _cifar(config, seed, "cifar100"),
+    "imagenet2012": lambda config, seed: _streamed_jpeg(config, seed, "imagenet2012"),
+    "imagenette": lambda config, seed: _streamed_jpeg(config, seed, "imagenette"),
+}
+
+
+def create_source(config) -> Source:
+    if config.dataset not in _SOURCES:
+        raise DataError(f"unknown dataset {config.dataset!r}; valid datasets: "
+                        f"{', '.join(DATASETS)}")
+    return _SOURCES[config.dataset](config, config.seed)
+
+
+# --- batching -------------------------------------------------------------------------------
+
+def _process_slice(ds, global_batch: int, process_index: int, process_count: int):
+    """Keeps this process's contiguous share of each global batch (before any decoding)."""
+    local = global_batch // process_count
+    if process_count == 1:
+        return ds
+    return ds.filter(lambda position, _: (position % global_batch) // local == process_index)
+
+
+def train_batches(source: Source, global_batch: int, start_step: int, num_steps: int, seed: int,
+                  process_index: int = 0, process_count: int = 1) -> Iterator[dict]:
+    """This process's share of global training batches `start_step .. start_step+num_steps-1`."""
+    n = source.info.num_train
+    first_position = start_step * global_batch
+    last_position = (start_step + num_steps) * global_batch
+    first_epoch, skip = divmod(first_position, n)
+    last_epoch = math.ceil(last_position / n)
+    ds = source.train_epoch(first_epoch).skip(skip)
+    for epoch in range(first_epoch + 1, last_epoch):
+        ds = ds.concatenate(source.train_epoch(epoch))
+    ds = tf.data.Dataset.zip(tf.data.Dataset.range(first_position, last_position), ds)
+    ds = _process_slice(ds, global_batch, process_index, process_count)
+    ds = ds.map(lambda position, example: source.preprocess_train(
+        example, tf.stack([tf.constant(seed, tf.int64), position])),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(global_batch // process_count, drop_remainder=True)
+    return _numpy_batches(ds.prefetch(2))
+
+
+def num_eval_batches(source: Source, global_batch: int) -> int:
+    return math.ceil(source.info.num_eval / global_batch)
+
+
+def eval_batches(source: Source, global_batch: int, process_index: int = 0,
+                 process_count: int = 1) -> Iterator[dict]:
+    """Every eval example once, fixed order; the last global batch padded with mask=False."""
+    num_batches = num_eval_batches(source, global_batch)
+    padding = num_batches * global_batch - source.info.num_eval
+    ds = source.eval_examples().map(source.preprocess_eval, num_parallel_calls=tf.data.AUTOTUNE,
+                                    deterministic=True)
+    ds = ds.map(lambda ex: {"image": tf.cast(ex["image"], tf.float32),
+                            "label": tf.cast(ex["label"], tf.int32), "mask": True})
+    pad = {"image": tf.zeros(source.info.image_shape, tf.float32),
+           "label": tf.constant(0, tf.int32), "mask": False}
+    ds = ds.concatenate(tf.data.Dataset.from_tensors(pad).repeat(padding))
+    ds = tf.data.Dataset.zip(tf.data.Dataset.range(num_batches * global_batch), ds)
+    ds = _process_slice(ds, global_batch, process_index, process_count).map(lambda _, ex: ex)
+    ds = ds.batch(global_batch // process_count, drop_remainder=True)
+    return _numpy_batches(ds.prefetch(2))
+
+
+def _numpy_batches(ds) -> Iterator[dict]:
+    for batch in ds.as_numpy_iterator():
+        batch["image"] = batch["image"].astype(np.float32, copy=False)
+        batch["label"] = batch["label"].astype(np.int32, copy=False)
+        yield batch

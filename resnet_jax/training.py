@@ -1,0 +1,273 @@
+"""Training and evaluation: TrainState, the jitted steps, and the loop `train_and_evaluate`.
+
+The loop reads top to bottom: check the config, build data and model, init or restore, then
+`for step in range(start, total)` with periodic log / eval / checkpoint. One jitted, pure
+`train_step` with explicit shardings over the device mesh; metrics stay on the device and are
+fetched only every `log_every_steps`.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import sys
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+from flax.training import train_state
+from tqdm import tqdm
+
+from resnet_jax import checkpoint, input_pipeline, metrics, models, optim, parallel
+
+
+class ConfigError(ValueError):
+    """A config that cannot run: reported in one line, before any compilation."""
+
+
+class TrainState(train_state.TrainState):
+    batch_stats: Any
+
+
+# --- config ---------------------------------------------------------------------------------
+
+def validate_config(config) -> None:
+    if config.model not in models.MODELS:
+        raise ConfigError(f"unknown model {config.model!r}; valid models: "
+                          f"{', '.join(sorted(models.MODELS))}")
+    if config.dataset not in input_pipeline.DATASETS:
+        raise ConfigError(f"unknown dataset {config.dataset!r}; valid datasets: "
+                          f"{', '.join(input_pipeline.DATASETS)}")
+    if config.schedule not in ("constant", "cosine", "piecewise"):
+        raise ConfigError(f"unknown schedule {config.schedule!r}; valid: constant, cosine, "
+                          "piecewise")
+    if config.shortcut not in ("A", "B"):
+        raise ConfigError(f"shortcut must be 'A' or 'B', got {config.shortcut!r}")
+    devices = jax.device_count()
+    for key in ("batch_size", "eval_batch_size"):
+        value = config[key]
+        if value <= 0 or value % devices:
+            raise ConfigError(f"{key}={value} must be a positive multiple of the device count "
+                              f"({devices}); try {max(devices, value - value % devices)}")
+    if config.num_train_steps <= 0 and config.num_epochs <= 0:
+        raise ConfigError("set num_train_steps > 0 or num_epochs > 0")
+
+
+def model_from_config(config, num_classes: int, in_channels: int) -> models.ResNet:
+    options = {"in_channels": in_channels, "zero_init_residual": config.zero_init_residual,
+               "bn_momentum": config.bn_momentum, "bn_epsilon": config.bn_epsilon,
+               "dtype": jnp.bfloat16 if config.half_precision else jnp.float32}
+    if models.is_cifar(config.model):
+        options["shortcut"] = config.shortcut
+    return models.create_model(config.model, num_classes=num_classes, **options)
+
+
+# --- steps ----------------------------------------------------------------------------------
+
+def create_train_state(model, tx, image_shape, rng) -> TrainState:
+    variables = model.init(rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
+    return TrainState.create(apply_fn=model.apply, params=variables["params"],
+                             batch_stats=variables["batch_stats"], tx=tx)
+
+
+def cross_entropy(logits, labels, num_classes: int, label_smoothing: float = 0.0):
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), label_smoothing)
+    return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets).mean()
+
+
+def train_step(state: TrainState, batch: dict, *, label_smoothing: float = 0.0):
+    """One SGD step on a global batch; returns the new state and metric sums (on device)."""
+
+    def loss_fn(params):
+        logits, new_variables = state.apply_fn(
+            {"params": params, "batch_stats": state.batch_stats}, batch["image"], train=True,
+            mutable=["batch_stats"])
+        loss = cross_entropy(logits, batch["label"], logits.shape[-1], label_smoothing)
+        return loss, (logits, new_variables["batch_stats"])
+
+    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params)
+    state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+    sums = metrics.classification_sums(logits, batch["label"])
+    sums["loss"] = loss * sums["count"]  # the objective actually minimised
+    return state, sums
+
+
+def eval_step(state: TrainState, batch: dict):
+    """Metric sums over the unmasked examples, plus predictions for the report."""
+    logits = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats},
+                            batch["image"], train=False)
+    sums = metrics.classification_sums(logits, batch["label"], batch["mask"])
+    return sums, jnp.argmax(logits, axis=-1)
+
+
+def compile_steps(state, mesh, local_batch_shape, label_smoothing):
+    """Jits the steps with explicit shardings and compiles them once, timed."""
+    repl, data = parallel.replicated(mesh), parallel.batch_sharding(mesh)
+    state_sharding = jax.tree_util.tree_map(lambda _: repl, state)
+    global_batch = (local_batch_shape[0] * jax.process_count(), *local_batch_shape[1:])
+    train_batch = {"image": jax.ShapeDtypeStruct(global_batch, jnp.float32, sharding=data),
+                   "label": jax.ShapeDtypeStruct(global_batch[:1], jnp.int32, sharding=data)}
+    start = time.perf_counter()
+    train = jax.jit(functools.partial(train_step, label_smoothing=label_smoothing),
+                    in_shardings=(state_sharding, data), out_shardings=(state_sharding, repl),
+                    donate_argnums=0).lower(state, train_batch).compile()
+    return train, time.perf_counter() - start
+
+
+def compile_eval(state, mesh, local_batch_shape):
+    repl, data = parallel.replicated(mesh), parallel.batch_sharding(mesh)
+    state_sharding = jax.tree_util.tree_map(lambda _: repl, state)
+    global_batch = (local_batch_shape[0] * jax.process_count(), *local_batch_shape[1:])
+    batch = {"image": jax.ShapeDtypeStruct(global_batch, jnp.float32, sharding=data),
+             "label": jax.ShapeDtypeStruct(global_batch[:1], jnp.int32, sharding=data),
+             "mask": jax.ShapeDtypeStruct(global_batch[:1], jnp.bool_, sharding=data)}
+    return jax.jit(eval_step, in_shardings=(state_sharding, data),
+                   out_shardings=(repl, repl)).lower(state, batch).compile()
+
+
+# --- loop -----------------------------------------------------------------------------------
+
+def evaluate(eval_fn, state, source, config, mesh, show_progress: bool):
+    """Every eval example exactly once; returns (means, labels, predictions) on the host."""
+    sums, labels, predictions = None, [], []
+    batches = input_pipeline.eval_batches(source, config.eval_batch_size, jax.process_index(),
+                                          jax.process_count())
+    total = input_pipeline.num_eval_batches(source, config.eval_batch_size)
+    for batch in tqdm(parallel.prefetch_to_mesh(batches, mesh), total=total, desc="eval",
+                      leave=False, disable=not show_progress):
+        batch_sums, batch_predictions = eval_fn(state, batch)
+        sums = batch_sums if sums is None else jax.tree_util.tree_map(jnp.add, sums, batch_sums)
+        mask = np.asarray(jax.device_get(_replicated_value(batch["mask"])))
+        labels.append(np.asarray(jax.device_get(_replicated_value(batch["label"])))[mask])
+        predictions.append(np.asarray(batch_predictions)[mask])
+    sums = jax.device_get(sums)
+    return sums, np.concatenate(labels), np.concatenate(predictions)
+
+
+def _replicated_value(array):
+    """A global (sharded) batch array as a host numpy array, on every process."""
+    if jax.process_count() == 1:
+        return array
+    from jax.experimental import multihost_utils
+    return multihost_utils.process_allgather(array, tiled=True)
+
+
+def _setup_compilation_cache(path: str) -> None:
+    if path:
+        jax.config.update("jax_compilation_cache_dir", os.path.expanduser(path))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+    """Trains `config` in `workdir`, resuming from its latest checkpoint; returns eval metrics."""
+    wall_start = time.perf_counter()
+    validate_config(config)
+    is_main = jax.process_index() == 0
+    show_progress = bool(config.progress_bar) and is_main
+    source = input_pipeline.create_source(config)  # DataError if not prepared
+    info = source.info
+    steps_per_epoch = info.num_train / config.batch_size
+    total_steps = (config.num_train_steps if config.num_train_steps > 0
+                   else math.ceil(config.num_epochs * steps_per_epoch))
+
+    os.makedirs(workdir, exist_ok=True)
+    manager = checkpoint.create_manager(workdir, config.keep_checkpoints,
+                                        config.checkpoint_every_steps)
+    description = checkpoint.describe(config, info.num_classes)
+    latest = checkpoint.check_compatible(manager, description)  # before any compilation
+    _setup_compilation_cache(config.compilation_cache_dir)
+
+    mesh = parallel.create_mesh()
+    model = model_from_config(config, info.num_classes, info.image_shape[-1])
+    schedule = optim.create_schedule(config, steps_per_epoch, total_steps)
+    tx = optim.create_optimizer(config, schedule)
+    repl = parallel.replicated(mesh)
+    init = jax.jit(functools.partial(create_train_state, model, tx, info.image_shape),
+                   out_shardings=repl)
+    state = init(jax.random.PRNGKey(config.seed))
+    start_step = 0
+    if latest is not None:
+        state = checkpoint.restore(manager, latest, state)
+        start_step = int(state.step)
+        logging.info("resumed from step %d", start_step)
+
+    writer = metrics.MetricWriter(workdir, enabled=is_main)
+    writer.truncate_after(start_step)
+    local_batch = config.batch_size // jax.process_count()
+    train_fn, compile_s = compile_steps(state, mesh, (local_batch, *info.image_shape),
+                                        config.label_smoothing)
+    eval_fn = compile_eval(state, mesh, (config.eval_batch_size // jax.process_count(),
+                                         *info.image_shape))
+    if is_main:
+        print(f"{config.model} on {info.name}: {info.num_train} train / {info.num_eval} eval "
+              f"examples, batch {config.batch_size} over {jax.device_count()} device(s), "
+              f"steps {start_step}..{total_steps}, train step compiled in {compile_s:.1f} s",
+              flush=True)
+
+    end_step = total_steps if config.stop_after_steps <= 0 else min(total_steps,
+                                                                     config.stop_after_steps)
+    batches = input_pipeline.train_batches(source, config.batch_size, start_step,
+                                           end_step - start_step, config.seed,
+                                           jax.process_index(), jax.process_count())
+    batches = parallel.prefetch_to_mesh(batches, mesh)
+    progress = tqdm(total=total_steps, initial=start_step, desc="train", unit="step",
+                    disable=not show_progress, dynamic_ncols=True,
+                    mininterval=0.5 if sys.stderr.isatty() else 10.0)
+    sums, interval_start, interval_steps = None, time.perf_counter(), 0
+    eval_result = None
+    for step in range(start_step, end_step):
+        batch = next(batches)
+        state, step_sums = train_fn(state, batch)
+        sums = step_sums if sums is None else jax.tree_util.tree_map(jnp.add, sums, step_sums)
+        interval_steps += 1
+        done = step + 1
+        progress.update(1)
+        if done % config.log_every_steps == 0 or done == end_step:
+            values = metrics.means(jax.device_get(sums))  # the only host sync in the loop
+            elapsed = time.perf_counter() - interval_start
+            values["learning_rate"] = float(schedule(step))
+            values["images_per_sec"] = interval_steps * config.batch_size / elapsed
+            writer.write(done, "train", values)
+            progress.set_postfix(loss=f"{values['loss']:.4f}", lr=f"{values['learning_rate']:.4g}",
+                                 img_s=f"{values['images_per_sec']:.0f}")
+            sums, interval_start, interval_steps = None, time.perf_counter(), 0
+        if config.eval_every_steps > 0 and done % config.eval_every_steps == 0 and done < total_steps:
+            eval_sums, _, _ = evaluate(eval_fn, state, source, config, mesh, show_progress)
+            writer.write(done, "eval", metrics.means(eval_sums))
+        if done % config.checkpoint_every_steps == 0:
+            checkpoint.save(manager, done, state, description)
+    progress.close()
+    if manager.latest_step() != end_step:
+        checkpoint.save(manager, end_step, state, description, force=True)
+    manager.wait_until_finished()
+
+    if end_step < total_steps:
+        if is_main:
+            print(f"stopped at step {end_step} of {total_steps} (stop_after_steps); run the "
+                  f"same command again to continue", flush=True)
+        return {"step": end_step}
+
+    eval_sums, labels, predictions = evaluate(eval_fn, state, source, config, mesh,
+                                              show_progress)
+    eval_result = metrics.means(eval_sums)
+    eval_result["count"] = int(eval_sums["count"])
+    wall_s = time.perf_counter() - wall_start
+    if is_main:
+        writer.write(total_steps, "eval", {k: eval_result[k] for k in ("loss", "top1", "top5")})
+        metrics.write_report(
+            os.path.join(workdir, "report.txt"), labels, predictions, eval_result["top5"],
+            info.class_names,
+            header=f"{config.model} on {info.name}, {total_steps} steps, "
+                   f"{eval_result['count']} held-out examples")
+        print(f"top-1 {eval_result['top1']:.4f}, top-5 {eval_result['top5']:.4f} on "
+              f"{eval_result['count']} held-out examples; wall time {wall_s:.1f} s "
+              f"(train-step compile {compile_s:.1f} s); report: "
+              f"{os.path.join(workdir, 'report.txt')}", flush=True)
+    eval_result.update(step=total_steps, wall_s=wall_s, compile_s=compile_s)
+    return eval_result

@@ -1,0 +1,50 @@
+"""Trains and evaluates a ResNet. Thin CLI over `resnet_jax.training.train_and_evaluate`.
+
+    python train.py --config configs/digits.py --workdir runs/digits [--config.KEY=VALUE ...]
+
+Running the same command again with the same workdir resumes from the latest checkpoint.
+Multi-host: see README ("Scaling out").
+"""
+
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the report.")
+flags.mark_flag_as_required("workdir")
+config_flags.DEFINE_config_file("config", None, "A config file in configs/.", lock_config=True)
+FLAGS = flags.FLAGS
+
+
+def parse_flags(argv):
+    """absl's flag parsing, with bad flags and config overrides as one line and exit status 2."""
+    try:
+        return FLAGS(argv)
+    except (AttributeError, KeyError) as error:  # ml_collections: no such config key
+        key = str(error.args[0] if error.args else error).strip("'\"")
+        print(f"error: invalid config override: {key!r} is not a config key (every key is "
+              f"listed in configs/default.py)", file=sys.stderr)
+    except (flags.Error, ValueError, TypeError) as error:
+        print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
+    sys.exit(2)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if FLAGS.config is None:
+        raise app.UsageError("--config is required, e.g. --config configs/digits.py")
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
+    from resnet_jax import training  # after flag parsing: a bad flag fails fast
+
+    try:
+        training.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    except ValueError as error:  # ConfigError, DataError, CheckpointMismatch, model errors
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=parse_flags)
