@@ -209,8 +209,10 @@ def _cifar(config, seed, name) -> Source:
     builder = prepared_builder(name, config.data_dir)
     arrays = []
     for split in ("train", "test"):
-        data = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, as_supervised=True))
-        arrays.append((np.asarray(data[0], np.uint8), np.asarray(data[1], np.int64)))
+        ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False).batch(4096)
+        images, labels = zip(*tfds.as_numpy(ds))
+        arrays.append((np.concatenate(images).astype(np.uint8),
+                       np.concatenate(labels).astype(np.int64)))
     mean, std = (CIFAR10_MEAN, CIFAR10_STD) if name == "cifar10" else (CIFAR100_MEAN,
                                                                         CIFAR100_STD)
     num_classes = builder.info.features["label"].num_classes
@@ -267,10 +269,19 @@ def _streamed_jpeg(config, seed, name) -> Source:
         return {"image": _normalize(image, IMAGENET_MEAN, IMAGENET_STD),
                 "label": tf.cast(example["label"], tf.int32)}
 
-    info = DatasetInfo(name, num_classes, builder.info.splits["train"].num_examples,
-                       builder.info.splits[eval_split].num_examples, (size, size, 3),
+    info = DatasetInfo(name, num_classes, _num_examples(builder, "train", decoders),
+                       _num_examples(builder, eval_split, decoders), (size, size, 3),
                        tuple(builder.info.features["label"].names))
     return Source(info, train_epoch, eval_examples, preprocess_train, preprocess_eval)
+
+
+def _num_examples(builder, split: str, decoders) -> int:
+    """From the dataset's metadata; counted when there is none (e.g. under TFDS mocking)."""
+    try:
+        return builder.info.splits[split].num_examples
+    except KeyError:
+        ds = builder.as_dataset(split=split, decoders=decoders)
+        return int(ds.reduce(0, lambda count, _: count + 1))
 
 
 _SOURCES: dict[str, Callable] = {
