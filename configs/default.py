@@ -16,11 +16,12 @@ def get_config() -> ml_collections.ConfigDict:
     c.zero_init_residual = False  # last BN scale of each residual branch starts at 0
     c.bn_momentum = 0.1           # torch's convention (weight of the new batch statistic)
     c.bn_epsilon = 1e-5
-    c.half_precision = False      # bfloat16 compute, float32 params and BN statistics
+    c.dtype = "float32"           # float32 | bfloat16 (compute; float32 params and BN
+                                  # statistics) | float64 (everything; a CPU reference run)
 
     # Data: digits | cifar10 | cifar100 | imagenet2012 | imagenette | fake.
     c.dataset = "imagenet2012"
-    c.data_dir = None             # TFDS data dir (None: TFDS's default, ~/tensorflow_datasets)
+    c.data_dir = ""               # TFDS data dir ("": TFDS's default, ~/tensorflow_datasets)
     c.image_size = 224            # training crop / eval crop; CIFAR 32, digits 8
     c.eval_resize = 256           # ImageNet-style eval: resize shorter side, then center crop
     c.fake_num_classes = 1000     # fake data only

@@ -28,7 +28,7 @@ def get_config():
     c.warmup_epochs = 5.0
     c.num_epochs = 90.0
     c.label_smoothing = 0.1
-    c.half_precision = True
+    c.dtype = "bfloat16"
     c.log_every_steps = 100
     c.eval_every_steps = 5_000
     c.checkpoint_every_steps = 5_000

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+import jax
 import orbax.checkpoint as ocp
 
 
@@ -56,4 +57,24 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state):
     """Restores `step` into the shardings of `abstract_state` (any device count)."""
     restored = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state)))
+    return restored["state"]
+
+
+def load_state(workdir: str, step: int | None = None) -> dict:
+    """The saved TrainState of `workdir` (latest step by default) as a plain pytree of arrays,
+    without building a model: for inspection, export and tests."""
+    manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")),
+                                    options=ocp.CheckpointManagerOptions(read_only=True),
+                                    item_handlers={"state": ocp.StandardCheckpointHandler()})
+    step = manager.latest_step() if step is None else step
+    if step is None:
+        raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints")
+    metadata = manager.item_metadata(step)["state"]
+    metadata = getattr(metadata, "tree", metadata)
+    # Restore onto this process's first device, whatever topology wrote the checkpoint.
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree_util.tree_map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata)
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(target)))
     return restored["state"]

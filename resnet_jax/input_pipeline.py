@@ -185,6 +185,7 @@ def _fake(config, seed) -> Source:
 
 def prepared_builder(name: str, data_dir: str | None):
     """The TFDS builder of `name`, prepared; DataError if it is not and cannot be."""
+    data_dir = data_dir or None  # "" means TFDS's default
     builder = tfds.builder(name, data_dir=data_dir)
     try:
         builder.download_and_prepare()

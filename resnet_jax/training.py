@@ -30,6 +30,11 @@ class ConfigError(ValueError):
     """A config that cannot run: reported in one line, before any compilation."""
 
 
+# config.dtype -> (compute dtype, parameter dtype). Batch-norm statistics follow the params.
+DTYPES = {"float32": (jnp.float32, jnp.float32), "bfloat16": (jnp.bfloat16, jnp.float32),
+          "float64": (jnp.float64, jnp.float64)}
+
+
 class TrainState(train_state.TrainState):
     batch_stats: Any
 
@@ -54,6 +59,8 @@ def validate_config(config) -> None:
         if value <= 0 or value % devices:
             raise ConfigError(f"{key}={value} must be a positive multiple of the device count "
                               f"({devices}); try {max(devices, value - value % devices)}")
+    if config.dtype not in DTYPES:
+        raise ConfigError(f"unknown dtype {config.dtype!r}; valid: {', '.join(DTYPES)}")
     if config.num_train_steps <= 0 and config.num_epochs <= 0:
         raise ConfigError("set num_train_steps > 0 or num_epochs > 0")
 
@@ -61,7 +68,7 @@ def validate_config(config) -> None:
 def model_from_config(config, num_classes: int, in_channels: int) -> models.ResNet:
     options = {"in_channels": in_channels, "zero_init_residual": config.zero_init_residual,
                "bn_momentum": config.bn_momentum, "bn_epsilon": config.bn_epsilon,
-               "dtype": jnp.bfloat16 if config.half_precision else jnp.float32}
+               "dtype": DTYPES[config.dtype][0], "param_dtype": DTYPES[config.dtype][1]}
     if models.is_cifar(config.model):
         options["shortcut"] = config.shortcut
     return models.create_model(config.model, num_classes=num_classes, **options)
@@ -182,6 +189,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     description = checkpoint.describe(config, info.num_classes)
     latest = checkpoint.check_compatible(manager, description)  # before any compilation
     _setup_compilation_cache(config.compilation_cache_dir)
+    if config.dtype == "float64":
+        jax.config.update("jax_enable_x64", True)
 
     mesh = parallel.create_mesh()
     model = model_from_config(config, info.num_classes, info.image_shape[-1])
