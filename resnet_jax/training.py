@@ -20,10 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import logging
-from flax.training import train_state
 from tqdm import tqdm
 
-from resnet_jax import checkpoint, input_pipeline, metrics, models, optim, parallel
+from resnet_jax import checkpoint, input_pipeline, metrics, models, optim, parallel, steps
+from resnet_jax.steps import TrainState, cross_entropy  # noqa: F401  (re-exported)
 
 
 class ConfigError(ValueError):
@@ -33,10 +33,6 @@ class ConfigError(ValueError):
 # config.dtype -> (compute dtype, parameter dtype). Batch-norm statistics follow the params.
 DTYPES = {"float32": (jnp.float32, jnp.float32), "bfloat16": (jnp.bfloat16, jnp.float32),
           "float64": (jnp.float64, jnp.float64)}
-
-
-class TrainState(train_state.TrainState):
-    batch_stats: Any
 
 
 # --- config ---------------------------------------------------------------------------------
@@ -72,70 +68,6 @@ def model_from_config(config, num_classes: int, in_channels: int) -> models.ResN
     if models.is_cifar(config.model):
         options["shortcut"] = config.shortcut
     return models.create_model(config.model, num_classes=num_classes, **options)
-
-
-# --- steps ----------------------------------------------------------------------------------
-
-def create_train_state(model, tx, image_shape, rng) -> TrainState:
-    variables = model.init(rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
-    return TrainState.create(apply_fn=model.apply, params=variables["params"],
-                             batch_stats=variables["batch_stats"], tx=tx)
-
-
-def cross_entropy(logits, labels, num_classes: int, label_smoothing: float = 0.0):
-    targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), label_smoothing)
-    return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets).mean()
-
-
-def train_step(state: TrainState, batch: dict, *, label_smoothing: float = 0.0):
-    """One SGD step on a global batch; returns the new state and metric sums (on device)."""
-
-    def loss_fn(params):
-        logits, new_variables = state.apply_fn(
-            {"params": params, "batch_stats": state.batch_stats}, batch["image"], train=True,
-            mutable=["batch_stats"])
-        loss = cross_entropy(logits, batch["label"], logits.shape[-1], label_smoothing)
-        return loss, (logits, new_variables["batch_stats"])
-
-    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params)
-    state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-    sums = metrics.classification_sums(logits, batch["label"])
-    sums["loss"] = loss * sums["count"]  # the objective actually minimised
-    return state, sums
-
-
-def eval_step(state: TrainState, batch: dict):
-    """Metric sums over the unmasked examples, plus predictions for the report."""
-    logits = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats},
-                            batch["image"], train=False)
-    sums = metrics.classification_sums(logits, batch["label"], batch["mask"])
-    return sums, jnp.argmax(logits, axis=-1)
-
-
-def compile_steps(state, mesh, local_batch_shape, label_smoothing):
-    """Jits the steps with explicit shardings and compiles them once, timed."""
-    repl, data = parallel.replicated(mesh), parallel.batch_sharding(mesh)
-    state_sharding = jax.tree_util.tree_map(lambda _: repl, state)
-    global_batch = (local_batch_shape[0] * jax.process_count(), *local_batch_shape[1:])
-    train_batch = {"image": jax.ShapeDtypeStruct(global_batch, jnp.float32, sharding=data),
-                   "label": jax.ShapeDtypeStruct(global_batch[:1], jnp.int32, sharding=data)}
-    start = time.perf_counter()
-    train = jax.jit(functools.partial(train_step, label_smoothing=label_smoothing),
-                    in_shardings=(state_sharding, data), out_shardings=(state_sharding, repl),
-                    donate_argnums=0).lower(state, train_batch).compile()
-    return train, time.perf_counter() - start
-
-
-def compile_eval(state, mesh, local_batch_shape):
-    repl, data = parallel.replicated(mesh), parallel.batch_sharding(mesh)
-    state_sharding = jax.tree_util.tree_map(lambda _: repl, state)
-    global_batch = (local_batch_shape[0] * jax.process_count(), *local_batch_shape[1:])
-    batch = {"image": jax.ShapeDtypeStruct(global_batch, jnp.float32, sharding=data),
-             "label": jax.ShapeDtypeStruct(global_batch[:1], jnp.int32, sharding=data),
-             "mask": jax.ShapeDtypeStruct(global_batch[:1], jnp.bool_, sharding=data)}
-    return jax.jit(eval_step, in_shardings=(state_sharding, data),
-                   out_shardings=(repl, repl)).lower(state, batch).compile()
 
 
 # --- loop -----------------------------------------------------------------------------------
@@ -197,7 +129,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     schedule = optim.create_schedule(config, steps_per_epoch, total_steps)
     tx = optim.create_optimizer(config, schedule)
     repl = parallel.replicated(mesh)
-    init = jax.jit(functools.partial(create_train_state, model, tx, info.image_shape),
+    init = jax.jit(functools.partial(steps.create_train_state, model, tx, info.image_shape),
                    out_shardings=repl)
     state = init(jax.random.PRNGKey(config.seed))
     start_step = 0
@@ -209,9 +141,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
     writer = metrics.MetricWriter(workdir, enabled=is_main)
     writer.truncate_after(start_step)
     local_batch = config.batch_size // jax.process_count()
-    train_fn, compile_s = compile_steps(state, mesh, (local_batch, *info.image_shape),
+    train_fn, compile_s = steps.compile_train_step(state, mesh, (local_batch, *info.image_shape),
                                         config.label_smoothing)
-    eval_fn = compile_eval(state, mesh, (config.eval_batch_size // jax.process_count(),
+    eval_fn = steps.compile_eval_step(state, mesh, (config.eval_batch_size // jax.process_count(),
                                          *info.image_shape))
     if is_main:
         print(f"{config.model} on {info.name}: {info.num_train} train / {info.num_eval} eval "
