@@ -122,9 +122,9 @@ def test_zero_init_residual_zeroes_each_branch_last_bn():
     for name in blocks:
         block = variables["params"][name]
         np.testing.assert_array_equal(block["bn2"]["scale"], 0)
-            np.testing.assert_array_equal(block["bn1"]["scale"], 1)
-            if "downsample" in block:
-                np.testing.assert_array_equal(block["downsample"]["bn"]["scale"], 1)
+        np.testing.assert_array_equal(block["bn1"]["scale"], 1)
+        if "downsample" in block:
+            np.testing.assert_array_equal(block["downsample"]["bn"]["scale"], 1)
 
 
 def test_eval_mode_uses_running_stats_and_mutates_nothing(resnet20_variables):
