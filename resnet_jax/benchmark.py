@@ -43,6 +43,9 @@ PEAK_FLOPS = {
 }
 
 LEARNING_RATE, MOMENTUM, WEIGHT_DECAY = 0.1, 0.9, 1e-4
+# JAX rows: the package's defaults, and variants that isolate one choice for measurement.
+JAX_VARIANTS = {"jax": {}, "jax_two_pass_bn": {"bn_one_pass_variance": False}}
+FRAMEWORKS = (*JAX_VARIANTS, "torch", "torch_compile")
 
 
 @dataclasses.dataclass
@@ -75,10 +78,10 @@ def peak_flops(device_kind: str, dtype: str, override_tflops: float | None) -> f
 # --- JAX ------------------------------------------------------------------------------------
 
 def jax_runner(name: str, batch_size: int, image_size: int, dtype: str, mode: str,
-               num_classes: int) -> tuple[Callable[[int], None], float]:
+               num_classes: int, **model_options) -> tuple[Callable[[int], None], float]:
     """Compiles the step; returns (run `n` steps and wait, compile seconds)."""
     compute = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype]
-    model = models.create_model(name, num_classes=num_classes, dtype=compute)
+    model = models.create_model(name, num_classes=num_classes, dtype=compute, **model_options)
     tx = optim.sgd(LEARNING_RATE, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
     mesh = parallel.create_mesh()
     image_shape = (image_size, image_size, 3)
@@ -193,9 +196,9 @@ def benchmark(model: str, batch_size: int, image_size: int, dtype: str, framewor
         for framework in frameworks:
             row = Row(framework, model, batch_size, image_size, dtype, mode)
             try:
-                if framework == "jax":
+                if framework in JAX_VARIANTS:
                     run, row.compile_s = jax_runner(model, batch_size, image_size, dtype, mode,
-                                                    num_classes)
+                                                    num_classes, **JAX_VARIANTS[framework])
                 else:
                     run, row.compile_s = torch_runner(model, batch_size, image_size, dtype, mode,
                                                       num_classes, framework == "torch_compile")
@@ -218,7 +221,7 @@ def benchmark(model: str, batch_size: int, image_size: int, dtype: str, framewor
             flops_per_image = train_flops if mode == "train" else train_flops / 3
             if peak:
                 row.mfu = row.images_per_sec * flops_per_image / peak / jax.device_count()
-            row.peak_memory_gb = (jax_peak_memory_gb() if framework == "jax"
+            row.peak_memory_gb = (jax_peak_memory_gb() if framework in JAX_VARIANTS
                                   else torch_peak_memory_gb())
     return {"results": [dataclasses.asdict(r) for r in rows], "device": device_kind,
             "device_count": jax.device_count(), "versions": versions(),
@@ -241,17 +244,17 @@ def versions() -> dict:
 
 def format_table(result: dict) -> str:
     lines = [f"device: {result['device']} x{result['device_count']}",
-             f"{'framework':<14}{'mode':<10}{'model':<16}{'batch':>6}{'size':>6}{'dtype':>10}"
+             f"{'framework':<17}{'mode':<10}{'model':<16}{'batch':>6}{'size':>6}{'dtype':>10}"
              f"{'img/s':>10}{'(min..max)':>18}{'step ms':>9}{'compile s':>10}{'MFU':>7}"]
     by_mode = {}
     for row in result["results"]:
         if row["error"]:
-            lines.append(f"{row['framework']:<14}{row['mode']:<10}{row['model']:<16} "
+            lines.append(f"{row['framework']:<17}{row['mode']:<10}{row['model']:<16} "
                          f"failed: {row['error']}")
             continue
         spread = f"{row['images_per_sec_min']:.0f}..{row['images_per_sec_max']:.0f}"
         mfu = f"{100 * row['mfu']:.1f}%" if row["mfu"] else "-"
-        lines.append(f"{row['framework']:<14}{row['mode']:<10}{row['model']:<16}"
+        lines.append(f"{row['framework']:<17}{row['mode']:<10}{row['model']:<16}"
                      f"{row['batch_size']:>6}{row['image_size']:>6}{row['dtype']:>10}"
                      f"{row['images_per_sec']:>10.1f}{spread:>18}{row['step_ms']:>9.1f}"
                      f"{row['compile_s']:>10.1f}{mfu:>7}")
@@ -284,7 +287,7 @@ def main(argv=None):
                         help="default: 224 (ImageNet family) or 32 (CIFAR family)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     parser.add_argument("--frameworks", default="jax,torch",
-                        help="comma-separated: jax, torch, torch_compile")
+                        help=f"comma-separated: {', '.join(FRAMEWORKS)}")
     parser.add_argument("--modes", default="train", help="comma-separated: train, inference")
     parser.add_argument("--steps", type=int, default=10, help="steps per timed repeat")
     parser.add_argument("--repeats", type=int, default=5)
@@ -297,10 +300,10 @@ def main(argv=None):
                         help="measure the ImageNet input pipeline instead (needs TensorFlow)")
     args = parser.parse_args(argv)
     frameworks = [f for f in args.frameworks.split(",") if f]
-    unknown = set(frameworks) - {"jax", "torch", "torch_compile"}
+    unknown = set(frameworks) - set(FRAMEWORKS)
     modes = [m for m in args.modes.split(",") if m]
     if unknown or not frameworks:
-        parser.error(f"unknown framework(s) {sorted(unknown)}; valid: jax, torch, torch_compile")
+        parser.error(f"unknown framework(s) {sorted(unknown)}; valid: {', '.join(FRAMEWORKS)}")
     if set(modes) - {"train", "inference"} or not modes:
         parser.error("--modes takes train and/or inference")
     if args.batch_size % jax.device_count():

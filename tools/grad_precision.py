@@ -26,12 +26,6 @@ def worst(grads32: dict, grads64: dict) -> tuple[float, str]:
     return errors[key], key
 
 
-def one_pass_moments(x):
-    axes = tuple(range(x.ndim - 1))
-    mean = jnp.mean(x, axis=axes)
-    return mean, jnp.maximum(jnp.mean(jnp.square(x), axis=axes) - jnp.square(mean), 0)
-
-
 def torch_grads(model, x, labels, dtype):
     model = model.to(dtype).train()
     model.zero_grad()
@@ -41,9 +35,10 @@ def torch_grads(model, x, labels, dtype):
     return {k: p.grad.double().numpy() for k, p in model.named_parameters()}
 
 
-def jax_grads(name, num_classes, state_dict, x, labels, dtype, jit: bool):
+def jax_grads(name, num_classes, state_dict, x, labels, dtype, jit: bool, one_pass=False):
     with jax.enable_x64(True):
-        model = models.create_model(name, num_classes=num_classes, dtype=dtype, param_dtype=dtype)
+        model = models.create_model(name, num_classes=num_classes, dtype=dtype, param_dtype=dtype,
+                                    bn_one_pass_variance=one_pass)
         sd = {k: v.to(getattr(torch, jnp.dtype(dtype).name)) for k, v in state_dict.items()}
         variables = torch_interop.from_torchvision(name, sd)
 
@@ -77,8 +72,6 @@ def main():
                         help="0 disables torch's oneDNN CPU convolutions")
     args = parser.parse_args()
     torch.backends.mkldnn.enabled = bool(args.torch_mkldnn)
-    if args.one_pass_variance:
-        models.batch_moments = one_pass_moments
     torch.manual_seed(0)
     num_classes = 10
     model = torch_models.create_torch_model(args.model, num_classes=num_classes)
@@ -96,7 +89,8 @@ def main():
     err, key = worst(jax64, reference)
     print(f"jax float64 vs torch float64: worst {err:.2e} at {key}")
     for jit in (True, False):
-        g32 = jax_grads(args.model, num_classes, state_dict, x, labels, jnp.float32, jit=jit)
+        g32 = jax_grads(args.model, num_classes, state_dict, x, labels, jnp.float32, jit=jit,
+                        one_pass=args.one_pass_variance)
         err, key = worst(g32, jax64)
         print(f"jax float32 {'jit       ' if jit else 'op by op  '}: worst {err:.2e} at {key}")
 
