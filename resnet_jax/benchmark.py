@@ -131,6 +131,8 @@ def torch_runner(name: str, batch_size: int, image_size: int, dtype: str, mode: 
     from resnet_jax import torch_models
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()  # peak_memory_gb: this row's warm-up onwards
     model = torch_models.create_torch_model(name, num_classes=num_classes)
     model = model.to(device, memory_format=torch.channels_last)
     if compiled:

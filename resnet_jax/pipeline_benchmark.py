@@ -1,0 +1,76 @@
+"""Throughput of the ImageNet training input pipeline, on real JPEG files it writes itself.
+
+    python -m resnet_jax.benchmark --input_pipeline [--batch_size 256] [--image_size 224]
+
+Writes a small TFDS `imagenette`-format dataset of JPEG images at ImageNet-like sizes
+(random sizes around 500x375) into a temporary dir, then times `input_pipeline.train_batches`
+(read, JPEG decode + random-resized crop, flip, normalise, batch) after a warm-up batch.
+Reports images/s and images/s per CPU core. Needs TensorFlow (unlike the rest of the benchmark).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+
+import numpy as np
+
+
+def write_jpeg_dataset(data_dir: str, num_images: int, seed: int = 0) -> None:
+    """A TFDS dataset named `imagenette` with `num_images` smooth random JPEGs (and 10 eval)."""
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    rng = np.random.default_rng(seed)
+
+    def image(i):
+        height, width = int(rng.integers(300, 450)), int(rng.integers(400, 560))
+        # Low-frequency noise upsampled: JPEG-compresses like photographs, not like static.
+        small = rng.integers(0, 256, (height // 16 + 1, width // 16 + 1, 3)).astype(np.float32)
+        big = tf.image.resize(small[None], (height, width), method="bicubic")[0]
+        return tf.cast(tf.clip_by_value(big, 0, 255), tf.uint8).numpy()
+
+    def split(n):
+        images = [image(i) for i in range(n)]
+        return tf.data.Dataset.from_generator(
+            lambda: ({"image": im, "label": i % 10} for i, im in enumerate(images)),
+            output_signature={"image": tf.TensorSpec((None, None, 3), tf.uint8),
+                              "label": tf.TensorSpec((), tf.int64)})
+
+    features = tfds.features.FeaturesDict({
+        "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
+        "label": tfds.features.ClassLabel(num_classes=10)})
+    tfds.dataset_builders.TfDataBuilder(
+        name="imagenette", config="full-size-v2", version="1.0.0", data_dir=data_dir,
+        split_datasets={"train": split(num_images), "validation": split(10)},
+        features=features).download_and_prepare()
+
+
+def run(batch_size: int = 256, image_size: int = 224, num_images: int = 512,
+        batches: int = 8, repeats: int = 3) -> dict:
+    import ml_collections
+
+    from resnet_jax import input_pipeline  # TensorFlow: imported in this mode only
+
+    cores = len(os.sched_getaffinity(0))
+    with tempfile.TemporaryDirectory() as data_dir:
+        write_jpeg_dataset(data_dir, num_images)
+        config = ml_collections.ConfigDict(dict(
+            dataset="imagenette", data_dir=data_dir, image_size=image_size, eval_resize=256,
+            shuffle_buffer=1024, seed=0))
+        source = input_pipeline.create_source(config)
+        rates = []
+        for repeat in range(repeats):
+            iterator = input_pipeline.train_batches(source, batch_size, repeat * (batches + 1),
+                                                    batches + 1, seed=0)
+            next(iterator)  # warm-up: builds the pipeline, fills the prefetch buffer
+            start = time.perf_counter()
+            for _ in range(batches):
+                next(iterator)
+            rates.append(batches * batch_size / (time.perf_counter() - start))
+    rate = statistics.median(rates)
+    return {"images_per_sec": rate, "images_per_sec_per_core": rate / cores, "cores": cores,
+            "batch_size": batch_size, "image_size": image_size, "repeats": rates,
+            "pipeline": "JPEG decode + random-resized crop + flip + normalise + batch"}
