@@ -18,22 +18,16 @@ import time
 import numpy as np
 
 
-def write_jpeg_dataset(data_dir: str, num_images: int, seed: int = 0) -> None:
-    """A TFDS dataset named `imagenette` with `num_images` smooth random JPEGs (and 10 eval)."""
+def write_jpeg_dataset(data_dir: str, splits: dict[str, list[np.ndarray]]) -> None:
+    """A real TFDS dataset of JPEG files in `data_dir`, in `imagenette`'s format and version,
+    so that the registered Imagenette builder (and `input_pipeline`) reads it.
+
+    `splits` maps "train"/"validation" to uint8 (H, W, 3) images; labels cycle through 0..9.
+    """
     import tensorflow as tf
     import tensorflow_datasets as tfds
 
-    rng = np.random.default_rng(seed)
-
-    def image(i):
-        height, width = int(rng.integers(300, 450)), int(rng.integers(400, 560))
-        # Low-frequency noise upsampled: JPEG-compresses like photographs, not like static.
-        small = rng.integers(0, 256, (height // 16 + 1, width // 16 + 1, 3)).astype(np.float32)
-        big = tf.image.resize(small[None], (height, width), method="bicubic")[0]
-        return tf.cast(tf.clip_by_value(big, 0, 255), tf.uint8).numpy()
-
-    def split(n):
-        images = [image(i) for i in range(n)]
+    def split(images):
         return tf.data.Dataset.from_generator(
             lambda: ({"image": im, "label": i % 10} for i, im in enumerate(images)),
             output_signature={"image": tf.TensorSpec((None, None, 3), tf.uint8),
@@ -44,8 +38,22 @@ def write_jpeg_dataset(data_dir: str, num_images: int, seed: int = 0) -> None:
         "label": tfds.features.ClassLabel(num_classes=10)})
     tfds.dataset_builders.TfDataBuilder(
         name="imagenette", config="full-size-v2", version="1.0.0", data_dir=data_dir,
-        split_datasets={"train": split(num_images), "validation": split(10)},
+        split_datasets={name: split(images) for name, images in splits.items()},
         features=features).download_and_prepare()
+
+
+def photo_like_images(count: int, seed: int = 0) -> list[np.ndarray]:
+    """Random sizes around 500x375 of smooth noise: JPEG-compresses like photographs."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    images = []
+    for _ in range(count):
+        height, width = int(rng.integers(300, 450)), int(rng.integers(400, 560))
+        small = rng.integers(0, 256, (height // 16 + 1, width // 16 + 1, 3)).astype(np.float32)
+        big = tf.image.resize(small[None], (height, width), method="bicubic")[0]
+        images.append(tf.cast(tf.clip_by_value(big, 0, 255), tf.uint8).numpy())
+    return images
 
 
 def run(batch_size: int = 256, image_size: int = 224, num_images: int = 512,
@@ -56,7 +64,8 @@ def run(batch_size: int = 256, image_size: int = 224, num_images: int = 512,
 
     cores = len(os.sched_getaffinity(0))
     with tempfile.TemporaryDirectory() as data_dir:
-        write_jpeg_dataset(data_dir, num_images)
+        write_jpeg_dataset(data_dir, {"train": photo_like_images(num_images),
+                                      "validation": photo_like_images(10, seed=1)})
         config = ml_collections.ConfigDict(dict(
             dataset="imagenette", data_dir=data_dir, image_size=image_size, eval_resize=256,
             shuffle_buffer=1024, seed=0))

@@ -9,6 +9,7 @@ import tensorflow_datasets as tfds
 
 from configs import default
 from resnet_jax import input_pipeline as ip
+from resnet_jax import pipeline_benchmark
 
 N = 10  # examples in the id-carrying source
 
@@ -131,22 +132,6 @@ def test_imagenet2012_on_tfds_mock_data():
         assert batches[0]["image"].shape == (4, 32, 32, 3)
 
 
-def _write_jpeg_dataset(data_dir, images_by_split):
-    """A real TFDS 'imagenette' dataset of JPEG files (the registered builder then reads it)."""
-    def split(images):
-        return tf.data.Dataset.from_generator(
-            lambda: ({"image": im, "label": i % 10} for i, im in enumerate(images)),
-            output_signature={"image": tf.TensorSpec((None, None, 3), tf.uint8),
-                              "label": tf.TensorSpec((), tf.int64)})
-    features = tfds.features.FeaturesDict({
-        "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
-        "label": tfds.features.ClassLabel(num_classes=10)})
-    builder = tfds.dataset_builders.TfDataBuilder(
-        name="imagenette", config="full-size-v2", version="1.0.0", data_dir=data_dir,
-        split_datasets={k: split(v) for k, v in images_by_split.items()}, features=features)
-    builder.download_and_prepare()
-
-
 def test_jpeg_decoding_crops_flips_and_normalisation_on_a_written_tfds_dataset(tmp_path):
     colour = np.array([200, 100, 50], np.uint8)
     half = np.zeros((48, 64, 3), np.uint8)
@@ -154,7 +139,8 @@ def test_jpeg_decoding_crops_flips_and_normalisation_on_a_written_tfds_dataset(t
     train = [np.broadcast_to(colour, (40 + 7 * i, 70 - 5 * i, 3)).copy() for i in range(6)]
     train += [half] * 10
     evaluation = [np.broadcast_to(colour, (50, 90, 3)).copy(), half]
-    _write_jpeg_dataset(str(tmp_path), {"train": train, "validation": evaluation})
+    pipeline_benchmark.write_jpeg_dataset(str(tmp_path), {"train": train,
+                                                          "validation": evaluation})
 
     source = ip.create_source(_config("imagenette", data_dir=str(tmp_path), image_size=24,
                                       eval_resize=28))
