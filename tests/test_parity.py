@@ -101,11 +101,11 @@ def test_same_padding_would_not_match_torchvision(monkeypatch):
 
 # --- float64, train mode: outputs, batch stats, gradients, SGD steps --------------------------
 
-# The first step (train-mode logits, every gradient, the input gradient) is compared at 1e-10;
-# measured worst 1.5e-13. Later steps and the final parameters and statistics at 1e-7: rounding
-# (1e-16) compounds through deep train-mode BN stacks on a batch of 4 noise images, and the
-# measured worst after 3 steps of lr 0.1 is 4.6e-9 (wide_resnet50_2's input gradient); a real
-# difference (a wrong momentum, decay or variance) shows at 1e-3 or more.
+# The first step (train-mode logits, every gradient, the input gradient) is compared at 1e-10.
+# Later steps and the final parameters and statistics at 1e-7: rounding (1e-16) compounds
+# through deep train-mode BN stacks on a batch of 4 noise images; the measured worst over all
+# steps is 1.5e-9 (wide_resnet50_2), 7e-14 to 2e-13 for the CIFAR models. A real difference
+# (a wrong momentum, decay or variance) shows at 1e-3 or more.
 FIRST_STEP_RTOL = 1e-10
 TRAIN_RTOL = 1e-7
 # Every kind of block and shortcut at its smallest depth, plus resnet50. (model, options, size)
