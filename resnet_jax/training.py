@@ -13,12 +13,10 @@ import math
 import os
 import sys
 import time
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from absl import logging
 from tqdm import tqdm
 
