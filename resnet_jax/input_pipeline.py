@@ -35,8 +35,6 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
                    "ship", "truck")
 DIGITS_EVAL_EXAMPLES = 360  # the fixed stratified held-out split (20% of 1,797)
 
-DATASETS = ("digits", "cifar10", "cifar100", "imagenet2012", "imagenette", "fake")
-
 
 class DataError(ValueError):
     """A dataset that is unknown, or not prepared and not downloadable."""
@@ -287,18 +285,25 @@ def _num_examples(builder, split: str, decoders) -> int:
 
 _SOURCES: dict[str, Callable] = {
     "digits": _digits,
-    "fake": _fake,
     "cifar10": lambda config, seed: _cifar(config, seed, "cifar10"),
     "cifar100": lambda config, seed: _cifar(config, seed, "cifar100"),
     "imagenet2012": lambda config, seed: _streamed_jpeg(config, seed, "imagenet2012"),
     "imagenette": lambda config, seed: _streamed_jpeg(config, seed, "imagenette"),
+    "fake": _fake,
 }
 
 
+DATASETS = tuple(_SOURCES)
+
+
+def check_dataset(name: str) -> None:
+    """DataError naming the valid datasets, for a name that has no source."""
+    if name not in _SOURCES:
+        raise DataError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}")
+
+
 def create_source(config) -> Source:
-    if config.dataset not in _SOURCES:
-        raise DataError(f"unknown dataset {config.dataset!r}; valid datasets: "
-                        f"{', '.join(DATASETS)}")
+    check_dataset(config.dataset)
     return _SOURCES[config.dataset](config, config.seed)
 
 

@@ -327,6 +327,12 @@ MODEL_OPTIONS = ("in_channels", "shortcut", "zero_init_residual", "bn_momentum",
                  "bn_one_pass_variance", "dtype", "param_dtype")
 
 
+def check_model_name(name: str) -> None:
+    """ValueError naming the valid models, for a name that is not in `MODELS`."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(sorted(MODELS))}")
+
+
 def is_cifar(name: str) -> bool:
     """CIFAR-family models (3x3 stem, 16/32/64 filters) are meant for small images."""
     return MODELS[name].keywords["stem"] == "cifar"
@@ -340,8 +346,7 @@ def create_model(name: str, *, num_classes: int, **options) -> ResNet:
     for 16-bit compute), dtype (computation, float32), param_dtype (float32). Batch-norm
     statistics are kept in at least float32.
     """
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(sorted(MODELS))}")
+    check_model_name(name)
     unknown = sorted(set(options) - set(MODEL_OPTIONS))
     if unknown:
         raise ValueError(f"unknown model option(s) {', '.join(unknown)}; valid options: "

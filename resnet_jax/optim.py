@@ -25,6 +25,14 @@ def sgd(learning_rate: float | optax.Schedule, *, momentum: float = 0.9, nestero
     )
 
 
+SCHEDULES = ("constant", "cosine", "piecewise")
+
+
+def check_schedule(name: str) -> None:
+    if name not in SCHEDULES:
+        raise ValueError(f"unknown schedule {name!r}; valid: {', '.join(SCHEDULES)}")
+
+
 def base_learning_rate(config) -> float:
     """The peak learning rate: `learning_rate`, linearly scaled with the batch size if asked."""
     if config.lr_scaling_batch_size:
@@ -37,20 +45,18 @@ def create_schedule(config, steps_per_epoch: float, total_steps: int) -> optax.S
 
     Every schedule counts optimizer steps.
     """
+    check_schedule(config.schedule)
     peak = base_learning_rate(config)
     warmup = int(round(config.warmup_epochs * steps_per_epoch))
     if config.schedule == "constant":
         decay = optax.constant_schedule(peak)
     elif config.schedule == "cosine":
         decay = optax.cosine_decay_schedule(peak, max(total_steps - warmup, 1))
-    elif config.schedule == "piecewise":
+    else:  # "piecewise"
         boundaries = list(config.lr_boundaries_steps) + [
             int(round(e * steps_per_epoch)) for e in config.lr_boundaries_epochs]
         decay = optax.piecewise_constant_schedule(
             peak, {b - warmup: config.lr_decay_factor for b in sorted(boundaries)})
-    else:
-        raise ValueError(f"unknown schedule {config.schedule!r}; valid: constant, cosine, "
-                         "piecewise")
     if warmup == 0:
         return decay
     return optax.join_schedules(

@@ -119,8 +119,7 @@ def to_torchvision(name: str, variables: Mapping[str, Any]) -> dict:
     """A torchvision state dict (torch tensors, `strict=True`-loadable) from Flax variables."""
     import torch  # optional dependency: only this direction needs it
 
-    if name not in models.MODELS:
-        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(sorted(models.MODELS))}")
+    models.check_model_name(name)
     state_dict = {}
     for collection in ("params", "batch_stats"):
         for path, value in traverse_util.flatten_dict(dict(variables[collection])).items():

@@ -106,8 +106,7 @@ def create_torch_model(name: str, *, num_classes: int, in_channels: int = 3,
                        shortcut: str | None = "A", zero_init_residual: bool = False,
                        bn_momentum: float = 0.1, bn_epsilon: float = 1e-5) -> nn.Module:
     """The PyTorch model that `resnet_jax.models.create_model(name, ...)` equals, in float32."""
-    if name not in models.MODELS:
-        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(sorted(models.MODELS))}")
+    models.check_model_name(name)
     if models.is_cifar(name):
         depth = int(name.removeprefix("resnet").removeprefix("plain"))
         model = CifarResNet(depth, num_classes, None if name.startswith("plain") else shortcut,

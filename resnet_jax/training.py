@@ -36,15 +36,10 @@ DTYPES = {"float32": (jnp.float32, jnp.float32), "bfloat16": (jnp.bfloat16, jnp.
 # --- config ---------------------------------------------------------------------------------
 
 def validate_config(config) -> None:
-    if config.model not in models.MODELS:
-        raise ConfigError(f"unknown model {config.model!r}; valid models: "
-                          f"{', '.join(sorted(models.MODELS))}")
-    if config.dataset not in input_pipeline.DATASETS:
-        raise ConfigError(f"unknown dataset {config.dataset!r}; valid datasets: "
-                          f"{', '.join(input_pipeline.DATASETS)}")
-    if config.schedule not in ("constant", "cosine", "piecewise"):
-        raise ConfigError(f"unknown schedule {config.schedule!r}; valid: constant, cosine, "
-                          "piecewise")
+    """Raises a one-line ValueError for a config that cannot run (before any data or compile)."""
+    models.check_model_name(config.model)
+    input_pipeline.check_dataset(config.dataset)
+    optim.check_schedule(config.schedule)
     if config.shortcut not in ("A", "B"):
         raise ConfigError(f"shortcut must be 'A' or 'B', got {config.shortcut!r}")
     devices = jax.device_count()
