@@ -59,26 +59,33 @@ def eval_step(state: TrainState, batch: dict):
     return sums, jnp.argmax(logits, axis=-1)
 
 
-def compile_train_step(state, mesh, local_batch_shape, label_smoothing):
-    """Jits the steps with explicit shardings and compiles them once, timed."""
+def _compile(step_fn, state, mesh, local_batch_shape, batch_keys, train: bool):
+    """Jits `step_fn(state, batch)` with explicit shardings (state replicated, batch sharded on
+    `data`) and compiles it once for the global batch; returns (compiled, seconds).
+
+    A training step returns (state, metrics) and donates its input state; an eval step returns
+    (metrics, predictions), all replicated.
+    """
     repl, data = parallel.replicated(mesh), parallel.batch_sharding(mesh)
     state_sharding = jax.tree_util.tree_map(lambda _: repl, state)
     global_batch = (local_batch_shape[0] * jax.process_count(), *local_batch_shape[1:])
-    train_batch = {"image": jax.ShapeDtypeStruct(global_batch, jnp.float32, sharding=data),
-                   "label": jax.ShapeDtypeStruct(global_batch[:1], jnp.int32, sharding=data)}
+    leaves = {"image": (global_batch, jnp.float32), "label": (global_batch[:1], jnp.int32),
+              "mask": (global_batch[:1], jnp.bool_)}
+    batch = {k: jax.ShapeDtypeStruct(*leaves[k], sharding=data) for k in batch_keys}
     start = time.perf_counter()
-    train = jax.jit(functools.partial(train_step, label_smoothing=label_smoothing),
-                    in_shardings=(state_sharding, data), out_shardings=(state_sharding, repl),
-                    donate_argnums=0).lower(state, train_batch).compile()
-    return train, time.perf_counter() - start
+    compiled = jax.jit(step_fn, in_shardings=(state_sharding, data),
+                       out_shardings=(state_sharding if train else repl, repl),
+                       donate_argnums=0 if train else ()).lower(state, batch).compile()
+    return compiled, time.perf_counter() - start
+
+
+def compile_train_step(state, mesh, local_batch_shape, label_smoothing):
+    """The training step, compiled once with explicit shardings and donated state, timed."""
+    return _compile(functools.partial(train_step, label_smoothing=label_smoothing), state, mesh,
+                    local_batch_shape, ("image", "label"), train=True)
 
 
 def compile_eval_step(state, mesh, local_batch_shape):
-    repl, data = parallel.replicated(mesh), parallel.batch_sharding(mesh)
-    state_sharding = jax.tree_util.tree_map(lambda _: repl, state)
-    global_batch = (local_batch_shape[0] * jax.process_count(), *local_batch_shape[1:])
-    batch = {"image": jax.ShapeDtypeStruct(global_batch, jnp.float32, sharding=data),
-             "label": jax.ShapeDtypeStruct(global_batch[:1], jnp.int32, sharding=data),
-             "mask": jax.ShapeDtypeStruct(global_batch[:1], jnp.bool_, sharding=data)}
-    return jax.jit(eval_step, in_shardings=(state_sharding, data),
-                   out_shardings=(repl, repl)).lower(state, batch).compile()
+    """The evaluation step (masked batches), compiled once, timed."""
+    return _compile(eval_step, state, mesh, local_batch_shape, ("image", "label", "mask"),
+                    train=False)

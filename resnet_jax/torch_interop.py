@@ -115,6 +115,13 @@ def from_torchvision(name: str, state_dict: Mapping[str, Any], **options) -> dic
     return traverse_util.unflatten_dict(flat)
 
 
+def torch_arrays(tree: Mapping[str, Any], collection: str) -> dict[str, np.ndarray]:
+    """One Flax collection (`params` or `batch_stats`, or gradients shaped like `params`) as
+    numpy arrays under torchvision's keys and in its layouts."""
+    return {torch_key(collection, path): _to_torch_layout(np.asarray(value))
+            for path, value in traverse_util.flatten_dict(dict(tree)).items()}
+
+
 def to_torchvision(name: str, variables: Mapping[str, Any]) -> dict:
     """A torchvision state dict (torch tensors, `strict=True`-loadable) from Flax variables."""
     import torch  # optional dependency: only this direction needs it
@@ -122,13 +129,11 @@ def to_torchvision(name: str, variables: Mapping[str, Any]) -> dict:
     models.check_model_name(name)
     state_dict = {}
     for collection in ("params", "batch_stats"):
-        for path, value in traverse_util.flatten_dict(dict(variables[collection])).items():
-            array = np.ascontiguousarray(_to_torch_layout(np.asarray(value)))
-            state_dict[torch_key(collection, path)] = torch.from_numpy(array.copy())
-            if path[-1] == "var":
-                state_dict[torch_key(collection, path).replace("running_var",
-                                                               "num_batches_tracked")] = (
-                    torch.tensor(0, dtype=torch.long))
+        for key, array in torch_arrays(variables[collection], collection).items():
+            state_dict[key] = torch.from_numpy(np.array(array, order="C"))  # an owned copy
+            if key.endswith("running_var"):
+                state_dict[key.replace("running_var", "num_batches_tracked")] = torch.tensor(
+                    0, dtype=torch.long)
     return state_dict
 
 

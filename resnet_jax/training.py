@@ -134,10 +134,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
     writer = metrics.MetricWriter(workdir, enabled=is_main)
     writer.truncate_after(start_step)
     local_batch = config.batch_size // jax.process_count()
-    train_fn, compile_s = steps.compile_train_step(state, mesh, (local_batch, *info.image_shape),
-                                        config.label_smoothing)
-    eval_fn = steps.compile_eval_step(state, mesh, (config.eval_batch_size // jax.process_count(),
-                                         *info.image_shape))
+    train_fn, compile_s = steps.compile_train_step(
+        state, mesh, (local_batch, *info.image_shape), config.label_smoothing)
+    eval_fn, _ = steps.compile_eval_step(
+        state, mesh, (config.eval_batch_size // jax.process_count(), *info.image_shape))
     if is_main:
         print(f"{config.model} on {info.name}: {info.num_train} train / {info.num_eval} eval "
               f"examples, batch {config.batch_size} over {jax.device_count()} device(s), "
@@ -154,7 +154,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
                     disable=not show_progress, dynamic_ncols=True,
                     mininterval=0.5 if sys.stderr.isatty() else 10.0)
     sums, interval_start, interval_steps = None, time.perf_counter(), 0
-    eval_result = None
     for step in range(start_step, end_step):
         batch = next(batches)
         state, step_sums = train_fn(state, batch)

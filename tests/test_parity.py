@@ -13,8 +13,6 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="parity tests need the [dev] extra (torch)")
 
-from flax import traverse_util  # noqa: E402
-
 from resnet_jax import models, optim, torch_interop, torch_models  # noqa: E402
 
 
@@ -143,11 +141,6 @@ def torch_sgd_run(torch_model, batches, labels, nesterov):
     return history, {k: v.numpy() for k, v in torch_model.state_dict().items()}
 
 
-def flax_to_torch_dict(tree, collection):
-    return {torch_interop.torch_key(collection, path): torch_interop._to_torch_layout(
-        np.asarray(value)) for path, value in traverse_util.flatten_dict(tree).items()}
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name,options,size", TRAIN_CASES,
                          ids=[f"{n}-{o.get('shortcut', '')}" for n, o, _ in TRAIN_CASES])
@@ -186,15 +179,15 @@ def test_float64_training_steps_equal_torch(name, options, size):
                 assert rel_err(logits, torch_logits) < rtol, f"logits, step {step}"
                 assert rel_err(np.asarray(x_grad).transpose(0, 3, 1, 2),
                                torch_x_grad) < rtol, f"input grad, step {step}"
-                ours = flax_to_torch_dict(grads, "params")
+                ours = torch_interop.torch_arrays(grads, "params")
                 assert ours.keys() == torch_grads.keys()
                 for key, value in torch_grads.items():
                     assert rel_err(ours[key], value) < rtol, f"grad {key}, step {step}"
                 updates, opt_state = tx.update(grads, opt_state, params)
                 params = optax.apply_updates(params, updates)
 
-            final = {**flax_to_torch_dict(params, "params"),
-                     **flax_to_torch_dict(batch_stats, "batch_stats")}
+            final = {**torch_interop.torch_arrays(params, "params"),
+                     **torch_interop.torch_arrays(batch_stats, "batch_stats")}
             for key, value in torch_final.items():
                 if key.endswith("num_batches_tracked"):
                     continue
@@ -230,7 +223,7 @@ def test_float32_gradients_stay_close_to_float64():
         return jax.jit(jax.grad(loss_fn))(variables["params"])
 
     with jax.enable_x64(True):
-        reference = flax_to_torch_dict(grads(jnp.float64), "params")
-        ours = flax_to_torch_dict(grads(jnp.float32), "params")
+        reference = torch_interop.torch_arrays(grads(jnp.float64), "params")
+        ours = torch_interop.torch_arrays(grads(jnp.float32), "params")
     worst = max(rel_err(ours[k], reference[k]) for k in reference)
     assert worst < 1e-4

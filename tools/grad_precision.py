@@ -14,7 +14,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
-from flax import traverse_util
 
 from resnet_jax import models, torch_interop, torch_models
 
@@ -55,10 +54,8 @@ def jax_grads(name, num_classes, state_dict, x, labels, dtype, jit: bool, one_pa
         else:
             with jax.disable_jit():
                 grads = grad_fn(variables["params"], xj)
-        flat = traverse_util.flatten_dict(grads)
-        return {torch_interop.torch_key("params", k):
-                torch_interop._to_torch_layout(np.asarray(v, np.float64))
-                for k, v in flat.items()}
+        return {k: v.astype(np.float64)
+                for k, v in torch_interop.torch_arrays(grads, "params").items()}
 
 
 def main():
