@@ -17,9 +17,10 @@ class CheckpointMismatch(ValueError):
     """The workdir holds checkpoints of a different model or dataset."""
 
 
-def create_manager(workdir: str, keep: int, every_steps: int) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, save_interval_steps=every_steps,
-                                           enable_async_checkpointing=True, create=True)
+def create_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
+    """Keeps the last `keep` checkpoints; saves whenever asked (the training loop decides when)."""
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True,
+                                           create=True)
     return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")),
                                  options=options)
 

@@ -109,8 +109,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                    else math.ceil(config.num_epochs * steps_per_epoch))
 
     os.makedirs(workdir, exist_ok=True)
-    manager = checkpoint.create_manager(workdir, config.keep_checkpoints,
-                                        config.checkpoint_every_steps)
+    manager = checkpoint.create_manager(workdir, config.keep_checkpoints)
     description = checkpoint.describe(config, info.num_classes)
     latest = checkpoint.check_compatible(manager, description)  # before any compilation
     _setup_compilation_cache(config.compilation_cache_dir)
