@@ -16,6 +16,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.zero_init_residual = False  # last BN scale of each residual branch starts at 0
     c.bn_momentum = 0.1           # torch's convention (weight of the new batch statistic)
     c.bn_epsilon = 1e-5
+    c.bn_group_size = 0           # 0: batch-norm statistics over the global batch; N > 0: over
+                                  # groups of N examples ("ghost" BN, like PyTorch DDP's per-GPU
+                                  # statistics at N = per-GPU batch), whatever the device count
     c.dtype = "float32"           # float32 | bfloat16 (compute; float32 params and BN
                                   # statistics) | float64 (everything; a CPU reference run)
 
@@ -31,6 +34,9 @@ def get_config() -> ml_collections.ConfigDict:
     # Optimisation (torch.optim.SGD semantics: coupled weight decay, momentum on the gradient).
     c.batch_size = 256            # global batch, over all devices and processes
     c.eval_batch_size = 256
+    c.grad_accumulation_steps = 1  # k > 1: each step runs batch_size/k examples at a time and
+                                   # averages their gradients (one optimizer step, one schedule
+                                   # step); for batches larger than memory
     c.learning_rate = 0.1         # at lr_scaling_batch_size; see lr_scaling_batch_size
     c.lr_scaling_batch_size = 256  # lr = learning_rate * batch_size / this; 0 disables scaling
     c.momentum = 0.9

@@ -7,7 +7,7 @@ The JAX training step is `resnet_jax.steps.train_step`, compiled by the same fun
 `train.py` (forward, backward, SGD with momentum and weight decay, batch-norm update, donated
 state). The PyTorch side is torchvision's model (or the package's twin), channels-last, eager,
 `torch.optim.SGD` with the same hyper-parameters, autocast for bfloat16; `torch_compile` adds
-a `torch.compile`d row. Warm-up is excluded; repeats are interleaved between frameworks; the
+a `torch.compile`d row. Both run on one device (the first). Warm-up is excluded; repeats are interleaved between frameworks; the
 median over repeats is reported with the spread (min..max).
 
 Imports only jax, flax, optax, numpy and (optionally) torch: it runs on a bare accelerator image.
@@ -83,7 +83,7 @@ def jax_runner(name: str, batch_size: int, image_size: int, dtype: str, mode: st
     compute = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype]
     model = models.create_model(name, num_classes=num_classes, dtype=compute, **model_options)
     tx = optim.sgd(LEARNING_RATE, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
-    mesh = parallel.create_mesh()
+    mesh = parallel.create_mesh(jax.devices()[:1])  # one device, as the PyTorch side uses
     image_shape = (image_size, image_size, 3)
     state = jax.jit(functools.partial(steps.create_train_state, model, tx, image_shape),
                     out_shardings=parallel.replicated(mesh))(jax.random.PRNGKey(0))
@@ -220,11 +220,11 @@ def benchmark(model: str, batch_size: int, image_size: int, dtype: str, framewor
             row.step_ms = 1000 * batch_size / row.images_per_sec
             flops_per_image = train_flops if mode == "train" else train_flops / 3
             if peak:
-                row.mfu = row.images_per_sec * flops_per_image / peak / jax.device_count()
+                row.mfu = row.images_per_sec * flops_per_image / peak
             row.peak_memory_gb = (jax_peak_memory_gb() if framework in JAX_VARIANTS
                                   else torch_peak_memory_gb())
     return {"results": [dataclasses.asdict(r) for r in rows], "device": device_kind,
-            "device_count": jax.device_count(), "versions": versions(),
+            "device_count": 1, "versions": versions(),
             "date": time.strftime("%Y-%m-%d")}
 
 
@@ -306,9 +306,6 @@ def main(argv=None):
         parser.error(f"unknown framework(s) {sorted(unknown)}; valid: {', '.join(FRAMEWORKS)}")
     if set(modes) - {"train", "inference"} or not modes:
         parser.error("--modes takes train and/or inference")
-    if args.batch_size % jax.device_count():
-        parser.error(f"--batch_size {args.batch_size} must be a multiple of the device count "
-                     f"({jax.device_count()})")
     if args.input_pipeline:
         from resnet_jax import pipeline_benchmark
         result = pipeline_benchmark.run(batch_size=args.batch_size,

@@ -47,18 +47,20 @@ def _symmetric_padding(kernel_size: int) -> tuple[tuple[int, int], tuple[int, in
     return ((kernel_size // 2, kernel_size // 2),) * 2
 
 
-def batch_moments(x, one_pass: bool = False):
-    """Per-channel mean and biased variance of an (..., C) array.
+def batch_moments(x, one_pass: bool = False, axes=None):
+    """Mean and biased variance of `x` over `axes` (default: all but the channel axis), kept as
+    size-1 dimensions.
 
     Two-pass (E[(x - mean)^2]) by default. One pass (E[x^2] - mean^2) reads the activations
     once instead of twice, which pays on memory-bound accelerators, but its cancellation costs
     digits: fine for 16-bit compute (whose inputs carry 3 digits), not for a float32 reference.
     """
-    axes = tuple(range(x.ndim - 1))
-    mean = jnp.mean(x, axis=axes)
+    axes = tuple(range(x.ndim - 1)) if axes is None else tuple(axes)
+    mean = jnp.mean(x, axis=axes, keepdims=True)
     if one_pass:
-        return mean, jnp.maximum(jnp.mean(jnp.square(x), axis=axes) - jnp.square(mean), 0.0)
-    return mean, jnp.mean(jnp.square(x - mean), axis=axes)
+        square_mean = jnp.mean(jnp.square(x), axis=axes, keepdims=True)
+        return mean, jnp.maximum(square_mean - jnp.square(mean), 0.0)
+    return mean, jnp.mean(jnp.square(x - mean), axis=axes, keepdims=True)
 
 
 class BatchNorm(nn.Module):
@@ -74,6 +76,12 @@ class BatchNorm(nn.Module):
     relative error (tools/grad_precision.py). `one_pass_variance=None` (auto) uses one pass only
     for 16-bit compute, where it saves a read of every activation and its error stays far below
     the data's own bfloat16 rounding.
+
+    `group_size` ("ghost" batch norm): in training, statistics over consecutive groups of that
+    many examples instead of the whole (global) batch, as PyTorch DDP's per-GPU BatchNorm and
+    MLPerf's BN groups do, whatever the device count. The running statistics move towards the
+    mean of the groups' statistics (mean of means, mean of unbiased variances), so a batch of G
+    groups updates them as G ordinary batches averaged would.
     """
 
     momentum: float = 0.1
@@ -82,6 +90,7 @@ class BatchNorm(nn.Module):
     param_dtype: Dtype = jnp.float32
     scale_init: Callable = nn.initializers.ones
     one_pass_variance: bool | None = None
+    group_size: int | None = None
 
     @nn.compact
     def __call__(self, x, *, train: bool):
@@ -99,19 +108,27 @@ class BatchNorm(nn.Module):
             one_pass = self.one_pass_variance
             if one_pass is None:
                 one_pass = jnp.dtype(self.dtype).itemsize < 4
-            mean, var = batch_moments(x_stat, one_pass)
+            group = self.group_size or x.shape[0]
+            if x.shape[0] % group:
+                raise ValueError(f"batch-norm group size {group} does not divide the batch of "
+                                 f"{x.shape[0]}")
+            x_stat = x_stat.reshape(x.shape[0] // group, group, *x.shape[1:])  # (G, g, ..., C)
+            mean, var = batch_moments(x_stat, one_pass, axes=range(1, x_stat.ndim - 1))
             if not self.is_initializing():
-                n = x.size // features
+                n = x.size // features // x_stat.shape[0]  # values per channel in a group
                 unbiased_var = var * (n / max(n - 1, 1))
+                over_groups = tuple(range(x_stat.ndim - 1))
                 m = self.momentum
-                running_mean.value = (1 - m) * running_mean.value + m * mean
-                running_var.value = (1 - m) * running_var.value + m * unbiased_var
+                running_mean.value = ((1 - m) * running_mean.value +
+                                      m * jnp.mean(mean, axis=over_groups))
+                running_var.value = ((1 - m) * running_var.value +
+                                     m * jnp.mean(unbiased_var, axis=over_groups))
         else:
             mean, var = running_mean.value, running_var.value
 
         multiplier = jax.lax.rsqrt(var + self.epsilon) * scale.astype(stat_dtype)
         y = (x_stat - mean) * multiplier + bias.astype(stat_dtype)
-        return y.astype(self.dtype)
+        return y.reshape(x.shape).astype(self.dtype)
 
 
 class Downsample(nn.Module):
@@ -221,6 +238,7 @@ class ResNet(nn.Module):
     bn_momentum: float = 0.1
     bn_epsilon: float = 1e-5
     bn_one_pass_variance: bool | None = None  # None: only for 16-bit compute (see BatchNorm)
+    bn_group_size: int | None = None  # None: statistics over the whole (global) batch
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -241,7 +259,8 @@ class ResNet(nn.Module):
 
         bn = functools.partial(BatchNorm, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
                                dtype=self.dtype, param_dtype=self.param_dtype,
-                               one_pass_variance=self.bn_one_pass_variance)
+                               one_pass_variance=self.bn_one_pass_variance,
+                               group_size=self.bn_group_size)
         norm = _with_train(bn, train)
         # zero_init_residual: each residual branch starts as zero, so each block as identity.
         last_norm = _with_train(functools.partial(
@@ -324,7 +343,7 @@ TORCHVISION_MODELS = frozenset({
 """The architectures torchvision builds; the others have a PyTorch twin in `torch_models`."""
 
 MODEL_OPTIONS = ("in_channels", "shortcut", "zero_init_residual", "bn_momentum", "bn_epsilon",
-                 "bn_one_pass_variance", "dtype", "param_dtype")
+                 "bn_one_pass_variance", "bn_group_size", "dtype", "param_dtype")
 
 
 def check_model_name(name: str) -> None:
@@ -343,8 +362,9 @@ def create_model(name: str, *, num_classes: int, **options) -> ResNet:
 
     Options: in_channels (3), shortcut ("A"/"B" for CIFAR models), zero_init_residual (False),
     bn_momentum (0.1, torch's convention), bn_epsilon (1e-5), bn_one_pass_variance (None: only
-    for 16-bit compute), dtype (computation, float32), param_dtype (float32). Batch-norm
-    statistics are kept in at least float32.
+    for 16-bit compute), bn_group_size (None: statistics over the whole batch; N: over groups
+    of N examples, "ghost" batch norm), dtype (computation, float32), param_dtype (float32).
+    Batch-norm statistics are kept in at least float32.
     """
     check_model_name(name)
     unknown = sorted(set(options) - set(MODEL_OPTIONS))

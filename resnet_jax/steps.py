@@ -33,22 +33,60 @@ def cross_entropy(logits, labels, num_classes: int, label_smoothing: float = 0.0
     return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets).mean()
 
 
-def train_step(state: TrainState, batch: dict, *, label_smoothing: float = 0.0):
-    """One SGD step on a global batch; returns the new state and metric sums (on device)."""
+def train_step(state: TrainState, batch: dict, *, label_smoothing: float = 0.0,
+               accumulation_steps: int = 1, num_shards: int = 1):
+    """One SGD step on a global batch; returns the new state and metric sums (on device).
 
-    def loss_fn(params):
+    With `accumulation_steps` k > 1 the batch is processed as k micro-batches in sequence (a
+    `lax.scan`: activations of one micro-batch at a time) and their gradients averaged before a
+    single optimizer update, so the step, and the learning-rate schedule, count optimizer steps.
+    Micro-batch i takes the i-th chunk of each of the `num_shards` shards of the batch (one per
+    device: no data moves between devices). Each micro-batch's forward starts from the same
+    running statistics and the new ones are averaged, so that with batch-norm groups no larger
+    than a per-device micro-batch the step equals the whole batch's step (see `BatchNorm`).
+    """
+
+    def loss_fn(params, images, labels):
         logits, new_variables = state.apply_fn(
-            {"params": params, "batch_stats": state.batch_stats}, batch["image"], train=True,
+            {"params": params, "batch_stats": state.batch_stats}, images, train=True,
             mutable=["batch_stats"])
-        loss = cross_entropy(logits, batch["label"], logits.shape[-1], label_smoothing)
+        loss = cross_entropy(logits, labels, logits.shape[-1], label_smoothing)
         return loss, (logits, new_variables["batch_stats"])
 
-    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params)
+    def micro_step(images, labels):
+        (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params, images, labels)
+        sums = metrics.classification_sums(logits, labels)
+        sums["loss"] = loss * sums["count"]  # the objective actually minimised
+        return grads, batch_stats, sums
+
+    if accumulation_steps == 1:
+        grads, batch_stats, sums = micro_step(batch["image"], batch["label"])
+    else:
+        def accumulate(totals, micro_batch):
+            outputs = micro_step(micro_batch["image"], micro_batch["label"])
+            return jax.tree_util.tree_map(jnp.add, totals, outputs), None
+
+        micro_batches = split_micro_batches(batch, accumulation_steps, num_shards)
+        zeros = jax.tree_util.tree_map(
+            jnp.zeros_like, jax.eval_shape(micro_step, micro_batches["image"][0],
+                                           micro_batches["label"][0]))
+        (grads, batch_stats, sums), _ = jax.lax.scan(accumulate, zeros, micro_batches)
+        grads, batch_stats = jax.tree_util.tree_map(
+            lambda total: total / accumulation_steps, (grads, batch_stats))
     state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-    sums = metrics.classification_sums(logits, batch["label"])
-    sums["loss"] = loss * sums["count"]  # the objective actually minimised
     return state, sums
+
+
+def split_micro_batches(batch: dict, accumulation_steps: int, num_shards: int) -> dict:
+    """(B, ...) arrays -> (k, B/k, ...): micro-batch i holds the i-th of k chunks of each of the
+    `num_shards` contiguous shards, so a batch sharded over that many devices splits locally."""
+    def split(x):
+        chunk = x.shape[0] // (num_shards * accumulation_steps)
+        x = x.reshape(num_shards, accumulation_steps, chunk, *x.shape[1:])  # (D, k, c, ...)
+        return jnp.swapaxes(x, 0, 1).reshape(accumulation_steps, num_shards * chunk,
+                                             *x.shape[3:])  # (k, D*c, ...)
+    return jax.tree_util.tree_map(split, batch)
 
 
 def eval_step(state: TrainState, batch: dict):
@@ -79,10 +117,12 @@ def _compile(step_fn, state, mesh, local_batch_shape, batch_keys, train: bool):
     return compiled, time.perf_counter() - start
 
 
-def compile_train_step(state, mesh, local_batch_shape, label_smoothing):
+def compile_train_step(state, mesh, local_batch_shape, label_smoothing,
+                       accumulation_steps: int = 1):
     """The training step, compiled once with explicit shardings and donated state, timed."""
-    return _compile(functools.partial(train_step, label_smoothing=label_smoothing), state, mesh,
-                    local_batch_shape, ("image", "label"), train=True)
+    step_fn = functools.partial(train_step, label_smoothing=label_smoothing,
+                                accumulation_steps=accumulation_steps, num_shards=mesh.size)
+    return _compile(step_fn, state, mesh, local_batch_shape, ("image", "label"), train=True)
 
 
 def compile_eval_step(state, mesh, local_batch_shape):

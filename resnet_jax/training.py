@@ -42,21 +42,35 @@ def validate_config(config) -> None:
     optim.check_schedule(config.schedule)
     if config.shortcut not in ("A", "B"):
         raise ConfigError(f"shortcut must be 'A' or 'B', got {config.shortcut!r}")
-    devices = jax.device_count()
-    for key in ("batch_size", "eval_batch_size"):
-        value = config[key]
-        if value <= 0 or value % devices:
-            raise ConfigError(f"{key}={value} must be a positive multiple of the device count "
-                              f"({devices}); try {max(devices, value - value % devices)}")
+    devices, accumulation = jax.device_count(), config.grad_accumulation_steps
+    if accumulation < 1:
+        raise ConfigError(f"grad_accumulation_steps must be >= 1, got {accumulation}")
+    _check_multiple(config, "eval_batch_size", devices, f"the device count ({devices})")
+    _check_multiple(config, "batch_size", devices * accumulation,
+                    f"the device count ({devices})" if accumulation == 1 else
+                    f"the device count ({devices}) times grad_accumulation_steps ({accumulation})")
+    group, micro_batch = config.bn_group_size, config.batch_size // accumulation
+    if group < 0 or (group and micro_batch % group):
+        raise ConfigError(f"bn_group_size={group} must be 0 (global batch) or divide the "
+                          + ("micro-batch" if accumulation > 1 else "batch_size")
+                          + f" of {micro_batch}")
     if config.dtype not in DTYPES:
         raise ConfigError(f"unknown dtype {config.dtype!r}; valid: {', '.join(DTYPES)}")
     if config.num_train_steps <= 0 and config.num_epochs <= 0:
         raise ConfigError("set num_train_steps > 0 or num_epochs > 0")
 
 
+def _check_multiple(config, key: str, multiple_of: int, what: str) -> None:
+    value = config[key]
+    if value <= 0 or value % multiple_of:
+        raise ConfigError(f"{key}={value} must be a positive multiple of {what}; try "
+                          f"{max(multiple_of, value - value % multiple_of)}")
+
+
 def model_from_config(config, num_classes: int, in_channels: int) -> models.ResNet:
     options = {"in_channels": in_channels, "zero_init_residual": config.zero_init_residual,
                "bn_momentum": config.bn_momentum, "bn_epsilon": config.bn_epsilon,
+               "bn_group_size": config.bn_group_size or None,
                "dtype": DTYPES[config.dtype][0], "param_dtype": DTYPES[config.dtype][1]}
     if models.is_cifar(config.model):
         options["shortcut"] = config.shortcut
@@ -80,6 +94,11 @@ def evaluate(eval_fn, state, source, config, mesh, show_progress: bool):
         predictions.append(np.asarray(batch_predictions)[mask])
     sums = jax.device_get(sums)
     return sums, np.concatenate(labels), np.concatenate(predictions)
+
+
+def _eval_values(sums) -> dict:
+    """Mean loss/top-1/top-5, and how many examples they are over (every one exactly once)."""
+    return {**metrics.means(sums), "count": int(sums["count"])}
 
 
 def _replicated_value(array):
@@ -134,14 +153,19 @@ def train_and_evaluate(config, workdir: str) -> dict:
     writer.truncate_after(start_step)
     local_batch = config.batch_size // jax.process_count()
     train_fn, compile_s = steps.compile_train_step(
-        state, mesh, (local_batch, *info.image_shape), config.label_smoothing)
+        state, mesh, (local_batch, *info.image_shape), config.label_smoothing,
+        config.grad_accumulation_steps)
     eval_fn, _ = steps.compile_eval_step(
         state, mesh, (config.eval_batch_size // jax.process_count(), *info.image_shape))
     if is_main:
+        where = f"{jax.device_count()} device(s)"
+        if jax.process_count() > 1:
+            where += f" in {jax.process_count()} processes"
+        if config.grad_accumulation_steps > 1:
+            where += f", {config.grad_accumulation_steps} micro-batches per step"
         print(f"{config.model} on {info.name}: {info.num_train} train / {info.num_eval} eval "
-              f"examples, batch {config.batch_size} over {jax.device_count()} device(s), "
-              f"steps {start_step}..{total_steps}, train step compiled in {compile_s:.1f} s",
-              flush=True)
+              f"examples, batch {config.batch_size} over {where}, steps {start_step}.."
+              f"{total_steps}, train step compiled in {compile_s:.1f} s", flush=True)
 
     end_step = total_steps if config.stop_after_steps <= 0 else min(total_steps,
                                                                      config.stop_after_steps)
@@ -171,7 +195,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
             sums, interval_start, interval_steps = None, time.perf_counter(), 0
         if config.eval_every_steps > 0 and done % config.eval_every_steps == 0 and done < total_steps:
             eval_sums, _, _ = evaluate(eval_fn, state, source, config, mesh, show_progress)
-            writer.write(done, "eval", metrics.means(eval_sums))
+            writer.write(done, "eval", _eval_values(eval_sums))
         if done % config.checkpoint_every_steps == 0:
             checkpoint.save(manager, done, state, description)
     progress.close()
@@ -187,11 +211,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
     eval_sums, labels, predictions = evaluate(eval_fn, state, source, config, mesh,
                                               show_progress)
-    eval_result = metrics.means(eval_sums)
-    eval_result["count"] = int(eval_sums["count"])
+    eval_result = _eval_values(eval_sums)
     wall_s = time.perf_counter() - wall_start
     if is_main:
-        writer.write(total_steps, "eval", {k: eval_result[k] for k in ("loss", "top1", "top5")})
+        writer.write(total_steps, "eval", eval_result)
         metrics.write_report(
             os.path.join(workdir, "report.txt"), labels, predictions, eval_result["top5"],
             info.class_names,

@@ -1,9 +1,16 @@
 import importlib
 import os
 
+import pytest
+
 # Tests run on the CPU; keep TensorFlow's and XLA's logs quiet.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Four simulated CPU devices, so that sharded steps, batch-norm groups and the data-parallel
+# maths run in-process; tests that need another count start a subprocess (tests/train_cli.py).
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                               " --xla_force_host_platform_device_count=4").strip()
 
 # torch imports triton lazily (e.g. on the first optimizer step); loading triton's native
 # library after TensorFlow's segfaults. The test session uses both, so load torch's side first.
@@ -12,3 +19,9 @@ for _module in ("torch", "triton"):
         importlib.import_module(_module)
     except ImportError:
         pass
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+    """One persistent XLA compilation cache for the session's training runs."""
+    return str(tmp_path_factory.mktemp("xla_cache"))

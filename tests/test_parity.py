@@ -107,6 +107,8 @@ def test_same_padding_would_not_match_torchvision(monkeypatch):
 FIRST_STEP_RTOL = 1e-10
 TRAIN_RTOL = 1e-7
 # Every kind of block and shortcut at its smallest depth, plus resnet50. (model, options, size)
+# Nesterov momentum (optimizer logic, independent of the architecture) is run on the models of
+# up to 18 layers only; the three bottleneck models take plain momentum, at half the time.
 TRAIN_CASES = [
     ("resnet18", {}, 48),                 # basic block, projection shortcuts
     ("resnet50", {}, 48),                 # bottleneck v1.5
@@ -164,13 +166,20 @@ def test_float64_training_steps_equal_torch(name, options, size):
                 return loss, (logits, state["batch_stats"])
             return jax.grad(loss_fn, argnums=(0, 1), has_aux=True)(params, x)
 
-        for nesterov in (False, True):
+        bottleneck = models.MODELS[name].keywords["block_cls"] is models.Bottleneck
+        for nesterov in (False,) if bottleneck else (False, True):
             torch_model.load_state_dict(initial)
             history, torch_final = torch_sgd_run(torch_model, batches, labels, nesterov)
             variables = torch_interop.from_torchvision(name, initial, **options)
             params, batch_stats = variables["params"], variables["batch_stats"]
             tx = optim.sgd(LEARNING_RATE, momentum=0.9, nesterov=nesterov, weight_decay=1e-4)
             opt_state = tx.init(params)
+
+            @jax.jit  # one compiled update instead of hundreds of eager per-tensor ops
+            def sgd_step(grads, opt_state, params):
+                updates, opt_state = tx.update(grads, opt_state, params)
+                return optax.apply_updates(params, updates), opt_state
+
             for step, (x, y) in enumerate(zip(batches, labels)):
                 (grads, x_grad), (logits, batch_stats) = loss_and_grads(
                     params, batch_stats, nhwc(x), y)
@@ -183,8 +192,7 @@ def test_float64_training_steps_equal_torch(name, options, size):
                 assert ours.keys() == torch_grads.keys()
                 for key, value in torch_grads.items():
                     assert rel_err(ours[key], value) < rtol, f"grad {key}, step {step}"
-                updates, opt_state = tx.update(grads, opt_state, params)
-                params = optax.apply_updates(params, updates)
+                params, opt_state = sgd_step(grads, opt_state, params)
 
             final = {**torch_interop.torch_arrays(params, "params"),
                      **torch_interop.torch_arrays(batch_stats, "batch_stats")}
