@@ -24,8 +24,11 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from resnet_jax import conv as conv_ops
+
 Dtype = Any
 ModuleDef = Any
+CONV_WEIGHT_GRADIENTS = ("auto", "xla", "patches")
 
 # torchvision: nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu"), not truncated.
 conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -239,6 +242,9 @@ class ResNet(nn.Module):
     bn_epsilon: float = 1e-5
     bn_one_pass_variance: bool | None = None  # None: only for 16-bit compute (see BatchNorm)
     bn_group_size: int | None = None  # None: statistics over the whole (global) batch
+    # How convolution weight gradients are computed: "xla" (XLA's own), "patches" (a scan of
+    # im2col blocks, resnet_jax.conv: 5-20x faster on XLA:CPU), "auto" (patches on the CPU).
+    conv_weight_gradient: str = "auto"
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -251,11 +257,20 @@ class ResNet(nn.Module):
         if self.shortcut not in ("A", "B", None):
             raise ValueError(f"shortcut must be 'A', 'B' or None, got {self.shortcut!r}")
 
+        if self.conv_weight_gradient not in CONV_WEIGHT_GRADIENTS:
+            raise ValueError(f"conv_weight_gradient must be one of "
+                             f"{', '.join(CONV_WEIGHT_GRADIENTS)}, got "
+                             f"{self.conv_weight_gradient!r}")
+        patches = (self.conv_weight_gradient == "patches" or
+                   (self.conv_weight_gradient == "auto" and jax.default_backend() == "cpu"))
+
         def conv(features, kernel_size, strides, groups=1, name=None):
             return nn.Conv(features, (kernel_size, kernel_size), (strides, strides),
                            padding=_symmetric_padding(kernel_size), use_bias=False,
                            feature_group_count=groups, kernel_init=conv_kernel_init,
-                           dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+                           dtype=self.dtype, param_dtype=self.param_dtype, name=name,
+                           conv_general_dilated=conv_ops.conv_general_dilated if patches
+                           else None)
 
         bn = functools.partial(BatchNorm, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
                                dtype=self.dtype, param_dtype=self.param_dtype,
@@ -343,7 +358,8 @@ TORCHVISION_MODELS = frozenset({
 """The architectures torchvision builds; the others have a PyTorch twin in `torch_models`."""
 
 MODEL_OPTIONS = ("in_channels", "shortcut", "zero_init_residual", "bn_momentum", "bn_epsilon",
-                 "bn_one_pass_variance", "bn_group_size", "dtype", "param_dtype")
+                 "bn_one_pass_variance", "bn_group_size", "conv_weight_gradient", "dtype",
+                 "param_dtype")
 
 
 def check_model_name(name: str) -> None:
@@ -363,7 +379,9 @@ def create_model(name: str, *, num_classes: int, **options) -> ResNet:
     Options: in_channels (3), shortcut ("A"/"B" for CIFAR models), zero_init_residual (False),
     bn_momentum (0.1, torch's convention), bn_epsilon (1e-5), bn_one_pass_variance (None: only
     for 16-bit compute), bn_group_size (None: statistics over the whole batch; N: over groups
-    of N examples, "ghost" batch norm), dtype (computation, float32), param_dtype (float32).
+    of N examples, "ghost" batch norm), conv_weight_gradient ("auto": the im2col-block
+    weight gradient of `resnet_jax.conv` on the CPU, XLA's elsewhere; "xla"; "patches"),
+    dtype (computation, float32), param_dtype (float32).
     Batch-norm statistics are kept in at least float32.
     """
     check_model_name(name)

@@ -5,17 +5,21 @@ gradients, against torch's whole forward+backward of the same layer.
 
 Prints milliseconds for: forward; input gradient; weight gradient as XLA lowers it (a
 convolution whose window is the whole image and whose features are the batch); two manual
-formulations of the weight gradient (im2col slices + one matmul; 9 per-offset matmuls); and
+formulations of the weight gradient (im2col slices + one matmul; 9 per-offset matmuls; the
+package's im2col blocks in a scan, `resnet_jax.conv`); and
 torch (channels-last) forward + backward. BENCHMARKS.md records what it measured.
 """
 
 import argparse
+import functools
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+
+from resnet_jax import conv as conv_ops
 
 
 def bench(f, *args, n=5):
@@ -71,8 +75,11 @@ def main():
     print(f"jax forward            {bench(jax.jit(conv), x, w):8.1f} ms")
     print(f"jax input gradient     {bench(grad_x, x, w, dy):8.1f} ms")
     print(f"jax weight gradient    {bench(grad_w, x, w, dy):8.1f} ms  (XLA's lowering)")
+    blocks = functools.partial(conv_ops.patches_weight_gradient, kernel_shape=w.shape,
+                               strides=(1, 1), padding=((1, 1), (1, 1)))
     for name, fn in (("im2col + matmul", weight_grad_im2col),
-                     ("per-offset matmuls", weight_grad_offsets)):
+                     ("per-offset matmuls", weight_grad_offsets),
+                     ("im2col blocks, scan", blocks)):
         error = float(jnp.abs(fn(x, dy) - reference).max() / jnp.abs(reference).max())
         print(f"  {name:<20} {bench(jax.jit(fn), x, dy):8.1f} ms  (rel. diff {error:.1e})")
     try:
