@@ -26,9 +26,12 @@ def four_devices():
 def make_state(tx, **model_options):
     # A two-stage CIFAR-style ResNet from the zoo's own module (stem, a basic block, a projection
     # shortcut with its BN, the head): every kind of BN use, at a fraction of resnet20's compile.
+    # XLA's own conv weight gradients: these tests are about the data-parallel maths, and the
+    # CPU's im2col-block gradient (tests/test_conv.py) doubles the compile time.
     model = models.ResNet(stage_sizes=(1, 1), stage_widths=(8, 16), block_cls=models.BasicBlock,
                           stem="cifar", shortcut="B", num_classes=10, in_channels=1,
-                          dtype=jnp.float64, param_dtype=jnp.float64, **model_options)
+                          conv_weight_gradient="xla", dtype=jnp.float64,
+                          param_dtype=jnp.float64, **model_options)
     state = jax.jit(functools.partial(steps.create_train_state, model, tx, IMAGE))(
         jax.random.PRNGKey(0))
     # Non-trivial running statistics and BN scales, so that every term of the update shows.
@@ -109,13 +112,12 @@ def test_batch_norm_groups_of_the_per_device_batch_equal_pmap_without_cross_devi
             batch["label"].reshape(len(devices), local))
         reference_params = jax.tree_util.tree_map(lambda p, g: p - g[0], plain.params, grads)
         reference_stats = jax.tree_util.tree_map(lambda s: s.mean(0), device_stats)
-        global_bn, _ = run_steps(plain, devices, [make_batch()])
 
     assert_trees_close((ours.params, ours.batch_stats), (reference_params, reference_stats))
-    # The comparison has teeth: devices' statistics differ, and global statistics differ too.
+    # The comparison has teeth: every BN layer's statistics differ between devices (so global
+    # statistics, their mean, would normalise differently).
     spread = jax.tree_util.tree_map(lambda s: float(np.abs(s[0] - s[1]).max()), device_stats)
-    assert min(jax.tree_util.tree_leaves(spread)) > 1e-6
-    assert max(relative_errors(global_bn.params, reference_params).values()) > 1e-3
+    assert min(jax.tree_util.tree_leaves(spread)) > 1e-3
 
 
 @pytest.mark.parametrize("num_devices", [1, 4])

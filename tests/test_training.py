@@ -76,11 +76,6 @@ def _tree_digest(path):
     (["--config.dataset=mnist"], 1, "unknown dataset 'mnist'; valid datasets:"),
     (["--config.batch_size=12"], 8, "batch_size=12 must be a positive multiple of the device "
                                     "count (8)"),
-    (["--config.batch_size=32", "--config.grad_accumulation_steps=3"], 2,
-     "batch_size=32 must be a positive multiple of the device count (2) times "
-     "grad_accumulation_steps (3); try 30"),
-    (["--config.batch_size=32", "--config.bn_group_size=12"], 1,
-     "bn_group_size=12 must be 0 (global batch) or divide the batch_size of 32"),
     (["--config.no_such_key=1"], 1, "'no_such_key' is not a config key"),
     (["--config.dataset=imagenet2012", "--config.data_dir=/nonexistent"], 1,
      "ILSVRC2012_img_train.tar"),
@@ -91,6 +86,24 @@ def test_bad_input_is_one_line_and_exit_status_2(tmp_path, args, devices, messag
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"grad_accumulation_steps": 3}, "batch_size=32 must be a positive multiple of the device "
+                                     "count (4) times grad_accumulation_steps (3); try 24"),
+    ({"grad_accumulation_steps": 0}, "grad_accumulation_steps must be >= 1, got 0"),
+    ({"bn_group_size": 12}, "bn_group_size=12 must be 0 (global batch) or divide the "
+                            "batch_size of 32"),
+    ({"bn_group_size": 16, "grad_accumulation_steps": 4}, "bn_group_size=16 must be 0 (global "
+                                                          "batch) or divide the micro-batch of 8"),
+    ({"eval_batch_size": 50}, "eval_batch_size=50 must be a positive multiple of the device "
+                              "count (4); try 48"),
+])
+def test_config_errors_are_one_line_before_anything_runs(cache_dir, overrides, message):
+    assert jax.device_count() == 4  # conftest.py
+    with pytest.raises(training.ConfigError) as error:
+        training.validate_config(small_digits_config(cache_dir, **overrides))
+    assert str(error.value) == message
 
 
 def test_workdir_of_another_model_is_refused_untouched(finished_run):
