@@ -7,8 +7,8 @@ The JAX training step is `resnet_jax.steps.train_step`, compiled by the same fun
 `train.py` (forward, backward, SGD with momentum and weight decay, batch-norm update, donated
 state). The PyTorch side is torchvision's model (or the package's twin), channels-last, eager,
 `torch.optim.SGD` with the same hyper-parameters, autocast for bfloat16; `torch_compile` adds
-a `torch.compile`d row. Both run on one device (the first). Warm-up is excluded; repeats are interleaved between frameworks; the
-median over repeats is reported with the spread (min..max).
+a `torch.compile`d row. Both run on one device (the first). Warm-up is excluded; repeats are
+interleaved between frameworks; the median over repeats is reported with the spread (min..max).
 
 Imports only jax, flax, optax, numpy and (optionally) torch: it runs on a bare accelerator image.
 `--input_pipeline` (needs TensorFlow) measures the ImageNet training input pipeline instead.

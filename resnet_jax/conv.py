@@ -6,13 +6,14 @@ batch 128, 32x32, 16 -> 16 channels: 270 ms, against 14 ms for the forward pass;
 `tools/conv_grad_cpu.py`). The same gradient is a sum over images of `patches^T @ dy`, where
 `patches` (im2col) holds each output pixel's receptive field. Materialising all the patches at
 once is memory-bound (75 MB for that layer: ~100 ms); building them a few images at a time in a
-`lax.scan`, so each block stays in cache, and multiplying block by block takes 16 ms.
+`lax.scan`, so each block stays in cache, and multiplying block by block takes 24-58 ms
+(two runs on a 2-core VM; BENCHMARKS.md).
 
 `conv_general_dilated` is a drop-in for `lax.conv_general_dilated` (what `flax.linen.Conv`
 calls): the forward pass and the input gradient are XLA's own; only the weight gradient is
 computed as above, for the convolutions ResNets use (NHWC/HWIO, no dilation). Anything else
 goes to `lax.conv_general_dilated` unchanged. Meant for the CPU; on GPUs and TPUs XLA's own
-weight gradient is the fast one (see `resnet_jax.models.ResNet.conv_impl`).
+weight gradient is the fast one (see `resnet_jax.models.ResNet.conv_weight_gradient`).
 """
 
 from __future__ import annotations
@@ -54,11 +55,11 @@ def patches_weight_gradient(x, dy, kernel_shape, strides, padding, groups=1):
         patches = jnp.concatenate(
             [xb[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw, :]
              for i in range(kh) for j in range(kw)], axis=-1)  # (block, oh, ow, kh*kw*C)
-        patches = patches.reshape(-1, kh * kw, groups, cin_per_group)
         if groups == 1:  # (kh*kw*C, pixels) @ (pixels, cout): XLA:CPU's fastest form
-            grad = jnp.dot(patches.reshape(patches.shape[0], -1).T, dyb,
+            grad = jnp.dot(patches.reshape(-1, kh * kw * cin_per_group).T, dyb,
                            preferred_element_type=accumulate_dtype)
         else:  # contract the pixels, batch over groups: (G, kh*kw, C/G, cout/G)
+            patches = patches.reshape(-1, kh * kw, groups, cin_per_group)
             grad = lax.dot_general(patches, dyb.reshape(-1, groups, cout // groups),
                                    (((0,), (0,)), ((2,), (1,))),
                                    preferred_element_type=accumulate_dtype)
