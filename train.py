@@ -58,6 +58,8 @@ def main(argv):
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    from resnet_jax import host_memory
+    host_memory.reuse_freed_memory()  # before the input pipeline and XLA allocate
     import jax
     if jax.process_index() != 0 and not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.ERROR)  # one voice: process 0 logs for the run

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from resnet_jax import models, optim, parallel, steps
+from resnet_jax import host_memory, models, optim, parallel, steps
 
 # Dense peak FLOP/s per device by (device kind substring, dtype), vendor datasheets. MFU is
 # model FLOPs (3 x forward MACs x 2 per image for training) / time / this.
@@ -298,6 +298,9 @@ def main(argv=None):
                         help="measure cold and warm compile of the train step with this cache")
     parser.add_argument("--input_pipeline", action="store_true",
                         help="measure the ImageNet input pipeline instead (needs TensorFlow)")
+    parser.add_argument("--default_malloc", action="store_true",
+                        help="keep glibc's default allocator thresholds (train.py and this "
+                             "benchmark otherwise set them: resnet_jax.host_memory)")
     args = parser.parse_args(argv)
     frameworks = [f for f in args.frameworks.split(",") if f]
     unknown = set(frameworks) - set(FRAMEWORKS)
@@ -306,10 +309,12 @@ def main(argv=None):
         parser.error(f"unknown framework(s) {sorted(unknown)}; valid: {', '.join(FRAMEWORKS)}")
     if set(modes) - {"train", "inference"} or not modes:
         parser.error("--modes takes train and/or inference")
+    malloc_tuned = not args.default_malloc and host_memory.reuse_freed_memory()
     if args.input_pipeline:
         from resnet_jax import pipeline_benchmark
         result = pipeline_benchmark.run(batch_size=args.batch_size,
                                         image_size=args.image_size or 224)
+        result["malloc_tuned"] = malloc_tuned
         print(json.dumps(result, indent=2))
     else:
         image_size = args.image_size or models.default_image_size(args.model)
@@ -321,6 +326,7 @@ def main(argv=None):
             use_compile_cache(cache_dir)
         result = benchmark(args.model, args.batch_size, image_size, args.dtype, frameworks,
                            args.steps, args.repeats, modes, peak_tflops=args.peak_tflops)
+        result["malloc_tuned"] = malloc_tuned
         if args.compile_cache and "jax" in frameworks and "train" in modes:
             cold = next(r["compile_s"] for r in result["results"]
                         if r["framework"] == "jax" and r["mode"] == "train")

@@ -33,8 +33,17 @@ def cross_entropy(logits, labels, num_classes: int, label_smoothing: float = 0.0
     return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets).mean()
 
 
+def normalize_images(images, normalization):
+    """The model's input: `images` as they are (normalization None), or uint8 pixels as
+    (pixels - mean) / std per channel in float32, fused by XLA into the first layer's input."""
+    if normalization is None:
+        return images
+    mean, std = (jnp.asarray(values, jnp.float32) for values in normalization)
+    return (images.astype(jnp.float32) - mean) / std
+
+
 def train_step(state: TrainState, batch: dict, *, label_smoothing: float = 0.0,
-               accumulation_steps: int = 1, num_shards: int = 1):
+               accumulation_steps: int = 1, num_shards: int = 1, normalization=None):
     """One SGD step on a global batch; returns the new state and metric sums (on device).
 
     With `accumulation_steps` k > 1 the batch is processed as k micro-batches in sequence (a
@@ -44,11 +53,13 @@ def train_step(state: TrainState, batch: dict, *, label_smoothing: float = 0.0,
     device: no data moves between devices). Each micro-batch's forward starts from the same
     running statistics and the new ones are averaged, so that with batch-norm groups no larger
     than a per-device micro-batch the step equals the whole batch's step (see `BatchNorm`).
+    `normalization`: see `normalize_images`.
     """
 
     def loss_fn(params, images, labels):
         logits, new_variables = state.apply_fn(
-            {"params": params, "batch_stats": state.batch_stats}, images, train=True,
+            {"params": params, "batch_stats": state.batch_stats},
+            normalize_images(images, normalization), train=True,
             mutable=["batch_stats"])
         loss = cross_entropy(logits, labels, logits.shape[-1], label_smoothing)
         return loss, (logits, new_variables["batch_stats"])
@@ -89,15 +100,16 @@ def split_micro_batches(batch: dict, accumulation_steps: int, num_shards: int) -
     return jax.tree_util.tree_map(split, batch)
 
 
-def eval_step(state: TrainState, batch: dict):
+def eval_step(state: TrainState, batch: dict, *, normalization=None):
     """Metric sums over the unmasked examples, plus predictions for the report."""
     logits = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats},
-                            batch["image"], train=False)
+                            normalize_images(batch["image"], normalization), train=False)
     sums = metrics.classification_sums(logits, batch["label"], batch["mask"])
     return sums, jnp.argmax(logits, axis=-1)
 
 
-def _compile(step_fn, state, mesh, local_batch_shape, batch_keys, train: bool):
+def _compile(step_fn, state, mesh, local_batch_shape, batch_keys, train: bool,
+             image_dtype=jnp.float32):
     """Jits `step_fn(state, batch)` with explicit shardings (state replicated, batch sharded on
     `data`) and compiles it once for the global batch; returns (compiled, seconds).
 
@@ -107,7 +119,7 @@ def _compile(step_fn, state, mesh, local_batch_shape, batch_keys, train: bool):
     repl, data = parallel.replicated(mesh), parallel.batch_sharding(mesh)
     state_sharding = jax.tree_util.tree_map(lambda _: repl, state)
     global_batch = (local_batch_shape[0] * jax.process_count(), *local_batch_shape[1:])
-    leaves = {"image": (global_batch, jnp.float32), "label": (global_batch[:1], jnp.int32),
+    leaves = {"image": (global_batch, image_dtype), "label": (global_batch[:1], jnp.int32),
               "mask": (global_batch[:1], jnp.bool_)}
     batch = {k: jax.ShapeDtypeStruct(*leaves[k], sharding=data) for k in batch_keys}
     start = time.perf_counter()
@@ -117,15 +129,23 @@ def _compile(step_fn, state, mesh, local_batch_shape, batch_keys, train: bool):
     return compiled, time.perf_counter() - start
 
 
+def _image_dtype(normalization):
+    return jnp.float32 if normalization is None else jnp.uint8
+
+
 def compile_train_step(state, mesh, local_batch_shape, label_smoothing,
-                       accumulation_steps: int = 1):
-    """The training step, compiled once with explicit shardings and donated state, timed."""
+                       accumulation_steps: int = 1, normalization=None):
+    """The training step, compiled once with explicit shardings and donated state, timed.
+    `normalization` (mean, std): the batches hold uint8 pixels (`normalize_images`)."""
     step_fn = functools.partial(train_step, label_smoothing=label_smoothing,
-                                accumulation_steps=accumulation_steps, num_shards=mesh.size)
-    return _compile(step_fn, state, mesh, local_batch_shape, ("image", "label"), train=True)
+                                accumulation_steps=accumulation_steps, num_shards=mesh.size,
+                                normalization=normalization)
+    return _compile(step_fn, state, mesh, local_batch_shape, ("image", "label"), train=True,
+                    image_dtype=_image_dtype(normalization))
 
 
-def compile_eval_step(state, mesh, local_batch_shape):
+def compile_eval_step(state, mesh, local_batch_shape, normalization=None):
     """The evaluation step (masked batches), compiled once, timed."""
-    return _compile(eval_step, state, mesh, local_batch_shape, ("image", "label", "mask"),
-                    train=False)
+    step_fn = functools.partial(eval_step, normalization=normalization)
+    return _compile(step_fn, state, mesh, local_batch_shape, ("image", "label", "mask"),
+                    train=False, image_dtype=_image_dtype(normalization))

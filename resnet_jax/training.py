@@ -154,9 +154,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
     local_batch = config.batch_size // jax.process_count()
     train_fn, compile_s = steps.compile_train_step(
         state, mesh, (local_batch, *info.image_shape), config.label_smoothing,
-        config.grad_accumulation_steps)
+        config.grad_accumulation_steps, info.pixel_normalization)
     eval_fn, _ = steps.compile_eval_step(
-        state, mesh, (config.eval_batch_size // jax.process_count(), *info.image_shape))
+        state, mesh, (config.eval_batch_size // jax.process_count(), *info.image_shape),
+        info.pixel_normalization)
     if is_main:
         where = f"{jax.device_count()} device(s)"
         if jax.process_count() > 1:

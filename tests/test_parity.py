@@ -108,12 +108,14 @@ FIRST_STEP_RTOL = 1e-10
 TRAIN_RTOL = 1e-7
 # Every kind of block and shortcut at its smallest depth, plus resnet50. (model, options, size)
 # Nesterov momentum (optimizer logic, independent of the architecture) is run on the models of
-# up to 18 layers only; the three bottleneck models take plain momentum, at half the time.
+# up to 18 layers only; the bottleneck models take plain momentum, at half the time.
+# wide_resnet50_2 is resnet50's code with a wider 3x3 (the width that resnext50_32x4d also
+# sets): its float32 logits are compared above; its float64 steps (1.5e-9 worst, measured) took
+# a minute of the suite.
 TRAIN_CASES = [
     ("resnet18", {}, 48),                 # basic block, projection shortcuts
     ("resnet50", {}, 48),                 # bottleneck v1.5
-    ("resnext50_32x4d", {}, 48),          # grouped 3x3
-    ("wide_resnet50_2", {}, 48),          # wide bottleneck
+    ("resnext50_32x4d", {}, 48),          # grouped 3x3, width per group
     ("plain18", {}, 48),                  # ImageNet plain
     ("resnet20", {}, 16),                 # CIFAR option A
     ("resnet20", {"shortcut": "B"}, 16),  # CIFAR option B

@@ -114,3 +114,27 @@ def test_workdir_of_another_model_is_refused_untouched(finished_run):
     assert "holds checkpoints of another run (model: checkpoint 'resnet20' vs config " \
            "'resnet32'" in proc.stderr
     assert _tree_digest(workdir) == before
+
+
+def test_training_on_jpeg_files_normalises_uint8_pixels_on_the_device(tmp_path, cache_dir):
+    """Imagenette-format JPEGs end to end: uint8 batches, normalised inside the jitted steps."""
+    from resnet_jax import input_pipeline, pipeline_benchmark
+
+    images = pipeline_benchmark.photo_like_images(20)
+    pipeline_benchmark.write_jpeg_dataset(str(tmp_path / "data"), {
+        "train": images[:14], "validation": images[14:]})
+    config = small_digits_config(
+        cache_dir, dataset="imagenette", data_dir=str(tmp_path / "data"), image_size=8,
+        eval_resize=9, num_train_steps=4, batch_size=4, eval_batch_size=4, log_every_steps=2,
+        eval_every_steps=0, checkpoint_every_steps=4, warmup_epochs=0.0)
+    source = input_pipeline.create_source(config)
+    assert source.info.image_dtype == np.uint8
+    assert next(input_pipeline.train_batches(source, 4, 0, 1, seed=0))["image"].dtype == np.uint8
+
+    workdir = str(tmp_path / "run")
+    training.train_and_evaluate(config, workdir)
+    lines = read_metrics(workdir, drop=())
+    assert [line["step"] for line in lines if line["split"] == "train"] == [2, 4]
+    final = [line for line in lines if line["split"] == "eval"]
+    assert final[-1]["count"] == 6  # every held-out image once, the padded batch masked
+    assert all(np.isfinite(line["loss"]) for line in lines)
