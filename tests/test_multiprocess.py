@@ -11,11 +11,10 @@ import subprocess
 import threading
 import time
 
-import jax
-import numpy as np
 import pytest
 
 from resnet_jax import checkpoint, multiprocess
+from tests.closeness import assert_trees_close
 from tests.train_cli import REPO, cli_args, cli_env, read_metrics, run_cli
 
 
@@ -134,17 +133,6 @@ def processes(commands, env, timeout_s):
                 proc.wait()
 
 
-def assert_states_close(ours, reference, tolerance=1e-7):
-    flat_reference = dict(jax.tree_util.tree_leaves_with_path(reference))
-    worst = 0.0
-    for path, a in jax.tree_util.tree_leaves_with_path(ours):
-        b = np.asarray(flat_reference[path])
-        error = np.abs(np.asarray(a) - b).max() / max(np.abs(b).max(), 1e-300)
-        assert error < tolerance, (jax.tree_util.keystr(path), error)
-        worst = max(worst, error)
-    return worst
-
-
 @pytest.mark.slow
 def test_two_processes_match_one_and_resume_elastically(tmp_path, cache_dir):
     """2 processes x 2 devices train exactly as 1 process x 4 devices (same global batch, global
@@ -182,8 +170,8 @@ def test_two_processes_match_one_and_resume_elastically(tmp_path, cache_dir):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "steps 12..24" in proc.stdout
 
-    worst = [assert_states_close(checkpoint.load_state(multi, step),
-                                 checkpoint.load_state(reference, step)) for step in (12, 24)]
+    worst = [assert_trees_close(checkpoint.load_state(multi, step),
+                                checkpoint.load_state(reference, step), 1e-7) for step in (12, 24)]
     print(f"worst relative parameter difference at steps 12, 24: {worst}")
     ones, multis = read_metrics(reference), read_metrics(multi)
     assert [(m["step"], m["split"]) for m in multis] == [(m["step"], m["split"]) for m in ones]

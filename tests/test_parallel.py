@@ -13,6 +13,7 @@ import optax
 import pytest
 
 from resnet_jax import models, parallel, steps
+from tests import closeness
 
 BATCH, IMAGE = 32, (8, 8, 1)
 
@@ -60,17 +61,8 @@ def run_steps(state, devices, batches, accumulation_steps=1):
     return jax.device_get(state), all_sums
 
 
-def relative_errors(ours, reference):
-    flat = dict(jax.tree_util.tree_leaves_with_path(reference))
-    return {jax.tree_util.keystr(path): float(np.abs(np.asarray(a) - flat[path]).max() /
-                                              max(np.abs(flat[path]).max(), 1e-300))
-            for path, a in jax.tree_util.tree_leaves_with_path(ours)}
-
-
 def assert_trees_close(ours, reference, tolerance=1e-10):
-    errors = relative_errors(ours, reference)
-    worst = max(errors, key=errors.get)
-    assert errors[worst] < tolerance, (worst, errors[worst])
+    closeness.assert_trees_close(ours, reference, tolerance)
 
 
 def test_global_batch_norm_on_four_devices_equals_one_device_holding_the_batch():

@@ -14,11 +14,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="parity tests need the [dev] extra (torch)")
 
 from resnet_jax import models, optim, torch_interop, torch_models  # noqa: E402
-
-
-def rel_err(ours, theirs) -> float:
-    ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
-    return float(np.abs(ours - theirs).max() / max(np.abs(theirs).max(), 1e-300))
+from tests.closeness import relative_error  # noqa: E402
 
 
 def randomise_bn(module, generator):
@@ -70,7 +66,7 @@ def test_float32_eval_logits_equal_torch(name, height, width):
     with torch.no_grad():
         expected = torch_model(torch.from_numpy(x)).numpy()
     logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, nhwc(x))
-    assert rel_err(logits, expected) < LOGITS_RTOL
+    assert relative_error(logits, expected) < LOGITS_RTOL
 
 
 def test_cifar_option_b_eval_logits_equal_torch():
@@ -80,7 +76,7 @@ def test_cifar_option_b_eval_logits_equal_torch():
     x = images(2, 32, 32)
     with torch.no_grad():
         expected = torch_model(torch.from_numpy(x)).numpy()
-    assert rel_err(model.apply(variables, nhwc(x), train=False), expected) < LOGITS_RTOL
+    assert relative_error(model.apply(variables, nhwc(x), train=False), expected) < LOGITS_RTOL
 
 
 def test_same_padding_would_not_match_torchvision(monkeypatch):
@@ -91,10 +87,10 @@ def test_same_padding_would_not_match_torchvision(monkeypatch):
     x = images(2, 64, 64)
     with torch.no_grad():
         expected = torch_model(torch.from_numpy(x)).numpy()
-    assert rel_err(model.apply(variables, nhwc(x), train=False), expected) < LOGITS_RTOL
+    assert relative_error(model.apply(variables, nhwc(x), train=False), expected) < LOGITS_RTOL
     monkeypatch.setattr(models, "_symmetric_padding", lambda kernel_size: "SAME")
     naive = models.create_model("resnet18", num_classes=10)
-    assert rel_err(naive.apply(variables, nhwc(x), train=False), expected) > 1e-2
+    assert relative_error(naive.apply(variables, nhwc(x), train=False), expected) > 1e-2
 
 
 # --- float64, train mode: outputs, batch stats, gradients, SGD steps --------------------------
@@ -187,13 +183,13 @@ def test_float64_training_steps_equal_torch(name, options, size):
                     params, batch_stats, nhwc(x), y)
                 torch_logits, torch_x_grad, torch_grads = history[step]
                 rtol = FIRST_STEP_RTOL if step == 0 else TRAIN_RTOL
-                assert rel_err(logits, torch_logits) < rtol, f"logits, step {step}"
-                assert rel_err(np.asarray(x_grad).transpose(0, 3, 1, 2),
+                assert relative_error(logits, torch_logits) < rtol, f"logits, step {step}"
+                assert relative_error(np.asarray(x_grad).transpose(0, 3, 1, 2),
                                torch_x_grad) < rtol, f"input grad, step {step}"
                 ours = torch_interop.torch_arrays(grads, "params")
                 assert ours.keys() == torch_grads.keys()
                 for key, value in torch_grads.items():
-                    assert rel_err(ours[key], value) < rtol, f"grad {key}, step {step}"
+                    assert relative_error(ours[key], value) < rtol, f"grad {key}, step {step}"
                 params, opt_state = sgd_step(grads, opt_state, params)
 
             final = {**torch_interop.torch_arrays(params, "params"),
@@ -201,7 +197,7 @@ def test_float64_training_steps_equal_torch(name, options, size):
             for key, value in torch_final.items():
                 if key.endswith("num_batches_tracked"):
                     continue
-                assert rel_err(final[key], value) < TRAIN_RTOL, f"{key}, nesterov={nesterov}"
+                assert relative_error(final[key], value) < TRAIN_RTOL, f"{key}, nesterov={nesterov}"
 
 
 # --- float32 gradients against the float64 result ------------------------------------------
@@ -235,5 +231,5 @@ def test_float32_gradients_stay_close_to_float64():
     with jax.enable_x64(True):
         reference = torch_interop.torch_arrays(grads(jnp.float64), "params")
         ours = torch_interop.torch_arrays(grads(jnp.float32), "params")
-    worst = max(rel_err(ours[k], reference[k]) for k in reference)
+    worst = max(relative_error(ours[k], reference[k]) for k in reference)
     assert worst < 1e-4
