@@ -177,9 +177,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
     progress = tqdm(total=total_steps, initial=start_step, desc="train", unit="step",
                     disable=not show_progress, dynamic_ncols=True,
                     mininterval=0.5 if sys.stderr.isatty() else 10.0)
-    sums, interval_start, interval_steps = None, time.perf_counter(), 0
+    sums, interval_start, interval_steps, input_wait = None, time.perf_counter(), 0, 0.0
     for step in range(start_step, end_step):
-        batch = next(batches)
+        wait_start = time.perf_counter()
+        batch = next(batches)  # steps are dispatched asynchronously: time here is input-bound
+        input_wait += time.perf_counter() - wait_start
         state, step_sums = train_fn(state, batch)
         sums = step_sums if sums is None else jax.tree_util.tree_map(jnp.add, sums, step_sums)
         interval_steps += 1
@@ -190,10 +192,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
             elapsed = time.perf_counter() - interval_start
             values["learning_rate"] = float(schedule(step))
             values["images_per_sec"] = interval_steps * config.batch_size / elapsed
+            values["input_wait_fraction"] = min(input_wait / elapsed, 1.0)
             writer.write(done, "train", values)
             progress.set_postfix(loss=f"{values['loss']:.4f}", lr=f"{values['learning_rate']:.4g}",
                                  img_s=f"{values['images_per_sec']:.0f}")
-            sums, interval_start, interval_steps = None, time.perf_counter(), 0
+            sums, interval_start, interval_steps, input_wait = None, time.perf_counter(), 0, 0.0
         if config.eval_every_steps > 0 and done % config.eval_every_steps == 0 and done < total_steps:
             eval_sums, _, _ = evaluate(eval_fn, state, source, config, mesh, show_progress)
             writer.write(done, "eval", _eval_values(eval_sums))

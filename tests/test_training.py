@@ -36,7 +36,8 @@ def test_run_writes_metrics_report_events_and_checkpoints(finished_run):
     assert [line["step"] for line in train] == [6, 12, 18, 24]
     assert [line["step"] for line in evals] == [12, 24]
     assert set(train[0]) == {"step", "split", "loss", "top1", "top5", "learning_rate",
-                             "images_per_sec"}
+                             "images_per_sec", "input_wait_fraction"}
+    assert all(0.0 <= line["input_wait_fraction"] <= 1.0 for line in train)
     assert set(evals[0]) == {"step", "split", "loss", "top1", "top5", "count"}
     assert [line["count"] for line in evals] == [360, 360]
     assert train[-1]["loss"] < train[0]["loss"]

@@ -27,6 +27,7 @@ def run_cli(args, workdir, devices=1, timeout=300) -> subprocess.CompletedProces
                           capture_output=True, text=True, timeout=timeout)
 
 
-def read_metrics(workdir, drop=("images_per_sec",)) -> list:
+def read_metrics(workdir, drop=("images_per_sec", "input_wait_fraction")) -> list:
+    """metrics.jsonl's lines, without the timing-dependent values (`drop`)."""
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         return [{k: v for k, v in json.loads(line).items() if k not in drop} for line in f]
