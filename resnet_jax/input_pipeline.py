@@ -56,10 +56,6 @@ class DatasetInfo:
     # pixels, normalised by the steps on the device as (pixels - mean) / std.
     pixel_normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
-    @property
-    def image_dtype(self):
-        return np.float32 if self.pixel_normalization is None else np.uint8
-
 
 @dataclasses.dataclass(frozen=True)
 class Source:
@@ -375,9 +371,9 @@ def eval_batches(source: Source, global_batch: int, process_index: int = 0,
     padding = num_batches * global_batch - source.info.num_eval
     ds = source.eval_examples().map(source.preprocess_eval, num_parallel_calls=tf.data.AUTOTUNE,
                                     deterministic=True)
-    image_dtype = tf.as_dtype(source.info.image_dtype)
-    ds = ds.map(lambda ex: {"image": tf.cast(ex["image"], image_dtype),
-                            "label": tf.cast(ex["label"], tf.int32), "mask": True})
+    image_dtype = ds.element_spec["image"].dtype  # as preprocessed: float32, or uint8 pixels
+    ds = ds.map(lambda ex: {"image": ex["image"], "label": tf.cast(ex["label"], tf.int32),
+                            "mask": True})
     pad = {"image": tf.zeros(source.info.image_shape, image_dtype),
            "label": tf.constant(0, tf.int32), "mask": False}
     ds = ds.concatenate(tf.data.Dataset.from_tensors(pad).repeat(padding))
