@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from resnet_jax import onednn
+
 _NHWC = ("NHWC", "HWIO", "NHWC")
 # Patches of this many bytes per scan step: the block stays in the CPU's L2/L3 caches.
 _BLOCK_BYTES = 1 << 20
@@ -90,20 +92,62 @@ def _conv_bwd(strides, padding, groups, residuals, dy):
 _conv.defvjp(_conv_fwd, _conv_bwd)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _onednn_conv(x, w, strides, padding, groups):
+    return onednn.forward(x, w, strides, padding, groups)
+
+
+def _onednn_conv_fwd(x, w, strides, padding, groups):
+    return onednn.forward(x, w, strides, padding, groups), (x, w)
+
+
+def _onednn_conv_bwd(strides, padding, groups, residuals, dy):
+    x, w = residuals
+    return (onednn.input_gradient(dy, w, x.shape, strides, padding, groups),
+            onednn.weight_gradient(x, dy, w.shape, strides, padding, groups))
+
+
+_onednn_conv.defvjp(_onednn_conv_fwd, _onednn_conv_bwd)
+
+
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
                          rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
                          batch_group_count=1, precision=None, preferred_element_type=None):
     """`lax.conv_general_dilated`, with the patches weight gradient where it applies."""
-    plain = (lhs.ndim == 4 and not isinstance(padding, str) and batch_group_count == 1
-             and precision is None and preferred_element_type is None
-             and all(d in (None, 1) for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
-             and _is_nhwc(dimension_numbers, lhs.shape, rhs.shape))
-    if not plain:
+    if not _plain(lhs, rhs, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+                  batch_group_count, precision, preferred_element_type):
         return lax.conv_general_dilated(
             lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
             feature_group_count, batch_group_count, precision, preferred_element_type)
     return _conv(lhs, rhs, tuple(window_strides), tuple(map(tuple, padding)),
                  feature_group_count)
+
+
+def onednn_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
+                                rhs_dilation=None, dimension_numbers=None,
+                                feature_group_count=1, batch_group_count=1, precision=None,
+                                preferred_element_type=None):
+    """`lax.conv_general_dilated` computed by oneDNN (forward pass and both gradients) for
+    float32 NHWC/HWIO convolutions; other dtypes and forms go to `conv_general_dilated`.
+    Raises `onednn.OnednnUnavailable` where the extension cannot be built."""
+    args = (lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+            feature_group_count, batch_group_count, precision, preferred_element_type)
+    if not (_plain(lhs, rhs, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+                   batch_group_count, precision, preferred_element_type)
+            and lhs.dtype == rhs.dtype == jnp.float32):
+        return conv_general_dilated(*args)
+    return _onednn_conv(lhs, rhs, tuple(window_strides), tuple(map(tuple, padding)),
+                        feature_group_count)
+
+
+def _plain(lhs, rhs, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+           batch_group_count, precision, preferred_element_type) -> bool:
+    """A convolution of the form this module handles: NHWC/HWIO, explicit padding, no
+    dilation, default precision and output type."""
+    return (lhs.ndim == 4 and not isinstance(padding, str) and batch_group_count == 1
+            and precision is None and preferred_element_type is None
+            and all(d in (None, 1) for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
+            and _is_nhwc(dimension_numbers, lhs.shape, rhs.shape))
 
 
 def _is_nhwc(dimension_numbers, lhs_shape, rhs_shape) -> bool:

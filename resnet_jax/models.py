@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from typing import Any, Callable, Sequence
 
 import jax
@@ -25,10 +26,11 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from resnet_jax import conv as conv_ops
+from resnet_jax import onednn
 
 Dtype = Any
 ModuleDef = Any
-CONV_WEIGHT_GRADIENTS = ("auto", "xla", "patches")
+CONV_IMPLEMENTATIONS = ("auto", "xla", "patches", "onednn")
 
 # torchvision: nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu"), not truncated.
 conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -242,9 +244,10 @@ class ResNet(nn.Module):
     bn_epsilon: float = 1e-5
     bn_one_pass_variance: bool | None = None  # None: only for 16-bit compute (see BatchNorm)
     bn_group_size: int | None = None  # None: statistics over the whole (global) batch
-    # How convolution weight gradients are computed: "xla" (XLA's own), "patches" (a scan of
-    # im2col blocks, resnet_jax.conv: 5-20x faster on XLA:CPU), "auto" (patches on the CPU).
-    conv_weight_gradient: str = "auto"
+    # Who computes the convolutions (see conv_general_dilated_for): "xla" (XLA's own),
+    # "patches" (XLA's, but the weight gradient as a scan of im2col blocks: 5-20x faster on
+    # XLA:CPU), "onednn" (oneDNN on the CPU, forward and both gradients, for float32), "auto".
+    conv_implementation: str = "auto"
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -257,20 +260,14 @@ class ResNet(nn.Module):
         if self.shortcut not in ("A", "B", None):
             raise ValueError(f"shortcut must be 'A', 'B' or None, got {self.shortcut!r}")
 
-        if self.conv_weight_gradient not in CONV_WEIGHT_GRADIENTS:
-            raise ValueError(f"conv_weight_gradient must be one of "
-                             f"{', '.join(CONV_WEIGHT_GRADIENTS)}, got "
-                             f"{self.conv_weight_gradient!r}")
-        patches = (self.conv_weight_gradient == "patches" or
-                   (self.conv_weight_gradient == "auto" and jax.default_backend() == "cpu"))
+        conv_general_dilated = conv_general_dilated_for(self.conv_implementation, self.dtype)
 
         def conv(features, kernel_size, strides, groups=1, name=None):
             return nn.Conv(features, (kernel_size, kernel_size), (strides, strides),
                            padding=_symmetric_padding(kernel_size), use_bias=False,
                            feature_group_count=groups, kernel_init=conv_kernel_init,
                            dtype=self.dtype, param_dtype=self.param_dtype, name=name,
-                           conv_general_dilated=conv_ops.conv_general_dilated if patches
-                           else None)
+                           conv_general_dilated=conv_general_dilated)
 
         bn = functools.partial(BatchNorm, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
                                dtype=self.dtype, param_dtype=self.param_dtype,
@@ -358,7 +355,7 @@ TORCHVISION_MODELS = frozenset({
 """The architectures torchvision builds; the others have a PyTorch twin in `torch_models`."""
 
 MODEL_OPTIONS = ("in_channels", "shortcut", "zero_init_residual", "bn_momentum", "bn_epsilon",
-                 "bn_one_pass_variance", "bn_group_size", "conv_weight_gradient", "dtype",
+                 "bn_one_pass_variance", "bn_group_size", "conv_implementation", "dtype",
                  "param_dtype")
 
 
@@ -366,6 +363,43 @@ def check_model_name(name: str) -> None:
     """ValueError naming the valid models, for a name that is not in `MODELS`."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; valid models: {', '.join(sorted(MODELS))}")
+
+
+def conv_general_dilated_for(implementation: str, dtype) -> Callable | None:
+    """The `conv_general_dilated` that `flax.linen.Conv` should call (None: lax's own).
+
+    "auto" picks, on the CPU backend: oneDNN (`resnet_jax.onednn`) for float32 on a single
+    device, the im2col-block weight gradient (`resnet_jax.conv`) otherwise; XLA's own
+    convolutions on GPUs and TPUs. oneDNN runs as an XLA custom call, which the SPMD
+    partitioner can only replicate: with several CPU devices XLA would gather the batch onto
+    each of them, so "auto" keeps to XLA there. Where the oneDNN extension cannot be built,
+    "auto" warns once and uses the patches; an explicit "onednn" raises.
+    """
+    if implementation not in CONV_IMPLEMENTATIONS:
+        raise ValueError(f"conv_implementation must be one of "
+                         f"{', '.join(CONV_IMPLEMENTATIONS)}, got {implementation!r}")
+    if implementation == "auto":
+        if jax.default_backend() != "cpu":
+            return None
+        if jnp.dtype(dtype) != jnp.float32 or jax.device_count() > 1:
+            return conv_ops.conv_general_dilated
+        implementation = "onednn" if _onednn_or_warn() else "patches"
+    if implementation == "onednn":
+        reason = onednn.unavailable_reason()
+        if reason is not None:
+            raise onednn.OnednnUnavailable(f"conv_implementation='onednn': {reason}")
+        return conv_ops.onednn_conv_general_dilated
+    return conv_ops.conv_general_dilated if implementation == "patches" else None
+
+
+@functools.cache
+def _onednn_or_warn() -> bool:
+    reason = onednn.unavailable_reason()
+    if reason is not None:
+        warnings.warn(f"oneDNN convolutions unavailable ({reason}); using XLA's convolutions "
+                      "with the im2col-block weight gradient, about 2x slower on the CPU",
+                      stacklevel=2)
+    return reason is None
 
 
 def is_cifar(name: str) -> bool:
@@ -379,8 +413,8 @@ def create_model(name: str, *, num_classes: int, **options) -> ResNet:
     Options: in_channels (3), shortcut ("A"/"B" for CIFAR models), zero_init_residual (False),
     bn_momentum (0.1, torch's convention), bn_epsilon (1e-5), bn_one_pass_variance (None: only
     for 16-bit compute), bn_group_size (None: statistics over the whole batch; N: over groups
-    of N examples, "ghost" batch norm), conv_weight_gradient ("auto": the im2col-block
-    weight gradient of `resnet_jax.conv` on the CPU, XLA's elsewhere; "xla"; "patches"),
+    of N examples, "ghost" batch norm), conv_implementation ("auto", "xla",
+    "patches", "onednn"; see `conv_general_dilated_for`),
     dtype (computation, float32), param_dtype (float32).
     Batch-norm statistics are kept in at least float32.
     """

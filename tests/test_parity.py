@@ -57,9 +57,14 @@ EVAL_CASES = [
 ]
 
 
-@pytest.mark.parametrize("name,height,width", EVAL_CASES)
-def test_float32_eval_logits_equal_torch(name, height, width):
-    torch_model, model = torch_pair(name)
+# Through oneDNN's convolutions (conv_implementation="onednn", the CPU default on one device):
+# an odd-sized basic-block net, grouped convolutions, and a CIFAR net.
+ONEDNN_EVAL_CASES = [("resnet18", 97, 131), ("resnext50_32x4d", 64, 64), ("resnet20", 17, 23)]
+
+
+def assert_eval_logits_equal_torch(name, height, width, **jax_options):
+    torch_model, _ = torch_pair(name)
+    model = models.create_model(name, num_classes=10, **jax_options)
     torch_model.eval()
     variables = torch_interop.from_torchvision(name, torch_model.state_dict())
     x = images(2, height, width)
@@ -67,6 +72,16 @@ def test_float32_eval_logits_equal_torch(name, height, width):
         expected = torch_model(torch.from_numpy(x)).numpy()
     logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, nhwc(x))
     assert relative_error(logits, expected) < LOGITS_RTOL
+
+
+@pytest.mark.parametrize("name,height,width", EVAL_CASES)
+def test_float32_eval_logits_equal_torch(name, height, width):
+    assert_eval_logits_equal_torch(name, height, width)
+
+
+@pytest.mark.parametrize("name,height,width", ONEDNN_EVAL_CASES)
+def test_float32_eval_logits_equal_torch_through_onednn(name, height, width):
+    assert_eval_logits_equal_torch(name, height, width, conv_implementation="onednn")
 
 
 def test_cifar_option_b_eval_logits_equal_torch():
@@ -202,13 +217,16 @@ def test_float64_training_steps_equal_torch(name, options, size):
 
 # --- float32 gradients against the float64 result ------------------------------------------
 
-def test_float32_gradients_stay_close_to_float64():
+@pytest.mark.parametrize("conv_implementation", ["patches", "onednn"])
+def test_float32_gradients_stay_close_to_float64(conv_implementation):
     """Two-pass batch-norm variance keeps float32 gradients near float64.
 
     Measured with tools/grad_precision.py (resnet18, batch 8, 64x64): ours 9.2e-6 worst tensor;
     an E[x^2]-E[x]^2 variance gives 1.6e-1 there, as does torch's oneDNN CPU path (torch's
     native path: 6.8e-6). The bound 1e-4 sits between the two. (At 32x32 the last BN sees only
     8 values per channel and the problem itself is ill-conditioned: 2e-3 even with two passes.)
+    Both CPU convolution paths in float32: XLA's with the patches weight gradient, and oneDNN's
+    (the float64 reference always runs through XLA: oneDNN has no float64 convolutions).
     """
     name = "resnet18"
     torch_model, _ = torch_pair(name)
@@ -218,7 +236,8 @@ def test_float32_gradients_stay_close_to_float64():
     y = rng.randint(0, 10, 8)
 
     def grads(dtype):
-        model = models.create_model(name, num_classes=10, dtype=dtype, param_dtype=dtype)
+        model = models.create_model(name, num_classes=10, dtype=dtype, param_dtype=dtype,
+                                    conv_implementation=conv_implementation)
         variables = torch_interop.from_torchvision(name, state64)
         variables = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), variables)
 

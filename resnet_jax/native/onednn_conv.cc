@@ -1,0 +1,233 @@
+// NHWC/HWIO float32 convolutions for XLA:CPU, computed by oneDNN: forward pass, input gradient
+// and weight gradient, as XLA FFI handlers (see resnet_jax/onednn.py, which builds and
+// registers them). XLA:CPU's own convolutions (Eigen) run about half as fast on ResNet layers,
+// and its weight-gradient lowering an order of magnitude slower (BENCHMARKS.md).
+//
+// Activations stay in XLA's NHWC buffers; weights are read and written in XLA's HWIO layout
+// (grouped: the output channels of group g are g*O/G .. (g+1)*O/G - 1) and reordered to and
+// from the blocked layout the primitive prefers. Primitives are built once per geometry and
+// cached; each call holds its cache entry's lock, because the entry's scratchpad is shared.
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <sstream>
+#include <string>
+
+#include "oneapi/dnnl/dnnl.hpp"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+using dnnl::memory;
+
+namespace {
+
+dnnl::engine& Engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+dnnl::primitive_attr UserScratchpad() {
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return attr;
+}
+
+// One convolution: input (n, h, w, c), kernel (kh, kw, c / groups, o), output (n, oh, ow, o).
+struct Geometry {
+  int64_t n, h, w, c, kh, kw, o, oh, ow, groups, sh, sw, ph0, ph1, pw0, pw1;
+
+  std::string Key(char kind) const {
+    std::ostringstream key;
+    for (int64_t v : {n, h, w, c, kh, kw, o, oh, ow, groups, sh, sw, ph0, ph1, pw0, pw1})
+      key << v << ',';
+    return kind + key.str();
+  }
+  memory::desc Input() const {
+    return memory::desc({n, c, h, w}, memory::data_type::f32, memory::format_tag::nhwc);
+  }
+  memory::desc Output() const {
+    return memory::desc({n, o, oh, ow}, memory::data_type::f32, memory::format_tag::nhwc);
+  }
+  memory::dims WeightDims() const {
+    if (groups == 1) return {o, c, kh, kw};
+    return {groups, o / groups, c / groups, kh, kw};
+  }
+  // XLA's HWIO buffer described in oneDNN's logical (g, o, i, h, w) order.
+  memory::desc WeightsHWIO() const {
+    const int64_t cg = c / groups;
+    memory::dims strides = {1, o, kw * cg * o, cg * o};  // o, i, h, w
+    if (groups > 1) strides.insert(strides.begin(), o / groups);
+    return memory::desc(WeightDims(), memory::data_type::f32, strides);
+  }
+  memory::desc WeightsAny() const {
+    return memory::desc(WeightDims(), memory::data_type::f32, memory::format_tag::any);
+  }
+  memory::dims Strides() const { return {sh, sw}; }
+  memory::dims PadLow() const { return {ph0, pw0}; }
+  memory::dims PadHigh() const { return {ph1, pw1}; }
+
+  dnnl::convolution_forward::primitive_desc Forward() const {
+    return dnnl::convolution_forward::primitive_desc(
+        Engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
+        Input(), WeightsAny(), Output(), Strides(), PadLow(), PadHigh(), UserScratchpad());
+  }
+};
+
+struct Entry {
+  std::mutex mu;
+  dnnl::primitive conv;
+  memory::desc weights;  // the weight layout the primitive uses
+  bool reorder = false;  // whether that differs from XLA's HWIO
+  dnnl::reorder to_primitive, from_primitive;
+  memory scratchpad;
+};
+
+template <class PrimitiveDesc>
+void Fill(Entry& e, const PrimitiveDesc& pd, const memory::desc& weights,
+          const Geometry& g) {
+  e.weights = weights;
+  e.reorder = weights != g.WeightsHWIO();
+  if (e.reorder) {
+    e.to_primitive = dnnl::reorder(
+        dnnl::reorder::primitive_desc(Engine(), g.WeightsHWIO(), Engine(), weights));
+    e.from_primitive = dnnl::reorder(
+        dnnl::reorder::primitive_desc(Engine(), weights, Engine(), g.WeightsHWIO()));
+  }
+  e.scratchpad = memory(pd.scratchpad_desc(), Engine());
+}
+
+Entry& Lookup(const std::string& key, const std::function<void(Entry&)>& build) {
+  static std::mutex mu;
+  static std::map<std::string, std::unique_ptr<Entry>> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  std::unique_ptr<Entry>& slot = cache[key];
+  if (!slot) {
+    auto entry = std::make_unique<Entry>();
+    build(*entry);
+    slot = std::move(entry);
+  }
+  return *slot;
+}
+
+template <class Dims>
+Geometry MakeGeometry(const Dims& x, const Dims& w, const Dims& y, int64_t groups, int64_t sh,
+                      int64_t sw, int64_t ph0, int64_t ph1, int64_t pw0, int64_t pw1) {
+  return {x[0], x[1], x[2], x[3], w[0], w[1], w[3], y[1], y[2], groups,
+          sh,   sw,   ph0,  ph1,  pw0,  pw1};
+}
+
+using F32 = ffi::Buffer<ffi::F32>;
+using F32Out = ffi::ResultBuffer<ffi::F32>;
+
+ffi::Error Forward(F32 x, F32 w, F32Out y, int64_t groups, int64_t sh, int64_t sw,
+                   int64_t ph0, int64_t ph1, int64_t pw0, int64_t pw1) {
+  const Geometry g = MakeGeometry(x.dimensions(), w.dimensions(), y->dimensions(), groups, sh,
+                                  sw, ph0, ph1, pw0, pw1);
+  Entry& e = Lookup(g.Key('f'), [&](Entry& e) {
+    auto pd = g.Forward();
+    e.conv = dnnl::convolution_forward(pd);
+    Fill(e, pd, pd.weights_desc(), g);
+  });
+  std::lock_guard<std::mutex> lock(e.mu);
+  dnnl::stream stream(Engine());
+  memory weights(g.WeightsHWIO(), Engine(), w.typed_data());
+  if (e.reorder) {
+    memory blocked(e.weights, Engine());
+    e.to_primitive.execute(stream, weights, blocked);
+    weights = blocked;
+  }
+  e.conv.execute(stream, {{DNNL_ARG_SRC, memory(g.Input(), Engine(), x.typed_data())},
+                          {DNNL_ARG_WEIGHTS, weights},
+                          {DNNL_ARG_DST, memory(g.Output(), Engine(), y->typed_data())},
+                          {DNNL_ARG_SCRATCHPAD, e.scratchpad}});
+  stream.wait();
+  return ffi::Error::Success();
+}
+
+ffi::Error InputGradient(F32 dy, F32 w, F32Out dx, int64_t groups, int64_t sh, int64_t sw,
+                         int64_t ph0, int64_t ph1, int64_t pw0, int64_t pw1) {
+  const Geometry g = MakeGeometry(dx->dimensions(), w.dimensions(), dy.dimensions(), groups,
+                                  sh, sw, ph0, ph1, pw0, pw1);
+  Entry& e = Lookup(g.Key('d'), [&](Entry& e) {
+    dnnl::convolution_backward_data::primitive_desc pd(
+        Engine(), dnnl::algorithm::convolution_direct, g.Input(), g.WeightsAny(), g.Output(),
+        g.Strides(), g.PadLow(), g.PadHigh(), g.Forward(), UserScratchpad());
+    e.conv = dnnl::convolution_backward_data(pd);
+    Fill(e, pd, pd.weights_desc(), g);
+  });
+  std::lock_guard<std::mutex> lock(e.mu);
+  dnnl::stream stream(Engine());
+  memory weights(g.WeightsHWIO(), Engine(), w.typed_data());
+  if (e.reorder) {
+    memory blocked(e.weights, Engine());
+    e.to_primitive.execute(stream, weights, blocked);
+    weights = blocked;
+  }
+  e.conv.execute(stream, {{DNNL_ARG_DIFF_DST, memory(g.Output(), Engine(), dy.typed_data())},
+                          {DNNL_ARG_WEIGHTS, weights},
+                          {DNNL_ARG_DIFF_SRC, memory(g.Input(), Engine(), dx->typed_data())},
+                          {DNNL_ARG_SCRATCHPAD, e.scratchpad}});
+  stream.wait();
+  return ffi::Error::Success();
+}
+
+ffi::Error WeightGradient(F32 x, F32 dy, F32Out dw, int64_t groups, int64_t sh, int64_t sw,
+                          int64_t ph0, int64_t ph1, int64_t pw0, int64_t pw1) {
+  const Geometry g = MakeGeometry(x.dimensions(), dw->dimensions(), dy.dimensions(), groups,
+                                  sh, sw, ph0, ph1, pw0, pw1);
+  Entry& e = Lookup(g.Key('w'), [&](Entry& e) {
+    dnnl::convolution_backward_weights::primitive_desc pd(
+        Engine(), dnnl::algorithm::convolution_direct, g.Input(), g.WeightsAny(), g.Output(),
+        g.Strides(), g.PadLow(), g.PadHigh(), g.Forward(), UserScratchpad());
+    e.conv = dnnl::convolution_backward_weights(pd);
+    Fill(e, pd, pd.diff_weights_desc(), g);
+  });
+  std::lock_guard<std::mutex> lock(e.mu);
+  dnnl::stream stream(Engine());
+  memory weights(g.WeightsHWIO(), Engine(), dw->typed_data());
+  memory blocked = e.reorder ? memory(e.weights, Engine()) : weights;
+  e.conv.execute(stream, {{DNNL_ARG_SRC, memory(g.Input(), Engine(), x.typed_data())},
+                          {DNNL_ARG_DIFF_DST, memory(g.Output(), Engine(), dy.typed_data())},
+                          {DNNL_ARG_DIFF_WEIGHTS, blocked},
+                          {DNNL_ARG_SCRATCHPAD, e.scratchpad}});
+  if (e.reorder) e.from_primitive.execute(stream, blocked, weights);
+  stream.wait();
+  return ffi::Error::Success();
+}
+
+// oneDNN reports failures as exceptions; XLA wants an error value.
+template <ffi::Error (*Impl)(F32, F32, F32Out, int64_t, int64_t, int64_t, int64_t, int64_t,
+                             int64_t, int64_t)>
+ffi::Error Guarded(F32 a, F32 b, F32Out out, int64_t groups, int64_t sh, int64_t sw,
+                   int64_t ph0, int64_t ph1, int64_t pw0, int64_t pw1) {
+  try {
+    return Impl(a, b, out, groups, sh, sw, ph0, ph1, pw0, pw1);
+  } catch (const dnnl::error& error) {
+    return ffi::Error(ffi::ErrorCode::kInternal,
+                      std::string("oneDNN convolution failed: ") + error.what());
+  }
+}
+
+auto Signature() {
+  return ffi::Ffi::Bind()
+      .Arg<F32>()
+      .Arg<F32>()
+      .Ret<F32>()
+      .Attr<int64_t>("groups")
+      .Attr<int64_t>("sh")
+      .Attr<int64_t>("sw")
+      .Attr<int64_t>("ph0")
+      .Attr<int64_t>("ph1")
+      .Attr<int64_t>("pw0")
+      .Attr<int64_t>("pw1");
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ResnetJaxOnednnConvForward, Guarded<Forward>, Signature());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ResnetJaxOnednnConvInputGradient, Guarded<InputGradient>,
+                              Signature());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ResnetJaxOnednnConvWeightGradient, Guarded<WeightGradient>,
+                              Signature());

@@ -1,0 +1,168 @@
+"""oneDNN's convolutions (resnet_jax.onednn, an XLA FFI extension) equal XLA's, and the model
+option that selects them behaves as documented."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from resnet_jax import conv as conv_ops
+from resnet_jax import models, onednn
+from tests.closeness import relative_error
+
+NHWC = ("NHWC", "HWIO", "NHWC")
+
+# (batch, height, width, in, out, kernel, stride, groups): every convolution form the zoo
+# uses, at small sizes, plus odd sizes where the strided window does not cover the input.
+CASES = [
+    (2, 15, 13, 3, 8, 7, 2, 1),    # ImageNet stem
+    (3, 9, 9, 6, 8, 3, 1, 1),      # basic block 3x3
+    (3, 9, 10, 6, 8, 3, 2, 1),     # strided 3x3, odd width
+    (2, 10, 10, 8, 16, 1, 2, 1),   # projection shortcut 1x1/2
+    (2, 7, 7, 8, 12, 1, 1, 1),     # bottleneck 1x1
+    (2, 8, 8, 16, 16, 3, 1, 4),    # ResNeXt grouped 3x3
+    (2, 9, 9, 16, 32, 3, 2, 8),    # grouped, strided
+]
+
+
+def xla_conv(x, w, stride, padding, groups):
+    return lax.conv_general_dilated(x, w, (stride, stride), padding, dimension_numbers=NHWC,
+                                    feature_group_count=groups,
+                                    precision=lax.Precision.HIGHEST)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def require_onednn():
+    reason = onednn.unavailable_reason()
+    assert reason is None, f"the oneDNN extension must build here: {reason}"
+
+
+@pytest.mark.parametrize("n,h,w,cin,cout,k,stride,groups", CASES)
+def test_forward_and_gradients_equal_xla(n, h, w, cin, cout, k, stride, groups):
+    """float32 oneDNN against a float64 XLA reference, at float32's accuracy (1e-6 relative;
+    XLA's own float32 result is checked to the same bound, so the bound is not loose)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, h, w, cin))
+    kernel = rng.standard_normal((k, k, cin // groups, cout))
+    padding = ((k // 2, k // 2), (k // 2, k // 2))
+    with jax.enable_x64(True):
+        y64, vjp64 = jax.vjp(functools.partial(xla_conv, stride=stride, padding=padding,
+                                               groups=groups), x, kernel)
+        dy = rng.standard_normal(y64.shape)
+        dx64, dw64 = vjp64(dy)
+        reference = [np.asarray(a) for a in (y64, dx64, dw64)]
+    x32, k32, dy32 = (jnp.asarray(a, jnp.float32) for a in (x, kernel, dy))
+    ours = jax.jit(lambda x, w, dy: (
+        onednn.forward(x, w, (stride, stride), padding, groups),
+        onednn.input_gradient(dy, w, x.shape, (stride, stride), padding, groups),
+        onednn.weight_gradient(x, dy, w.shape, (stride, stride), padding, groups)))(
+            x32, k32, dy32)
+    y32, vjp32 = jax.vjp(functools.partial(xla_conv, stride=stride, padding=padding,
+                                           groups=groups), x32, k32)
+    xla = (y32, *vjp32(dy32))
+    for name, a, b, ref in zip(("forward", "input gradient", "weight gradient"), ours, xla,
+                               reference):
+        assert a.dtype == jnp.float32 and a.shape == ref.shape, name
+        assert relative_error(b, ref) < 1e-6, f"XLA's float32 {name}"
+        assert relative_error(a, ref) < 1e-6, f"oneDNN's {name}"
+
+
+def test_custom_vjp_drop_in_gives_xla_gradients():
+    """`conv.onednn_conv_general_dilated` as flax calls it: value and both gradients."""
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.standard_normal((2, 8, 8, 4)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((3, 3, 4, 8)), jnp.float32)
+
+    def loss(conv, x, w):
+        y = conv(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=NHWC)
+        return jnp.sum(jnp.sin(y))
+
+    ours = jax.jit(jax.value_and_grad(functools.partial(
+        loss, conv_ops.onednn_conv_general_dilated), argnums=(0, 1)))(x, w)
+    xla = jax.value_and_grad(functools.partial(loss, functools.partial(
+        lax.conv_general_dilated, precision=lax.Precision.HIGHEST)), argnums=(0, 1))(x, w)
+    for a, b in zip(jax.tree_util.tree_leaves(ours), jax.tree_util.tree_leaves(xla)):
+        assert relative_error(a, b) < 1e-5
+    jaxpr = str(jax.make_jaxpr(functools.partial(
+        loss, conv_ops.onednn_conv_general_dilated))(x, w))
+    assert "resnet_jax_onednn_conv_forward" in jaxpr
+
+
+def test_other_dtypes_and_forms_fall_back():
+    """float64 (the parity tests' dtype) and SAME padding are not oneDNN's: same values as lax,
+    no custom call."""
+    with jax.enable_x64(True):
+        x = jnp.ones((1, 6, 6, 2), jnp.float64)
+        w = jnp.ones((3, 3, 2, 4), jnp.float64)
+        jaxpr = str(jax.make_jaxpr(lambda x, w: conv_ops.onednn_conv_general_dilated(
+            x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=NHWC))(x, w))
+        assert "onednn" not in jaxpr
+    x, w = x.astype(jnp.float32), w.astype(jnp.float32)
+    same = conv_ops.onednn_conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=NHWC)
+    np.testing.assert_array_equal(same, lax.conv_general_dilated(x, w, (1, 1), "SAME",
+                                                                 dimension_numbers=NHWC))
+
+
+def test_model_option_selects_the_implementation():
+    """"auto" on the CPU: oneDNN for float32 on one device, else the patches (these tests run
+    with 4 simulated CPU devices, see conftest); explicit choices are honoured."""
+    cpu = jax.default_backend() == "cpu"
+    assert models.conv_general_dilated_for("onednn", jnp.float32) is \
+        conv_ops.onednn_conv_general_dilated
+    assert models.conv_general_dilated_for("patches", jnp.float32) is \
+        conv_ops.conv_general_dilated
+    assert models.conv_general_dilated_for("xla", jnp.float32) is None
+    assert jax.device_count() > 1 and cpu
+    assert models.conv_general_dilated_for("auto", jnp.float32) is conv_ops.conv_general_dilated
+
+
+def test_unavailable_extension_is_a_clear_error_or_a_warned_fallback(monkeypatch):
+    def missing():
+        raise onednn.OnednnUnavailable("no C++ compiler found (set $CXX, or install g++)")
+
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(onednn, "_compiler", missing)
+            patch.setenv("XDG_CACHE_HOME", "/nonexistent-cache-for-this-test")
+            patch.setattr(jax, "device_count", lambda *a: 1)
+            onednn._load.cache_clear()
+            models._onednn_or_warn.cache_clear()
+            assert onednn.unavailable_reason() == ("no C++ compiler found (set $CXX, or "
+                                                   "install g++)")
+            with pytest.raises(onednn.OnednnUnavailable, match="conv_implementation='onednn': "
+                                                               "no C\\+\\+ compiler found"):
+                models.conv_general_dilated_for("onednn", jnp.float32)
+            with pytest.warns(UserWarning, match="oneDNN convolutions unavailable \\(no C"):
+                chosen = models.conv_general_dilated_for("auto", jnp.float32)
+            assert chosen is conv_ops.conv_general_dilated
+    finally:
+        onednn._load.cache_clear()
+        models._onednn_or_warn.cache_clear()
+    assert onednn.available()  # loads and registers again from the built library
+
+
+def test_model_gradients_through_onednn_equal_xla():
+    """A small ResNet (stem, basic blocks, projection shortcut, head) in float32: oneDNN's
+    training gradients equal XLA's to float32 accuracy."""
+    x = jnp.asarray(np.random.default_rng(2).standard_normal((4, 12, 12, 3)), jnp.float32)
+    labels = jnp.arange(4) % 10
+    grads = {}
+    for impl in ("onednn", "xla"):
+        model = models.ResNet(stage_sizes=(1, 1), stage_widths=(8, 16),
+                              block_cls=models.BasicBlock, stem="cifar", shortcut="B",
+                              num_classes=10, conv_implementation=impl)
+        variables = jax.jit(functools.partial(model.init, train=False))(
+            jax.random.PRNGKey(0), x[:1])
+
+        def loss(params):
+            logits, _ = model.apply({**variables, "params": params}, x, train=True,
+                                    mutable=["batch_stats"])
+            return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(4), labels])
+
+        grads[impl] = jax.jit(jax.grad(loss))(variables["params"])
+    for a, b in zip(jax.tree_util.tree_leaves(grads["onednn"]),
+                    jax.tree_util.tree_leaves(grads["xla"])):
+        assert relative_error(a, b) < 1e-4
