@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from resnet_jax import conv as conv_ops
-from resnet_jax import onednn
+from resnet_jax import onednn, pooling
 
 Dtype = Any
 ModuleDef = Any
@@ -283,7 +283,7 @@ class ResNet(nn.Module):
         if self.stem == "imagenet":
             x = nn.relu(norm(name="bn1")(conv(self.stage_widths[0], 7, 2, name="conv1")(x)))
             # (B, H/2, W/2, 64); max-pool padding is -inf, as in torch.
-            x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=_symmetric_padding(3))
+            x = max_pool(x, (3, 3), (2, 2), _symmetric_padding(3))
         else:
             x = nn.relu(norm(name="bn1")(conv(self.stage_widths[0], 3, 1, name="conv1")(x)))
 
@@ -363,6 +363,14 @@ def check_model_name(name: str) -> None:
     """ValueError naming the valid models, for a name that is not in `MODELS`."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; valid models: {', '.join(sorted(MODELS))}")
+
+
+def max_pool(x, window, strides, padding):
+    """`flax.linen.max_pool`; on the CPU, `resnet_jax.pooling.max_pool` (same values and
+    gradients, forward + backward 4x faster there). GPU/TPU programs keep XLA's own."""
+    if jax.default_backend() == "cpu" and not isinstance(padding, str):
+        return pooling.max_pool(x, window, strides, padding)
+    return nn.max_pool(x, window, strides=strides, padding=padding)
 
 
 def conv_general_dilated_for(implementation: str, dtype) -> Callable | None:
