@@ -28,6 +28,13 @@ dnnl::engine& Engine() {
   return engine;
 }
 
+// One oneDNN call at a time: XLA runs independent thunks (a layer's input and weight gradients)
+// concurrently, and two OpenMP teams on the same cores spin against each other.
+std::mutex& ExecutionMutex() {
+  static std::mutex mu;
+  return mu;
+}
+
 dnnl::primitive_attr UserScratchpad() {
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
@@ -130,7 +137,7 @@ ffi::Error Forward(F32 x, F32 w, F32Out y, int64_t groups, int64_t sh, int64_t s
     e.conv = dnnl::convolution_forward(pd);
     Fill(e, pd, pd.weights_desc(), g);
   });
-  std::lock_guard<std::mutex> lock(e.mu);
+  std::lock_guard<std::mutex> lock(ExecutionMutex());
   dnnl::stream stream(Engine());
   memory weights(g.WeightsHWIO(), Engine(), w.typed_data());
   if (e.reorder) {
@@ -157,7 +164,7 @@ ffi::Error InputGradient(F32 dy, F32 w, F32Out dx, int64_t groups, int64_t sh, i
     e.conv = dnnl::convolution_backward_data(pd);
     Fill(e, pd, pd.weights_desc(), g);
   });
-  std::lock_guard<std::mutex> lock(e.mu);
+  std::lock_guard<std::mutex> lock(ExecutionMutex());
   dnnl::stream stream(Engine());
   memory weights(g.WeightsHWIO(), Engine(), w.typed_data());
   if (e.reorder) {
@@ -184,7 +191,7 @@ ffi::Error WeightGradient(F32 x, F32 dy, F32Out dw, int64_t groups, int64_t sh, 
     e.conv = dnnl::convolution_backward_weights(pd);
     Fill(e, pd, pd.diff_weights_desc(), g);
   });
-  std::lock_guard<std::mutex> lock(e.mu);
+  std::lock_guard<std::mutex> lock(ExecutionMutex());
   dnnl::stream stream(Engine());
   memory weights(g.WeightsHWIO(), Engine(), dw->typed_data());
   memory blocked = e.reorder ? memory(e.weights, Engine()) : weights;
