@@ -30,7 +30,7 @@ from resnet_jax import onednn, pooling
 
 Dtype = Any
 ModuleDef = Any
-CONV_IMPLEMENTATIONS = ("auto", "xla", "patches", "onednn")
+KERNELS = ("auto", "xla", "patches", "onednn")
 
 # torchvision: nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu"), not truncated.
 conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -96,6 +96,9 @@ class BatchNorm(nn.Module):
     scale_init: Callable = nn.initializers.ones
     one_pass_variance: bool | None = None
     group_size: int | None = None
+    # Training statistics and normalisation by resnet_jax.onednn's batch-norm loops (XLA:CPU,
+    # float32, whole-batch statistics, two-pass variance): ~35% less time than XLA's loops.
+    native: bool = False
 
     @nn.compact
     def __call__(self, x, *, train: bool):
@@ -117,23 +120,34 @@ class BatchNorm(nn.Module):
             if x.shape[0] % group:
                 raise ValueError(f"batch-norm group size {group} does not divide the batch of "
                                  f"{x.shape[0]}")
+            if (self.native and group == x.shape[0] and not one_pass
+                    and x.dtype == scale.dtype == bias.dtype == jnp.float32):
+                y, mean, var = onednn.batch_norm_train(x, scale, bias, self.epsilon)
+                self._update_running(running_mean, running_var, mean[None], var[None],
+                                     x.size // features)
+                return y
             x_stat = x_stat.reshape(x.shape[0] // group, group, *x.shape[1:])  # (G, g, ..., C)
             mean, var = batch_moments(x_stat, one_pass, axes=range(1, x_stat.ndim - 1))
-            if not self.is_initializing():
-                n = x.size // features // x_stat.shape[0]  # values per channel in a group
-                unbiased_var = var * (n / max(n - 1, 1))
-                over_groups = tuple(range(x_stat.ndim - 1))
-                m = self.momentum
-                running_mean.value = ((1 - m) * running_mean.value +
-                                      m * jnp.mean(mean, axis=over_groups))
-                running_var.value = ((1 - m) * running_var.value +
-                                     m * jnp.mean(unbiased_var, axis=over_groups))
+            self._update_running(running_mean, running_var, mean, var,
+                                 x.size // features // x_stat.shape[0])
         else:
             mean, var = running_mean.value, running_var.value
 
         multiplier = jax.lax.rsqrt(var + self.epsilon) * scale.astype(stat_dtype)
         y = (x_stat - mean) * multiplier + bias.astype(stat_dtype)
         return y.reshape(x.shape).astype(self.dtype)
+
+    def _update_running(self, running_mean, running_var, mean, var, n):
+        """Moves the running averages towards the groups' mean and biased variance (shaped
+        (G, ..., C), `n` values per channel in a group), with torch's unbiased variance."""
+        if self.is_initializing():
+            return
+        unbiased_var = var * (n / max(n - 1, 1))
+        over_groups = tuple(range(mean.ndim - 1))
+        m = self.momentum
+        running_mean.value = (1 - m) * running_mean.value + m * jnp.mean(mean, axis=over_groups)
+        running_var.value = ((1 - m) * running_var.value +
+                             m * jnp.mean(unbiased_var, axis=over_groups))
 
 
 class Downsample(nn.Module):
@@ -244,10 +258,11 @@ class ResNet(nn.Module):
     bn_epsilon: float = 1e-5
     bn_one_pass_variance: bool | None = None  # None: only for 16-bit compute (see BatchNorm)
     bn_group_size: int | None = None  # None: statistics over the whole (global) batch
-    # Who computes the convolutions (see conv_general_dilated_for): "xla" (XLA's own),
-    # "patches" (XLA's, but the weight gradient as a scan of im2col blocks: 5-20x faster on
-    # XLA:CPU), "onednn" (oneDNN on the CPU, forward and both gradients, for float32), "auto".
-    conv_implementation: str = "auto"
+    # Who computes the convolutions and training-mode batch norm (see conv_general_dilated_for):
+    # "xla" (XLA's own), "patches" (XLA's, but convolution weight gradients as a scan of im2col
+    # blocks: 5-20x faster on XLA:CPU), "onednn" (the package's XLA:CPU extension, float32:
+    # oneDNN convolutions forward and backward, and fused batch-norm loops), "auto".
+    kernels: str = "auto"
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -260,7 +275,7 @@ class ResNet(nn.Module):
         if self.shortcut not in ("A", "B", None):
             raise ValueError(f"shortcut must be 'A', 'B' or None, got {self.shortcut!r}")
 
-        conv_general_dilated = conv_general_dilated_for(self.conv_implementation, self.dtype)
+        conv_general_dilated = conv_general_dilated_for(self.kernels, self.dtype)
 
         def conv(features, kernel_size, strides, groups=1, name=None):
             return nn.Conv(features, (kernel_size, kernel_size), (strides, strides),
@@ -269,7 +284,9 @@ class ResNet(nn.Module):
                            dtype=self.dtype, param_dtype=self.param_dtype, name=name,
                            conv_general_dilated=conv_general_dilated)
 
+        native = conv_general_dilated is conv_ops.onednn_conv_general_dilated
         bn = functools.partial(BatchNorm, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
+                               native=native,
                                dtype=self.dtype, param_dtype=self.param_dtype,
                                one_pass_variance=self.bn_one_pass_variance,
                                group_size=self.bn_group_size)
@@ -355,7 +372,7 @@ TORCHVISION_MODELS = frozenset({
 """The architectures torchvision builds; the others have a PyTorch twin in `torch_models`."""
 
 MODEL_OPTIONS = ("in_channels", "shortcut", "zero_init_residual", "bn_momentum", "bn_epsilon",
-                 "bn_one_pass_variance", "bn_group_size", "conv_implementation", "dtype",
+                 "bn_one_pass_variance", "bn_group_size", "kernels", "dtype",
                  "param_dtype")
 
 
@@ -383,9 +400,9 @@ def conv_general_dilated_for(implementation: str, dtype) -> Callable | None:
     each of them, so "auto" keeps to XLA there. Where the oneDNN extension cannot be built,
     "auto" warns once and uses the patches; an explicit "onednn" raises.
     """
-    if implementation not in CONV_IMPLEMENTATIONS:
-        raise ValueError(f"conv_implementation must be one of "
-                         f"{', '.join(CONV_IMPLEMENTATIONS)}, got {implementation!r}")
+    if implementation not in KERNELS:
+        raise ValueError(f"kernels must be one of "
+                         f"{', '.join(KERNELS)}, got {implementation!r}")
     if implementation == "auto":
         if jax.default_backend() != "cpu":
             return None
@@ -395,7 +412,7 @@ def conv_general_dilated_for(implementation: str, dtype) -> Callable | None:
     if implementation == "onednn":
         reason = onednn.unavailable_reason()
         if reason is not None:
-            raise onednn.OnednnUnavailable(f"conv_implementation='onednn': {reason}")
+            raise onednn.OnednnUnavailable(f"kernels='onednn': {reason}")
         return conv_ops.onednn_conv_general_dilated
     return conv_ops.conv_general_dilated if implementation == "patches" else None
 
@@ -421,7 +438,7 @@ def create_model(name: str, *, num_classes: int, **options) -> ResNet:
     Options: in_channels (3), shortcut ("A"/"B" for CIFAR models), zero_init_residual (False),
     bn_momentum (0.1, torch's convention), bn_epsilon (1e-5), bn_one_pass_variance (None: only
     for 16-bit compute), bn_group_size (None: statistics over the whole batch; N: over groups
-    of N examples, "ghost" batch norm), conv_implementation ("auto", "xla",
+    of N examples, "ghost" batch norm), kernels ("auto", "xla",
     "patches", "onednn"; see `conv_general_dilated_for`),
     dtype (computation, float32), param_dtype (float32).
     Batch-norm statistics are kept in at least float32.

@@ -24,13 +24,16 @@ import subprocess
 import sys
 import tempfile
 
+import jax
 import numpy as np
 
-_SOURCE = pathlib.Path(__file__).with_name("native") / "onednn_conv.cc"
+_SOURCE = pathlib.Path(__file__).with_name("native") / "cpu_kernels.cc"
 _TARGETS = {  # FFI target name -> exported handler symbol
     "resnet_jax_onednn_conv_forward": "ResnetJaxOnednnConvForward",
     "resnet_jax_onednn_conv_input_gradient": "ResnetJaxOnednnConvInputGradient",
     "resnet_jax_onednn_conv_weight_gradient": "ResnetJaxOnednnConvWeightGradient",
+    "resnet_jax_batch_norm_forward": "ResnetJaxBatchNormForward",
+    "resnet_jax_batch_norm_backward": "ResnetJaxBatchNormBackward",
 }
 
 
@@ -58,6 +61,18 @@ def _compiler() -> str:
     raise OnednnUnavailable("no C++ compiler found (set $CXX, or install g++)")
 
 
+def _vector_flags() -> list[str]:
+    """AVX2/FMA code for the batch-norm loops where this CPU has them (part of the cache key,
+    so a cache shared with an older CPU builds its own copy)."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            flags = next((line.split(":", 1)[1].split() for line in cpuinfo
+                          if line.startswith("flags")), [])
+    except OSError:
+        return []
+    return ["-mavx2", "-mfma"] if {"avx2", "fma"} <= set(flags) else []
+
+
 def _cache_dir() -> pathlib.Path:
     root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return pathlib.Path(root) / "resnet_jax" / "native"
@@ -69,19 +84,18 @@ def library_path() -> pathlib.Path:
     The file name holds a hash of the source, the JAX FFI headers' location and oneDNN's
     prefix, so a change to any of them builds afresh. The library is written under a temporary
     name and renamed into place: concurrent processes never load a half-written file."""
-    import jax.ffi
-
     prefix = _onednn_prefix()
     include = jax.ffi.include_dir()
     source = _SOURCE.read_bytes()
-    digest = hashlib.sha256(source + f"{include}\0{prefix}".encode()).hexdigest()[:16]
-    target = _cache_dir() / f"onednn_conv_{digest}.so"
+    flags = _vector_flags()
+    digest = hashlib.sha256(source + f"{include}\0{prefix}\0{flags}".encode()).hexdigest()[:16]
+    target = _cache_dir() / f"cpu_kernels_{digest}.so"
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, partial = tempfile.mkstemp(suffix=".so.partial", dir=target.parent)
     os.close(fd)
-    command = [_compiler(), "-O2", "-std=c++17", "-shared", "-fPIC", f"-I{include}",
+    command = [_compiler(), "-O3", "-fopenmp", *flags, "-std=c++17", "-shared", "-fPIC", f"-I{include}",
                f"-I{prefix / 'include'}", str(_SOURCE), "-o", partial,
                f"-L{prefix / 'lib'}", f"-Wl,-rpath,{prefix / 'lib'}", "-ldnnl"]
     try:
@@ -100,8 +114,6 @@ def library_path() -> pathlib.Path:
 def _load() -> str | None:
     """Builds, loads and registers the handlers once; returns why not, or None."""
     try:
-        import jax.ffi
-
         library = ctypes.CDLL(str(library_path()))
         for name, symbol in _TARGETS.items():
             jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(library, symbol)),
@@ -120,18 +132,21 @@ def available() -> bool:
     return unavailable_reason() is None
 
 
-def _call(target, result_shape, a, b, groups, strides, padding):
-    import jax
-
+def _ffi_call(target, result_shapes, *args, **attributes):
     reason = unavailable_reason()
     if reason is not None:
         raise OnednnUnavailable(reason)
+    results = [jax.ShapeDtypeStruct(shape, np.float32) for shape in result_shapes]
+    return jax.ffi.ffi_call(target, results, vmap_method="sequential")(*args, **attributes)
+
+
+def _call(target, result_shape, a, b, groups, strides, padding):
     (ph0, ph1), (pw0, pw1) = padding
     attributes = dict(groups=groups, sh=strides[0], sw=strides[1], ph0=ph0, ph1=ph1, pw0=pw0,
                       pw1=pw1)
-    return jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(result_shape, np.float32),
-                            vmap_method="sequential")(
-        a, b, **{k: np.int64(v) for k, v in attributes.items()})
+    (result,) = _ffi_call(target, [result_shape], a, b,
+                          **{k: np.int64(v) for k, v in attributes.items()})
+    return result
 
 
 def output_shape(x_shape, w_shape, strides, padding):
@@ -157,3 +172,33 @@ def weight_gradient(x, dy, w_shape, strides, padding, groups=1):
     """d(loss)/d(w) from the input `x` and the output gradient `dy`."""
     return _call("resnet_jax_onednn_conv_weight_gradient", tuple(w_shape), x, dy, groups,
                  strides, padding)
+
+
+def batch_norm_train(x, scale, shift, epsilon):
+    """Training-mode batch norm of float32 channels-last `x` (statistics over all axes but the
+    last), with per-channel `scale` and `shift`: returns (y, batch mean, biased batch
+    variance). Differentiable in x, scale and shift through y; the statistics are returned for
+    the running averages only, and their own cotangents are ignored."""
+    return _batch_norm_train(x, scale, shift, float(epsilon))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _batch_norm_train(x, scale, shift, epsilon):
+    channels = (x.shape[-1],)
+    return tuple(_ffi_call("resnet_jax_batch_norm_forward", [x.shape, channels, channels],
+                           x, scale, shift, epsilon=np.float32(epsilon)))
+
+
+def _batch_norm_train_fwd(x, scale, shift, epsilon):
+    y, mean, var = _batch_norm_train(x, scale, shift, epsilon)
+    return (y, mean, var), (x, mean, var, scale)
+
+
+def _batch_norm_train_bwd(epsilon, residuals, cotangents):
+    x, mean, var, scale = residuals
+    channels = (x.shape[-1],)
+    return tuple(_ffi_call("resnet_jax_batch_norm_backward", [x.shape, channels, channels],
+                           x, cotangents[0], mean, var, scale, epsilon=np.float32(epsilon)))
+
+
+_batch_norm_train.defvjp(_batch_norm_train_fwd, _batch_norm_train_bwd)

@@ -71,7 +71,7 @@ def test_model_gradients_equal_with_either_weight_gradient():
         for impl in ("patches", "xla"):
             model = models.ResNet(stage_sizes=(1, 1), stage_widths=(8, 16),
                                   block_cls=models.BasicBlock, stem="cifar", shortcut="B",
-                                  num_classes=10, conv_implementation=impl,
+                                  num_classes=10, kernels=impl,
                                   dtype=jnp.float64, param_dtype=jnp.float64)
             variables = jax.jit(functools.partial(model.init, train=False))(
                 jax.random.PRNGKey(0), x[:1])
@@ -87,8 +87,8 @@ def test_model_gradients_equal_with_either_weight_gradient():
             np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
-def test_unknown_conv_implementation_is_refused():
-    with pytest.raises(ValueError, match="conv_implementation must be one of auto, xla, "
+def test_unknown_kernels_is_refused():
+    with pytest.raises(ValueError, match="kernels must be one of auto, xla, "
                                          "patches, onednn, got 'fast'"):
-        models.create_model("resnet20", num_classes=10, conv_implementation="fast").init(
+        models.create_model("resnet20", num_classes=10, kernels="fast").init(
             jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)), train=False)

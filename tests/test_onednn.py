@@ -132,7 +132,7 @@ def test_unavailable_extension_is_a_clear_error_or_a_warned_fallback(monkeypatch
             models._onednn_or_warn.cache_clear()
             assert onednn.unavailable_reason() == ("no C++ compiler found (set $CXX, or "
                                                    "install g++)")
-            with pytest.raises(onednn.OnednnUnavailable, match="conv_implementation='onednn': "
+            with pytest.raises(onednn.OnednnUnavailable, match="kernels='onednn': "
                                                                "no C\\+\\+ compiler found"):
                 models.conv_general_dilated_for("onednn", jnp.float32)
             with pytest.warns(UserWarning, match="oneDNN convolutions unavailable \\(no C"):
@@ -153,7 +153,7 @@ def test_model_gradients_through_onednn_equal_xla():
     for impl in ("onednn", "xla"):
         model = models.ResNet(stage_sizes=(1, 1), stage_widths=(8, 16),
                               block_cls=models.BasicBlock, stem="cifar", shortcut="B",
-                              num_classes=10, conv_implementation=impl)
+                              num_classes=10, kernels=impl)
         variables = jax.jit(functools.partial(model.init, train=False))(
             jax.random.PRNGKey(0), x[:1])
 

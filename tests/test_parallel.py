@@ -31,7 +31,7 @@ def make_state(tx, **model_options):
     # CPU's im2col-block gradient (tests/test_conv.py) doubles the compile time.
     model = models.ResNet(stage_sizes=(1, 1), stage_widths=(8, 16), block_cls=models.BasicBlock,
                           stem="cifar", shortcut="B", num_classes=10, in_channels=1,
-                          conv_implementation="xla", dtype=jnp.float64,
+                          kernels="xla", dtype=jnp.float64,
                           param_dtype=jnp.float64, **model_options)
     state = jax.jit(functools.partial(steps.create_train_state, model, tx, IMAGE))(
         jax.random.PRNGKey(0))

@@ -57,7 +57,7 @@ EVAL_CASES = [
 ]
 
 
-# Through oneDNN's convolutions (conv_implementation="onednn", the CPU default on one device):
+# Through oneDNN's convolutions (kernels="onednn", the CPU default on one device):
 # an odd-sized basic-block net, grouped convolutions, and a CIFAR net.
 ONEDNN_EVAL_CASES = [("resnet18", 97, 131), ("resnext50_32x4d", 64, 64), ("resnet20", 17, 23)]
 
@@ -81,7 +81,7 @@ def test_float32_eval_logits_equal_torch(name, height, width):
 
 @pytest.mark.parametrize("name,height,width", ONEDNN_EVAL_CASES)
 def test_float32_eval_logits_equal_torch_through_onednn(name, height, width):
-    assert_eval_logits_equal_torch(name, height, width, conv_implementation="onednn")
+    assert_eval_logits_equal_torch(name, height, width, kernels="onednn")
 
 
 def test_cifar_option_b_eval_logits_equal_torch():
@@ -217,8 +217,8 @@ def test_float64_training_steps_equal_torch(name, options, size):
 
 # --- float32 gradients against the float64 result ------------------------------------------
 
-@pytest.mark.parametrize("conv_implementation", ["patches", "onednn"])
-def test_float32_gradients_stay_close_to_float64(conv_implementation):
+@pytest.mark.parametrize("kernels", ["patches", "onednn"])
+def test_float32_gradients_stay_close_to_float64(kernels):
     """Two-pass batch-norm variance keeps float32 gradients near float64.
 
     Measured with tools/grad_precision.py (resnet18, batch 8, 64x64): ours 9.2e-6 worst tensor;
@@ -237,7 +237,7 @@ def test_float32_gradients_stay_close_to_float64(conv_implementation):
 
     def grads(dtype):
         model = models.create_model(name, num_classes=10, dtype=dtype, param_dtype=dtype,
-                                    conv_implementation=conv_implementation)
+                                    kernels=kernels)
         variables = torch_interop.from_torchvision(name, state64)
         variables = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), variables)
 
