@@ -25,3 +25,43 @@ def _run(env_extra, monkeypatch):
 def test_settings_apply_on_glibc_and_the_users_environment_wins(monkeypatch):
     assert _run({}, monkeypatch) == 0
     assert _run({"MALLOC_TOP_PAD_": "0"}, monkeypatch) == 3
+
+
+MMAPPED_WHILE_HELD = """
+import ctypes, sys
+from resnet_jax import host_memory
+host_memory.reuse_freed_memory(single_arena={single_arena})
+libc = ctypes.CDLL("libc.so.6")
+class Info(ctypes.Structure):  # struct mallinfo2: hblkhd is the bytes held in mmap'd blocks
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+libc.mallinfo2.restype = Info
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+before = libc.mallinfo2().hblkhd
+block = libc.malloc(256 * 2**20)  # larger than any mmap threshold: an XLA temporary buffer
+print(libc.mallinfo2().hblkhd - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt is Linux's")
+@pytest.mark.parametrize("single_arena", [False, True])
+def test_single_arena_serves_large_blocks_from_the_heap(single_arena, monkeypatch):
+    """With single_arena (CPU compute), a 256 MB block comes from the heap, where a freed
+    block stays mapped for the next step; without it, from a fresh mmap."""
+    monkeypatch.setenv("PYTHONPATH", ROOT)
+    for name in ("MALLOC_MMAP_MAX_", "MALLOC_ARENA_MAX", "MALLOC_TOP_PAD_"):
+        monkeypatch.delenv(name, raising=False)
+    out = subprocess.run([sys.executable, "-c", MMAPPED_WHILE_HELD.format(
+        single_arena=single_arena)], capture_output=True, text=True, check=True).stdout
+    mmapped = int(out.split()[-1])
+    assert (mmapped == 0) if single_arena else (mmapped >= 256 * 2**20)
+
+
+def test_accelerator_presence_follows_jax_platforms(monkeypatch):
+    from resnet_jax import host_memory
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+    assert not host_memory.accelerator_present()
+    monkeypatch.setenv("JAX_PLATFORMS", "cuda,cpu")
+    assert host_memory.accelerator_present()
