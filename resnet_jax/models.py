@@ -101,7 +101,8 @@ class BatchNorm(nn.Module):
     native: bool = False
 
     @nn.compact
-    def __call__(self, x, *, train: bool):
+    def __call__(self, x, *, train: bool, relu: bool = False):
+        """Normalises `x`; with `relu`, also applies a ReLU (fused in the native kernels)."""
         features = x.shape[-1]
         stat_dtype = jnp.promote_types(self.param_dtype, jnp.float32)
         scale = self.param("scale", self.scale_init, (features,), self.param_dtype)
@@ -122,7 +123,7 @@ class BatchNorm(nn.Module):
                                  f"{x.shape[0]}")
             if (self.native and group == x.shape[0] and not one_pass
                     and x.dtype == scale.dtype == bias.dtype == jnp.float32):
-                y, mean, var = onednn.batch_norm_train(x, scale, bias, self.epsilon)
+                y, mean, var = onednn.batch_norm_train(x, scale, bias, self.epsilon, relu)
                 self._update_running(running_mean, running_var, mean[None], var[None],
                                      x.size // features)
                 return y
@@ -135,7 +136,8 @@ class BatchNorm(nn.Module):
 
         multiplier = jax.lax.rsqrt(var + self.epsilon) * scale.astype(stat_dtype)
         y = (x_stat - mean) * multiplier + bias.astype(stat_dtype)
-        return y.reshape(x.shape).astype(self.dtype)
+        y = y.reshape(x.shape).astype(self.dtype)
+        return nn.relu(y) if relu else y
 
     def _update_running(self, running_mean, running_var, mean, var, n):
         """Moves the running averages towards the groups' mean and biased variance (shaped
@@ -203,7 +205,8 @@ class BasicBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        y = nn.relu(self.norm(name="bn1")(self.conv(self.features, 3, self.strides, name="conv1")(x)))
+        y = self.norm(name="bn1", relu=True)(self.conv(self.features, 3, self.strides,
+                                                       name="conv1")(x))
         y = self.last_norm(name="bn2")(self.conv(self.features, 3, 1, name="conv2")(y))
         if self.shortcut is not None:
             y = y + shortcut(x, self.features, self.strides, self.shortcut, self.conv, self.norm)
@@ -226,9 +229,9 @@ class Bottleneck(nn.Module):
     @nn.compact
     def __call__(self, x):
         width = int(self.features * (self.width_per_group / 64.0)) * self.groups
-        y = nn.relu(self.norm(name="bn1")(self.conv(width, 1, 1, name="conv1")(x)))
-        y = nn.relu(self.norm(name="bn2")(
-            self.conv(width, 3, self.strides, groups=self.groups, name="conv2")(y)))
+        y = self.norm(name="bn1", relu=True)(self.conv(width, 1, 1, name="conv1")(x))
+        y = self.norm(name="bn2", relu=True)(
+            self.conv(width, 3, self.strides, groups=self.groups, name="conv2")(y))
         y = self.last_norm(name="bn3")(self.conv(self.features * 4, 1, 1, name="conv3")(y))
         if self.shortcut is not None:
             y = y + shortcut(x, self.features * 4, self.strides, self.shortcut, self.conv,
@@ -298,11 +301,11 @@ class ResNet(nn.Module):
 
         x = x.astype(self.dtype)
         if self.stem == "imagenet":
-            x = nn.relu(norm(name="bn1")(conv(self.stage_widths[0], 7, 2, name="conv1")(x)))
+            x = norm(name="bn1", relu=True)(conv(self.stage_widths[0], 7, 2, name="conv1")(x))
             # (B, H/2, W/2, 64); max-pool padding is -inf, as in torch.
             x = max_pool(x, (3, 3), (2, 2), _symmetric_padding(3))
         else:
-            x = nn.relu(norm(name="bn1")(conv(self.stage_widths[0], 3, 1, name="conv1")(x)))
+            x = norm(name="bn1", relu=True)(conv(self.stage_widths[0], 3, 1, name="conv1")(x))
 
         for i, (num_blocks, features) in enumerate(zip(self.stage_sizes, self.stage_widths)):
             for j in range(num_blocks):
@@ -319,11 +322,12 @@ class ResNet(nn.Module):
 
 
 def _with_train(norm_cls, train: bool):
-    """A norm constructor that remembers `train`, so blocks call `norm(name=...)(x)`."""
+    """A norm constructor that remembers `train`, so blocks call `norm(name=...)(x)`
+    (`norm(name=..., relu=True)(x)`: followed by a ReLU)."""
 
-    def make(name=None):
+    def make(name=None, relu=False):
         module = norm_cls(name=name)
-        return lambda x: module(x, train=train)
+        return lambda x: module(x, train=train, relu=relu)
 
     return make
 

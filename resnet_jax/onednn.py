@@ -95,7 +95,7 @@ def library_path() -> pathlib.Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, partial = tempfile.mkstemp(suffix=".so.partial", dir=target.parent)
     os.close(fd)
-    command = [_compiler(), "-O3", "-fopenmp", *flags, "-std=c++17", "-shared", "-fPIC", f"-I{include}",
+    command = [_compiler(), "-O3", "-fopenmp", "-ffp-contract=off", *flags, "-std=c++17", "-shared", "-fPIC", f"-I{include}",
                f"-I{prefix / 'include'}", str(_SOURCE), "-o", partial,
                f"-L{prefix / 'lib'}", f"-Wl,-rpath,{prefix / 'lib'}", "-ldnnl"]
     try:
@@ -174,31 +174,33 @@ def weight_gradient(x, dy, w_shape, strides, padding, groups=1):
                  strides, padding)
 
 
-def batch_norm_train(x, scale, shift, epsilon):
+def batch_norm_train(x, scale, shift, epsilon, relu=False):
     """Training-mode batch norm of float32 channels-last `x` (statistics over all axes but the
-    last), with per-channel `scale` and `shift`: returns (y, batch mean, biased batch
-    variance). Differentiable in x, scale and shift through y; the statistics are returned for
-    the running averages only, and their own cotangents are ignored."""
-    return _batch_norm_train(x, scale, shift, float(epsilon))
+    last), with per-channel `scale` and `shift`, and a ReLU after it if `relu`: returns
+    (output, batch mean, biased batch variance). Differentiable in x, scale and shift through
+    the output; the statistics are returned for the running averages only, and their own
+    cotangents are ignored."""
+    return _batch_norm_train(x, scale, shift, float(epsilon), bool(relu))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _batch_norm_train(x, scale, shift, epsilon):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _batch_norm_train(x, scale, shift, epsilon, relu):
     channels = (x.shape[-1],)
     return tuple(_ffi_call("resnet_jax_batch_norm_forward", [x.shape, channels, channels],
-                           x, scale, shift, epsilon=np.float32(epsilon)))
+                           x, scale, shift, epsilon=np.float32(epsilon), relu=relu))
 
 
-def _batch_norm_train_fwd(x, scale, shift, epsilon):
-    y, mean, var = _batch_norm_train(x, scale, shift, epsilon)
-    return (y, mean, var), (x, mean, var, scale)
+def _batch_norm_train_fwd(x, scale, shift, epsilon, relu):
+    y, mean, var = _batch_norm_train(x, scale, shift, epsilon, relu)
+    return (y, mean, var), (x, mean, var, scale, shift)
 
 
-def _batch_norm_train_bwd(epsilon, residuals, cotangents):
-    x, mean, var, scale = residuals
+def _batch_norm_train_bwd(epsilon, relu, residuals, cotangents):
+    x, mean, var, scale, shift = residuals
     channels = (x.shape[-1],)
     return tuple(_ffi_call("resnet_jax_batch_norm_backward", [x.shape, channels, channels],
-                           x, cotangents[0], mean, var, scale, epsilon=np.float32(epsilon)))
+                           x, cotangents[0], mean, var, scale, shift,
+                           epsilon=np.float32(epsilon), relu=relu))
 
 
 _batch_norm_train.defvjp(_batch_norm_train_fwd, _batch_norm_train_bwd)

@@ -166,3 +166,57 @@ def test_model_gradients_through_onednn_equal_xla():
     for a, b in zip(jax.tree_util.tree_leaves(grads["onednn"]),
                     jax.tree_util.tree_leaves(grads["xla"])):
         assert relative_error(a, b) < 1e-4
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("shape", [(4, 5, 6, 16), (3, 7, 3, 5)])
+def test_batch_norm_kernels_equal_the_float64_reference(shape, relu):
+    """Output, batch statistics and gradients of the native batch norm (+ ReLU) in float32,
+    against XLA in float64, at float32's accuracy. Activations offset from zero, so a
+    one-pass variance would fail the bound."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(shape) * 2 + 5
+    scale = rng.uniform(0.5, 1.5, shape[-1])
+    shift = rng.uniform(-1, 1, shape[-1])
+    dy = rng.standard_normal(shape)
+
+    def reference(x, scale, shift):
+        mean = jnp.mean(x, axis=(0, 1, 2))
+        var = jnp.mean(jnp.square(x - mean), axis=(0, 1, 2))
+        y = (x - mean) * lax.rsqrt(var + 1e-5) * scale + shift
+        return (jax.nn.relu(y) if relu else y), mean, var
+
+    def loss(norm, x, scale, shift):
+        y, _, _ = norm(x, scale, shift)
+        return jnp.sum(y * dy.astype(y.dtype))
+
+    with jax.enable_x64(True):
+        expected = reference(x, scale, shift)
+        expected_grads = jax.grad(functools.partial(loss, reference), argnums=(0, 1, 2))(
+            x, scale, shift)
+    native = functools.partial(onednn.batch_norm_train, epsilon=1e-5, relu=relu)
+    args32 = [jnp.asarray(a, jnp.float32) for a in (x, scale, shift)]
+    outputs = jax.jit(native)(*args32)
+    grads = jax.jit(jax.grad(functools.partial(loss, native), argnums=(0, 1, 2)))(*args32)
+    for name, a, b in zip(("y", "mean", "var", "dx", "dscale", "dshift"),
+                          (*outputs, *grads), (*expected, *expected_grads)):
+        assert a.dtype == jnp.float32 and a.shape == b.shape, name
+        assert relative_error(a, b) < 2e-6, name
+
+
+def test_model_batch_stats_through_native_kernels_equal_xla():
+    """A training step's outputs and running statistics: "onednn" kernels against XLA's."""
+    x = jnp.asarray(np.random.default_rng(4).standard_normal((4, 12, 12, 3)), jnp.float32)
+    results = {}
+    for impl in ("onednn", "xla"):
+        model = models.create_model("resnet20", num_classes=10, kernels=impl)
+        variables = model.init(jax.random.PRNGKey(0), x[:1], train=False)
+        results[impl] = jax.jit(functools.partial(model.apply, train=True,
+                                                  mutable=["batch_stats"]))(variables, x)
+    for a, b in zip(jax.tree_util.tree_leaves(results["onednn"]),
+                    jax.tree_util.tree_leaves(results["xla"])):
+        assert relative_error(a, b) < 1e-5
+    jaxpr = str(jax.make_jaxpr(functools.partial(
+        models.create_model("resnet20", num_classes=10, kernels="onednn").apply, train=True,
+        mutable=["batch_stats"]))(variables, x))
+    assert "resnet_jax_batch_norm_forward" in jaxpr

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -251,8 +252,15 @@ std::vector<double> ChannelSums(const Rows& shape, F f) {
   return total;
 }
 
+// y = (x - mean) * multiplier + shift, then max(y, 0) with `relu`. The backward pass
+// recomputes y for the ReLU's mask with the same expression (built with -ffp-contract=off, so
+// both evaluate it identically).
+inline float Normalized(float x, float mean, float multiplier, float shift) {
+  return (x - mean) * multiplier + shift;
+}
+
 ffi::Error BatchNormForward(F32 x, F32 scale, F32 shift, F32Out y, F32Out mean_out,
-                            F32Out var_out, float epsilon) {
+                            F32Out var_out, float epsilon, bool relu) {
   const Rows shape = MakeRows(x.dimensions());
   const int64_t c = shape.channels;
   const float* in = x.typed_data();
@@ -274,23 +282,42 @@ ffi::Error BatchNormForward(F32 x, F32 scale, F32 shift, F32Out y, F32Out mean_o
     offset[k] = shift.typed_data()[k];
   }
   float* out = y->typed_data();
+  const float floor = relu ? 0.0f : -std::numeric_limits<float>::infinity();
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < shape.rows; ++r)
     for (int64_t k = 0; k < c; ++k)
-      out[r * c + k] = (in[r * c + k] - mean[k]) * multiplier[k] + offset[k];
+      out[r * c + k] =
+          std::max(Normalized(in[r * c + k], mean[k], multiplier[k], offset[k]), floor);
   return ffi::Error::Success();
 }
 
-ffi::Error BatchNormBackward(F32 x, F32 dy, F32 mean, F32 var, F32 scale, F32Out dx,
-                             F32Out dscale, F32Out dshift, float epsilon) {
+ffi::Error BatchNormBackward(F32 x, F32 dy, F32 mean, F32 var, F32 scale, F32 shift,
+                             F32Out dx, F32Out dscale, F32Out dshift, float epsilon, bool relu) {
   const Rows shape = MakeRows(x.dimensions());
   const int64_t c = shape.channels;
   const float* in = x.typed_data();
-  const float* grad = dy.typed_data();
   const float* mu = mean.typed_data();
   std::lock_guard<std::mutex> lock(ExecutionMutex());
-  std::vector<float> rstd(c);
-  for (int64_t k = 0; k < c; ++k) rstd[k] = 1.0f / std::sqrt(var.typed_data()[k] + epsilon);
+  std::vector<float> rstd(c), multiplier(c);
+  for (int64_t k = 0; k < c; ++k) {
+    // The forward pass's multiplier, computed the same way (the ReLU mask depends on it).
+    multiplier[k] = scale.typed_data()[k] / std::sqrt(var.typed_data()[k] + epsilon);
+    rstd[k] = 1.0f / std::sqrt(var.typed_data()[k] + epsilon);
+  }
+  // The gradient at the batch norm's output: dy, or dy where the ReLU passed y > 0.
+  std::vector<float> masked;
+  const float* grad = dy.typed_data();
+  if (relu) {
+    masked.resize(shape.rows * c);
+    const float* sh = shift.typed_data();
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < shape.rows; ++r)
+      for (int64_t k = 0; k < c; ++k) {
+        const int64_t i = r * c + k;
+        masked[i] = Normalized(in[i], mu[k], multiplier[k], sh[k]) > 0.0f ? grad[i] : 0.0f;
+      }
+    grad = masked.data();
+  }
   std::vector<double> sum_dy = ChannelSums(shape, [&](int64_t i, int64_t) { return grad[i]; });
   std::vector<double> sum_dy_xhat = ChannelSums(shape, [&](int64_t i, int64_t k) {
     return grad[i] * ((in[i] - mu[k]) * rstd[k]);
@@ -357,7 +384,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(ResnetJaxBatchNormForward, BatchNormForward,
                                   .Ret<F32>()
                                   .Ret<F32>()
                                   .Ret<F32>()
-                                  .Attr<float>("epsilon"));
+                                  .Attr<float>("epsilon")
+                                  .Attr<bool>("relu"));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(ResnetJaxBatchNormBackward, BatchNormBackward,
                               ffi::Ffi::Bind()
                                   .Arg<F32>()
@@ -365,7 +393,9 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(ResnetJaxBatchNormBackward, BatchNormBackward,
                                   .Arg<F32>()
                                   .Arg<F32>()
                                   .Arg<F32>()
+                                  .Arg<F32>()
                                   .Ret<F32>()
                                   .Ret<F32>()
                                   .Ret<F32>()
-                                  .Attr<float>("epsilon"));
+                                  .Attr<float>("epsilon")
+                                  .Attr<bool>("relu"));
