@@ -1,4 +1,4 @@
-"""A convolution whose weight gradient XLA:CPU computes an order of magnitude faster.
+"""Convolutions for XLA:CPU: an im2col-block weight gradient, and oneDNN's convolutions.
 
 XLA lowers a convolution's weight gradient to another convolution whose window is the whole
 image and whose "features" are the batch; XLA:CPU runs that shape slowly (one resnet20 layer,
@@ -13,7 +13,11 @@ once is memory-bound (75 MB for that layer: ~100 ms); building them a few images
 calls): the forward pass and the input gradient are XLA's own; only the weight gradient is
 computed as above, for the convolutions ResNets use (NHWC/HWIO, no dilation). Anything else
 goes to `lax.conv_general_dilated` unchanged. Meant for the CPU; on GPUs and TPUs XLA's own
-weight gradient is the fast one (see `resnet_jax.models.ResNet.conv_weight_gradient`).
+weight gradient is the fast one (see `resnet_jax.models.conv_general_dilated_for`).
+
+`onednn_conv_general_dilated` is the same drop-in with all three computations (forward pass,
+input and weight gradients) done by oneDNN through `resnet_jax.onednn`, for float32; about
+twice as fast again on ResNet layers (BENCHMARKS.md), and the models' default on the CPU.
 """
 
 from __future__ import annotations

@@ -1,12 +1,14 @@
-"""oneDNN convolutions for XLA:CPU: build, load and call `native/onednn_conv.cc`.
+"""The CPU extension `native/cpu_kernels.cc`: oneDNN convolutions and fused batch norm.
 
 XLA:CPU runs a ResNet's convolutions with Eigen at about half oneDNN's speed (the library
 PyTorch uses on the CPU), and lowers their weight gradients to a form it runs slower still.
 This module compiles a small XLA FFI extension against the `onednn-cpu-gomp` wheel (a
 dependency of the package) the first time it is needed, caches the shared library under
-`~/.cache/resnet_jax/native/` (or `$XDG_CACHE_HOME`), registers its three handlers with
+`~/.cache/resnet_jax/native/` (or `$XDG_CACHE_HOME`), registers its handlers with
 JAX and exposes them as functions of JAX arrays: `forward`, `input_gradient` and
-`weight_gradient`, for float32 NHWC inputs and HWIO kernels (groups allowed, no dilation).
+`weight_gradient`, for float32 NHWC inputs and HWIO kernels (groups allowed, no dilation), and
+`batch_norm_train` (training-mode batch norm, optionally with the ReLU after it, in the
+extension's own loops: oneDNN's batch norm loses too much accuracy, see the source).
 
 Building needs a C++17 compiler (`$CXX`, else `c++`/`g++`). Where the extension cannot be
 built or loaded, `unavailable_reason()` says why, and `resnet_jax.conv` falls back to XLA.

@@ -1,12 +1,14 @@
-// NHWC/HWIO float32 convolutions for XLA:CPU, computed by oneDNN: forward pass, input gradient
-// and weight gradient, as XLA FFI handlers (see resnet_jax/onednn.py, which builds and
-// registers them). XLA:CPU's own convolutions (Eigen) run about half as fast on ResNet layers,
-// and its weight-gradient lowering an order of magnitude slower (BENCHMARKS.md).
+// XLA FFI handlers for XLA:CPU (resnet_jax/onednn.py builds and registers them):
+// - NHWC/HWIO float32 convolutions computed by oneDNN: forward pass, input gradient and weight
+//   gradient. XLA:CPU's own convolutions (Eigen) run about half as fast on ResNet layers, and
+//   its weight-gradient lowering an order of magnitude slower (BENCHMARKS.md).
+// - Training-mode batch norm, optionally followed by a ReLU, forward and backward, in plain
+//   OpenMP loops (see BatchNormForward).
 //
 // Activations stay in XLA's NHWC buffers; weights are read and written in XLA's HWIO layout
 // (grouped: the output channels of group g are g*O/G .. (g+1)*O/G - 1) and reordered to and
 // from the blocked layout the primitive prefers. Primitives are built once per geometry and
-// cached; each call holds its cache entry's lock, because the entry's scratchpad is shared.
+// cached with their scratchpad; calls run one at a time (ExecutionMutex).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -87,7 +89,6 @@ struct Geometry {
 };
 
 struct Entry {
-  std::mutex mu;
   dnnl::primitive conv;
   memory::desc weights;  // the weight layout the primitive uses
   bool reorder = false;  // whether that differs from XLA's HWIO
