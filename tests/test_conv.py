@@ -9,6 +9,7 @@ import pytest
 from jax import lax
 
 from resnet_jax import conv, models
+from tests import small_resnet
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 # (input shape, kernel shape, strides, padding, groups): ResNet's stem, 3x3, strided 3x3, 1x1,
@@ -66,22 +67,8 @@ def test_model_gradients_equal_with_either_weight_gradient():
     shortcut, head): "patches" and "xla" give the same training gradients."""
     with jax.enable_x64(True):
         x = jnp.asarray(np.random.default_rng(1).standard_normal((4, 12, 12, 3)))
-        labels = jnp.arange(4) % 10
-        grads = {}
-        for impl in ("patches", "xla"):
-            model = models.ResNet(stage_sizes=(1, 1), stage_widths=(8, 16),
-                                  block_cls=models.BasicBlock, stem="cifar", shortcut="B",
-                                  num_classes=10, kernels=impl,
-                                  dtype=jnp.float64, param_dtype=jnp.float64)
-            variables = jax.jit(functools.partial(model.init, train=False))(
-                jax.random.PRNGKey(0), x[:1])
-
-            def loss(params):
-                logits, _ = model.apply({**variables, "params": params}, x, train=True,
-                                        mutable=["batch_stats"])
-                return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(4), labels])
-
-            grads[impl] = jax.jit(jax.grad(loss))(variables["params"])
+        grads = {impl: small_resnet.training_gradients(impl, x, jnp.float64)
+                 for impl in ("patches", "xla")}
         for a, b in zip(jax.tree_util.tree_leaves(grads["patches"]),
                         jax.tree_util.tree_leaves(grads["xla"])):
             np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)

@@ -11,7 +11,8 @@ from jax import lax
 
 from resnet_jax import conv as conv_ops
 from resnet_jax import models, onednn
-from tests.closeness import relative_error
+from tests import small_resnet
+from tests.closeness import assert_trees_close, relative_error
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 
@@ -148,24 +149,8 @@ def test_model_gradients_through_onednn_equal_xla():
     """A small ResNet (stem, basic blocks, projection shortcut, head) in float32: oneDNN's
     training gradients equal XLA's to float32 accuracy."""
     x = jnp.asarray(np.random.default_rng(2).standard_normal((4, 12, 12, 3)), jnp.float32)
-    labels = jnp.arange(4) % 10
-    grads = {}
-    for impl in ("onednn", "xla"):
-        model = models.ResNet(stage_sizes=(1, 1), stage_widths=(8, 16),
-                              block_cls=models.BasicBlock, stem="cifar", shortcut="B",
-                              num_classes=10, kernels=impl)
-        variables = jax.jit(functools.partial(model.init, train=False))(
-            jax.random.PRNGKey(0), x[:1])
-
-        def loss(params):
-            logits, _ = model.apply({**variables, "params": params}, x, train=True,
-                                    mutable=["batch_stats"])
-            return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(4), labels])
-
-        grads[impl] = jax.jit(jax.grad(loss))(variables["params"])
-    for a, b in zip(jax.tree_util.tree_leaves(grads["onednn"]),
-                    jax.tree_util.tree_leaves(grads["xla"])):
-        assert relative_error(a, b) < 1e-4
+    assert_trees_close(small_resnet.training_gradients("onednn", x),
+                       small_resnet.training_gradients("xla", x), 1e-4)
 
 
 @pytest.mark.parametrize("relu", [False, True])
