@@ -123,6 +123,15 @@ Entry& Lookup(const std::string& key, const std::function<void(Entry&)>& build) 
   return *slot;
 }
 
+// The kernel `data` (XLA's HWIO buffer) in the layout the entry's primitive reads.
+memory PrimitiveWeights(const Entry& e, dnnl::stream& stream, const Geometry& g, float* data) {
+  memory weights(g.WeightsHWIO(), Engine(), data);
+  if (!e.reorder) return weights;
+  memory blocked(e.weights, Engine());
+  e.to_primitive.execute(stream, weights, blocked);
+  return blocked;
+}
+
 template <class Dims>
 Geometry MakeGeometry(const Dims& x, const Dims& w, const Dims& y, int64_t groups, int64_t sh,
                       int64_t sw, int64_t ph0, int64_t ph1, int64_t pw0, int64_t pw1) {
@@ -144,12 +153,7 @@ ffi::Error Forward(F32 x, F32 w, F32Out y, int64_t groups, int64_t sh, int64_t s
   });
   std::lock_guard<std::mutex> lock(ExecutionMutex());
   dnnl::stream stream(Engine());
-  memory weights(g.WeightsHWIO(), Engine(), w.typed_data());
-  if (e.reorder) {
-    memory blocked(e.weights, Engine());
-    e.to_primitive.execute(stream, weights, blocked);
-    weights = blocked;
-  }
+  const memory weights = PrimitiveWeights(e, stream, g, w.typed_data());
   e.conv.execute(stream, {{DNNL_ARG_SRC, memory(g.Input(), Engine(), x.typed_data())},
                           {DNNL_ARG_WEIGHTS, weights},
                           {DNNL_ARG_DST, memory(g.Output(), Engine(), y->typed_data())},
@@ -171,12 +175,7 @@ ffi::Error InputGradient(F32 dy, F32 w, F32Out dx, int64_t groups, int64_t sh, i
   });
   std::lock_guard<std::mutex> lock(ExecutionMutex());
   dnnl::stream stream(Engine());
-  memory weights(g.WeightsHWIO(), Engine(), w.typed_data());
-  if (e.reorder) {
-    memory blocked(e.weights, Engine());
-    e.to_primitive.execute(stream, weights, blocked);
-    weights = blocked;
-  }
+  const memory weights = PrimitiveWeights(e, stream, g, w.typed_data());
   e.conv.execute(stream, {{DNNL_ARG_DIFF_DST, memory(g.Output(), Engine(), dy.typed_data())},
                           {DNNL_ARG_WEIGHTS, weights},
                           {DNNL_ARG_DIFF_SRC, memory(g.Input(), Engine(), dx->typed_data())},
@@ -211,10 +210,11 @@ ffi::Error WeightGradient(F32 x, F32 dy, F32Out dw, int64_t groups, int64_t sh, 
 
 // Training-mode batch normalisation of float32 NHWC data, viewed as (rows, channels):
 // per-channel statistics over the rows. XLA:CPU emits the forward and backward passes as ~16
-// separate loops (~21 passes over the activations); these take 3 + 2 passes forward and
-// 2 + 3 backward. Sums are accumulated in float over blocks of 32 rows, then in double, so
-// the result is at least as accurate as XLA's two-pass float32 reductions (oneDNN's own batch norm is not:
-// 5e-2 relative gradient error against float64 on resnet18, tests/test_parity.py).
+// separate loops (~21 passes over the activations); these take 3 forward (mean, variance,
+// normalise) and 3 or 4 backward (the ReLU mask, two sums, the gradient). Sums are accumulated
+// in float over blocks of 32 rows, then in double, so the result is at least as accurate as
+// XLA's two-pass float32 reductions (oneDNN's own batch norm is not: 5e-2 relative gradient
+// error against float64 on resnet18, tests/test_parity.py).
 struct Rows {
   int64_t rows, channels;
 };
@@ -267,7 +267,7 @@ ffi::Error BatchNormForward(F32 x, F32 scale, F32 shift, F32Out y, F32Out mean_o
   const float* in = x.typed_data();
   std::lock_guard<std::mutex> lock(ExecutionMutex());
   std::vector<double> sums = ChannelSums(shape, [&](int64_t i, int64_t) { return in[i]; });
-  std::vector<float> mean(c), multiplier(c), offset(c);  // y = (x - mean) * multiplier + shift
+  std::vector<float> mean(c), multiplier(c);  // y = (x - mean) * multiplier + shift
   for (int64_t k = 0; k < c; ++k) mean[k] = static_cast<float>(sums[k] / shape.rows);
   std::vector<double> squares = ChannelSums(shape, [&](int64_t i, int64_t k) {
     const float d = in[i] - mean[k];
@@ -280,15 +280,15 @@ ffi::Error BatchNormForward(F32 x, F32 scale, F32 shift, F32Out y, F32Out mean_o
     mean_data[k] = mean[k];
     var_data[k] = var;
     multiplier[k] = scale.typed_data()[k] / std::sqrt(var + epsilon);
-    offset[k] = shift.typed_data()[k];
   }
+  const float* sh = shift.typed_data();
   float* out = y->typed_data();
   const float floor = relu ? 0.0f : -std::numeric_limits<float>::infinity();
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < shape.rows; ++r)
     for (int64_t k = 0; k < c; ++k)
       out[r * c + k] =
-          std::max(Normalized(in[r * c + k], mean[k], multiplier[k], offset[k]), floor);
+          std::max(Normalized(in[r * c + k], mean[k], multiplier[k], sh[k]), floor);
   return ffi::Error::Success();
 }
 
