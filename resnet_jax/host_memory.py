@@ -14,7 +14,10 @@ convolutions' scratch exceed any mmap threshold, so each step still faulted in ~
 pages (resnet20, batch 128: ~25% of the step's CPU time in the kernel). For CPU compute,
 `single_arena` also turns mmap off (M_MMAP_MAX = 0) and keeps one malloc arena (M_ARENA_MAX =
 1): per-thread arenas are mmap'd 64 MB heaps that cannot hold such blocks, and only the main
-heap can keep them for reuse. Page faults fall ~20x and the resnet20 step from ~630 to ~440 ms.
+heap can keep them for reuse; and it never trims the heap (M_TRIM_THRESHOLD = -1), because the
+block freed at its top is the next step's buffer (resnet50 at batch 16: ~1.5 GB, which a 1 GiB
+threshold gave back and faulted in again, ~430,000 pages per step). Page faults fall ~20x and
+the resnet20 step from ~630 to ~440 ms; resnet50's page faults per step fall to zero.
 The price is one lock for all threads' allocations: the input pipeline alone runs ~7% slower
 (991 vs 1,061 images/s on 2 cores), which is why it is not the choice for accelerator hosts.
 It must be set before other threads allocate (arenas are claimed once per thread), that is at
@@ -42,7 +45,9 @@ TOP_PAD = 64 * 2**20         # a heap grows by this much more than asked, and ke
 _SETTINGS = ((_M_MMAP_THRESHOLD, MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, TRIM_THRESHOLD),
              (_M_TOP_PAD, TOP_PAD))
 
-_SINGLE_ARENA_SETTINGS = ((_M_MMAP_MAX, 0), (_M_ARENA_MAX, 1))
+# Applied after _SETTINGS: no trimming at all (-1), since the freed block at the heap's top is
+# the next step's temporary buffer (resnet50 at batch 16: ~1.5 GB, beyond TRIM_THRESHOLD).
+_SINGLE_ARENA_SETTINGS = ((_M_MMAP_MAX, 0), (_M_ARENA_MAX, 1), (_M_TRIM_THRESHOLD, -1))
 
 _USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_",
                   "MALLOC_MMAP_MAX_", "MALLOC_ARENA_MAX")
@@ -59,8 +64,8 @@ def accelerator_present() -> bool:
 
 def reuse_freed_memory(single_arena: bool | None = None) -> bool:
     """Sets glibc's mmap threshold, trim threshold and top pad, and with `single_arena` (None:
-    when no accelerator is present) no mmap and one arena (see the module docstring). Call it
-    at process start, before other threads run.
+    when no accelerator is present) no mmap, one arena and no trimming (see the module
+    docstring). Call it at process start, before other threads run.
 
     Returns whether they were set: False off glibc, or where the user set any of them through
     the environment (their choice wins).
