@@ -101,8 +101,9 @@ class BatchNorm(nn.Module):
     native: bool = False
 
     @nn.compact
-    def __call__(self, x, *, train: bool, relu: bool = False):
-        """Normalises `x`; with `relu`, also applies a ReLU (fused in the native kernels)."""
+    def __call__(self, x, *, train: bool, relu: bool = False, residual=None):
+        """Normalises `x`; then adds `residual` if given, and applies a ReLU if `relu` (what
+        closes a residual block; fused into the native kernels)."""
         features = x.shape[-1]
         stat_dtype = jnp.promote_types(self.param_dtype, jnp.float32)
         scale = self.param("scale", self.scale_init, (features,), self.param_dtype)
@@ -122,8 +123,10 @@ class BatchNorm(nn.Module):
                 raise ValueError(f"batch-norm group size {group} does not divide the batch of "
                                  f"{x.shape[0]}")
             if (self.native and group == x.shape[0] and not one_pass
-                    and x.dtype == scale.dtype == bias.dtype == jnp.float32):
-                y, mean, var = onednn.batch_norm_train(x, scale, bias, self.epsilon, relu)
+                    and x.dtype == scale.dtype == bias.dtype == jnp.float32
+                    and (residual is None or residual.dtype == jnp.float32)):
+                y, mean, var = onednn.batch_norm_train(x, scale, bias, self.epsilon, relu,
+                                                       residual)
                 self._update_running(running_mean, running_var, mean[None], var[None],
                                      x.size // features)
                 return y
@@ -137,6 +140,8 @@ class BatchNorm(nn.Module):
         multiplier = jax.lax.rsqrt(var + self.epsilon) * scale.astype(stat_dtype)
         y = (x_stat - mean) * multiplier + bias.astype(stat_dtype)
         y = y.reshape(x.shape).astype(self.dtype)
+        if residual is not None:
+            y = y + residual
         return nn.relu(y) if relu else y
 
     def _update_running(self, running_mean, running_var, mean, var, n):
@@ -207,10 +212,10 @@ class BasicBlock(nn.Module):
     def __call__(self, x):
         y = self.norm(name="bn1", relu=True)(self.conv(self.features, 3, self.strides,
                                                        name="conv1")(x))
-        y = self.last_norm(name="bn2")(self.conv(self.features, 3, 1, name="conv2")(y))
-        if self.shortcut is not None:
-            y = y + shortcut(x, self.features, self.strides, self.shortcut, self.conv, self.norm)
-        return nn.relu(y)
+        y = self.conv(self.features, 3, 1, name="conv2")(y)
+        identity = (None if self.shortcut is None else
+                    shortcut(x, self.features, self.strides, self.shortcut, self.conv, self.norm))
+        return self.last_norm(name="bn2", relu=True)(y, residual=identity)
 
 
 class Bottleneck(nn.Module):
@@ -232,11 +237,11 @@ class Bottleneck(nn.Module):
         y = self.norm(name="bn1", relu=True)(self.conv(width, 1, 1, name="conv1")(x))
         y = self.norm(name="bn2", relu=True)(
             self.conv(width, 3, self.strides, groups=self.groups, name="conv2")(y))
-        y = self.last_norm(name="bn3")(self.conv(self.features * 4, 1, 1, name="conv3")(y))
-        if self.shortcut is not None:
-            y = y + shortcut(x, self.features * 4, self.strides, self.shortcut, self.conv,
-                             self.norm)
-        return nn.relu(y)
+        y = self.conv(self.features * 4, 1, 1, name="conv3")(y)
+        identity = (None if self.shortcut is None else
+                    shortcut(x, self.features * 4, self.strides, self.shortcut, self.conv,
+                             self.norm))
+        return self.last_norm(name="bn3", relu=True)(y, residual=identity)
 
 
 class ResNet(nn.Module):
@@ -323,11 +328,11 @@ class ResNet(nn.Module):
 
 def _with_train(norm_cls, train: bool):
     """A norm constructor that remembers `train`, so blocks call `norm(name=...)(x)`
-    (`norm(name=..., relu=True)(x)`: followed by a ReLU)."""
+    (`norm(name=..., relu=True)(x, residual=shortcut)`: then the shortcut added, and a ReLU)."""
 
     def make(name=None, relu=False):
         module = norm_cls(name=name)
-        return lambda x: module(x, train=train, relu=relu)
+        return lambda x, residual=None: module(x, train=train, relu=relu, residual=residual)
 
     return make
 

@@ -7,8 +7,9 @@ dependency of the package) the first time it is needed, caches the shared librar
 `~/.cache/resnet_jax/native/` (or `$XDG_CACHE_HOME`), registers its handlers with
 JAX and exposes them as functions of JAX arrays: `forward`, `input_gradient` and
 `weight_gradient`, for float32 NHWC inputs and HWIO kernels (groups allowed, no dilation), and
-`batch_norm_train` (training-mode batch norm, optionally with the ReLU after it, in the
-extension's own loops: oneDNN's batch norm loses too much accuracy, see the source).
+`batch_norm_train` (training-mode batch norm, optionally with the residual addition and the
+ReLU after it, in the extension's own loops: oneDNN's batch norm loses too much accuracy, see
+the source).
 
 Building needs a C++17 compiler (`$CXX`, else `c++`/`g++`). Where the extension cannot be
 built or loaded, `unavailable_reason()` says why, and `resnet_jax.conv` falls back to XLA.
@@ -97,8 +98,10 @@ def library_path() -> pathlib.Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, partial = tempfile.mkstemp(suffix=".so.partial", dir=target.parent)
     os.close(fd)
-    command = [_compiler(), "-O3", "-fopenmp", "-ffp-contract=off", *flags, "-std=c++17", "-shared", "-fPIC", f"-I{include}",
-               f"-I{prefix / 'include'}", str(_SOURCE), "-o", partial,
+    # No FMA contraction: the loops round as XLA's separate multiply and add do.
+    command = [_compiler(), "-O3", "-fopenmp", "-ffp-contract=off", *flags, "-std=c++17",
+               "-shared", "-fPIC", f"-I{include}", f"-I{prefix / 'include'}", str(_SOURCE),
+               "-o", partial,
                f"-L{prefix / 'lib'}", f"-Wl,-rpath,{prefix / 'lib'}", "-ldnnl"]
     try:
         built = subprocess.run(command, capture_output=True, text=True)
@@ -176,33 +179,45 @@ def weight_gradient(x, dy, w_shape, strides, padding, groups=1):
                  strides, padding)
 
 
-def batch_norm_train(x, scale, shift, epsilon, relu=False):
+def batch_norm_train(x, scale, shift, epsilon, relu=False, residual=None):
     """Training-mode batch norm of float32 channels-last `x` (statistics over all axes but the
-    last), with per-channel `scale` and `shift`, and a ReLU after it if `relu`: returns
-    (output, batch mean, biased batch variance). Differentiable in x, scale and shift through
-    the output; the statistics are returned for the running averages only, and their own
-    cotangents are ignored."""
-    return _batch_norm_train(x, scale, shift, float(epsilon), bool(relu))
+    last), with per-channel `scale` and `shift`; then `+ residual` (x's shape) if given, and a
+    ReLU if `relu`: returns (output, batch mean, biased batch variance). Differentiable in x,
+    scale, shift and residual through the output; the statistics are returned for the running
+    averages only, and their own cotangents are ignored."""
+    if residual is None:
+        return _batch_norm_train(x, scale, shift, _NO_RESIDUAL, float(epsilon), bool(relu),
+                                 False)
+    if residual.shape != x.shape:
+        raise ValueError(f"residual shape {residual.shape} differs from the input's {x.shape}")
+    return _batch_norm_train(x, scale, shift, residual, float(epsilon), bool(relu), True)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def _batch_norm_train(x, scale, shift, epsilon, relu):
+_NO_RESIDUAL = np.zeros((0,), np.float32)  # the kernels' "no residual": an empty buffer
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def _batch_norm_train(x, scale, shift, residual, epsilon, relu, has_residual):
     channels = (x.shape[-1],)
     return tuple(_ffi_call("resnet_jax_batch_norm_forward", [x.shape, channels, channels],
-                           x, scale, shift, epsilon=np.float32(epsilon), relu=relu))
+                           x, scale, shift, residual, epsilon=np.float32(epsilon), relu=relu))
 
 
-def _batch_norm_train_fwd(x, scale, shift, epsilon, relu):
-    y, mean, var = _batch_norm_train(x, scale, shift, epsilon, relu)
-    return (y, mean, var), (x, mean, var, scale, shift)
+def _batch_norm_train_fwd(x, scale, shift, residual, epsilon, relu, has_residual):
+    y, mean, var = _batch_norm_train(x, scale, shift, residual, epsilon, relu, has_residual)
+    # The backward pass reads the ReLU's mask from y (kept alive anyway as the next layer's
+    # input); without a ReLU it reads nothing there, and x stands in for it.
+    return (y, mean, var), (x, y if relu else x, mean, var, scale)
 
 
-def _batch_norm_train_bwd(epsilon, relu, residuals, cotangents):
-    x, mean, var, scale, shift = residuals
+def _batch_norm_train_bwd(epsilon, relu, has_residual, residuals, cotangents):
+    x, y, mean, var, scale = residuals
     channels = (x.shape[-1],)
-    return tuple(_ffi_call("resnet_jax_batch_norm_backward", [x.shape, channels, channels],
-                           x, cotangents[0], mean, var, scale, shift,
-                           epsilon=np.float32(epsilon), relu=relu))
+    # (dx, dscale, dshift, dresidual); dresidual is empty like _NO_RESIDUAL where there is none.
+    return tuple(_ffi_call(
+        "resnet_jax_batch_norm_backward",
+        [x.shape, channels, channels, x.shape if has_residual else _NO_RESIDUAL.shape],
+        x, y, cotangents[0], mean, var, scale, epsilon=np.float32(epsilon), relu=relu))
 
 
 _batch_norm_train.defvjp(_batch_norm_train_fwd, _batch_norm_train_bwd)

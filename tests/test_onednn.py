@@ -153,40 +153,55 @@ def test_model_gradients_through_onednn_equal_xla():
                        small_resnet.training_gradients("xla", x), 1e-4)
 
 
-@pytest.mark.parametrize("relu", [False, True])
-@pytest.mark.parametrize("shape", [(4, 5, 6, 16), (3, 7, 3, 5)])
-def test_batch_norm_kernels_equal_the_float64_reference(shape, relu):
-    """Output, batch statistics and gradients of the native batch norm (+ ReLU) in float32,
-    against XLA in float64, at float32's accuracy. Activations offset from zero, so a
-    one-pass variance would fail the bound."""
+@pytest.mark.parametrize("relu,residual", [(False, False), (True, False), (True, True),
+                                           (False, True)])
+@pytest.mark.parametrize("shape", [(4, 5, 6, 16), (3, 7, 3, 5), (2, 40, 1, 3)])
+def test_batch_norm_kernels_equal_the_float64_reference(shape, relu, residual):
+    """Output, batch statistics and gradients of the native batch norm (+ residual, + ReLU)
+    in float32, against XLA in float64, at float32's accuracy. Activations offset from zero,
+    so a one-pass variance would fail the bound; rows not a multiple of the kernels' 32-row
+    blocks ((3, 7, 3): 63), and several blocks ((2, 40, 1): 80)."""
     rng = np.random.default_rng(3)
     x = rng.standard_normal(shape) * 2 + 5
     scale = rng.uniform(0.5, 1.5, shape[-1])
     shift = rng.uniform(-1, 1, shape[-1])
+    shortcut = rng.standard_normal(shape) if residual else None
     dy = rng.standard_normal(shape)
 
-    def reference(x, scale, shift):
+    def reference(x, scale, shift, shortcut):
         mean = jnp.mean(x, axis=(0, 1, 2))
         var = jnp.mean(jnp.square(x - mean), axis=(0, 1, 2))
         y = (x - mean) * lax.rsqrt(var + 1e-5) * scale + shift
+        if shortcut is not None:
+            y = y + shortcut
         return (jax.nn.relu(y) if relu else y), mean, var
 
-    def loss(norm, x, scale, shift):
-        y, _, _ = norm(x, scale, shift)
+    def native(x, scale, shift, shortcut):
+        return onednn.batch_norm_train(x, scale, shift, 1e-5, relu, shortcut)
+
+    def loss(norm, x, scale, shift, shortcut):
+        y, _, _ = norm(x, scale, shift, shortcut)
         return jnp.sum(y * dy.astype(y.dtype))
 
+    argnums = (0, 1, 2, 3) if residual else (0, 1, 2)
     with jax.enable_x64(True):
-        expected = reference(x, scale, shift)
-        expected_grads = jax.grad(functools.partial(loss, reference), argnums=(0, 1, 2))(
-            x, scale, shift)
-    native = functools.partial(onednn.batch_norm_train, epsilon=1e-5, relu=relu)
-    args32 = [jnp.asarray(a, jnp.float32) for a in (x, scale, shift)]
+        expected = reference(x, scale, shift, shortcut)
+        expected_grads = jax.grad(functools.partial(loss, reference), argnums)(
+            x, scale, shift, shortcut)
+    args32 = [None if a is None else jnp.asarray(a, jnp.float32)
+              for a in (x, scale, shift, shortcut)]
     outputs = jax.jit(native)(*args32)
-    grads = jax.jit(jax.grad(functools.partial(loss, native), argnums=(0, 1, 2)))(*args32)
-    for name, a, b in zip(("y", "mean", "var", "dx", "dscale", "dshift"),
-                          (*outputs, *grads), (*expected, *expected_grads)):
+    grads = jax.jit(jax.grad(functools.partial(loss, native), argnums))(*args32)
+    names = ("y", "mean", "var", "dx", "dscale", "dshift", "dresidual")
+    for name, a, b in zip(names, (*outputs, *grads), (*expected, *expected_grads)):
         assert a.dtype == jnp.float32 and a.shape == b.shape, name
         assert relative_error(a, b) < 2e-6, name
+
+
+def test_batch_norm_rejects_a_residual_of_another_shape():
+    x = jnp.ones((2, 3, 3, 4))
+    with pytest.raises(ValueError, match="residual shape"):
+        onednn.batch_norm_train(x, jnp.ones(4), jnp.zeros(4), 1e-5, True, x[:1])
 
 
 def test_model_batch_stats_through_native_kernels_equal_xla():

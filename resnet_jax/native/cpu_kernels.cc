@@ -2,16 +2,18 @@
 // - NHWC/HWIO float32 convolutions computed by oneDNN: forward pass, input gradient and weight
 //   gradient. XLA:CPU's own convolutions (Eigen) run about half as fast on ResNet layers, and
 //   its weight-gradient lowering an order of magnitude slower (BENCHMARKS.md).
-// - Training-mode batch norm, optionally followed by a ReLU, forward and backward, in plain
-//   OpenMP loops (see BatchNormForward).
+// - Training-mode batch norm, optionally followed by a residual addition and a ReLU, forward
+//   and backward, in plain OpenMP loops (see BatchNormForward).
 //
 // Activations stay in XLA's NHWC buffers; weights are read and written in XLA's HWIO layout
 // (grouped: the output channels of group g are g*O/G .. (g+1)*O/G - 1) and reordered to and
 // from the blocked layout the primitive prefers. Primitives are built once per geometry and
 // cached with their scratchpad; calls run one at a time (ExecutionMutex).
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <limits>
 #include <map>
@@ -208,13 +210,21 @@ ffi::Error WeightGradient(F32 x, F32 dy, F32Out dw, int64_t groups, int64_t sh, 
   return ffi::Error::Success();
 }
 
-// Training-mode batch normalisation of float32 NHWC data, viewed as (rows, channels):
-// per-channel statistics over the rows. XLA:CPU emits the forward and backward passes as ~16
-// separate loops (~21 passes over the activations); these take 3 forward (mean, variance,
-// normalise) and 3 or 4 backward (the ReLU mask, two sums, the gradient). Sums are accumulated
-// in float over blocks of 32 rows, then in double, so the result is at least as accurate as
-// XLA's two-pass float32 reductions (oneDNN's own batch norm is not: 5e-2 relative gradient
-// error against float64 on resnet18, tests/test_parity.py).
+// Training-mode batch normalisation of float32 NHWC data, viewed as (rows, channels), with
+// per-channel statistics over the rows, optionally closed by what ends a residual block: the
+// addition of the shortcut and a ReLU, y = max(bn(x) + residual, 0).
+//
+// XLA:CPU emits batch norm as ~16 separate loops (~21 passes over the activations), and the
+// addition and ReLU as more. Here the forward pass reads x three times (mean, variance,
+// normalisation), the backward pass its inputs twice (both sums in one pass, then the
+// gradient): memory-bound, at ~12 GB/s on the 2-core development machine.
+//
+// Accuracy: sums are accumulated in float over blocks of 32 rows, then in double; the variance
+// is two-pass (squared deviations from the mean). That is at least as accurate as XLA's
+// two-pass float32 reductions, and far from a one-pass E[x^2] - mean^2 (oneDNN's own batch norm
+// loses that much: 5e-2 relative gradient error against float64 on resnet18,
+// tests/test_parity.py). A variant that read x once, two-pass within cache-resident blocks
+// merged in double, measured slower here (10-12 ms against 8-10 on 16x56x56x256).
 struct Rows {
   int64_t rows, channels;
 };
@@ -226,119 +236,157 @@ Rows MakeRows(const Dims& dims) {
   return {rows, dims[dims.size() - 1]};
 }
 
-// Per-channel sums of f(index, channel) over all rows, in parallel over row blocks: float
-// sums over blocks of 32 rows (vectorised over channels), added up in double.
-template <class F>
-std::vector<double> ChannelSums(const Rows& shape, F f) {
+// Per-channel sums of the N values f(index, channel) (a std::array<float, N>) over all rows,
+// in parallel over row blocks: float sums within a block (vectorised over channels), added up
+// in double.
+template <int N, class F>
+std::array<std::vector<double>, N> ChannelSums(const Rows& shape, F f) {
   constexpr int64_t kBlock = 32;
   const int64_t c = shape.channels;
   const int64_t blocks = (shape.rows + kBlock - 1) / kBlock;
-  std::vector<double> total(c, 0.0);
+  std::array<std::vector<double>, N> total;
+  for (auto& t : total) t.assign(c, 0.0);
 #pragma omp parallel
   {
-    std::vector<double> partial(c, 0.0);
-    std::vector<float> block_sum(c);
+    std::array<std::vector<double>, N> partial;
+    std::array<std::vector<float>, N> block_sum;
+    for (int j = 0; j < N; ++j) partial[j].assign(c, 0.0), block_sum[j].resize(c);
 #pragma omp for schedule(static) nowait
     for (int64_t b = 0; b < blocks; ++b) {
-      float* acc = block_sum.data();
-      for (int64_t k = 0; k < c; ++k) acc[k] = 0.0f;
+      for (auto& acc : block_sum) std::fill(acc.begin(), acc.end(), 0.0f);
       const int64_t end = std::min(shape.rows, (b + 1) * kBlock);
       for (int64_t r = b * kBlock; r < end; ++r)
-        for (int64_t k = 0; k < c; ++k) acc[k] += f(r * c + k, k);
-      for (int64_t k = 0; k < c; ++k) partial[k] += acc[k];
+#pragma omp simd
+        for (int64_t k = 0; k < c; ++k) {
+          const std::array<float, N> v = f(r * c + k, k);
+          for (int j = 0; j < N; ++j) block_sum[j][k] += v[j];
+        }
+      for (int j = 0; j < N; ++j)
+        for (int64_t k = 0; k < c; ++k) partial[j][k] += block_sum[j][k];
     }
 #pragma omp critical
-    for (int64_t k = 0; k < c; ++k) total[k] += partial[k];
+    for (int j = 0; j < N; ++j)
+      for (int64_t k = 0; k < c; ++k) total[j][k] += partial[j][k];
   }
   return total;
 }
 
-// y = (x - mean) * multiplier + shift, then max(y, 0) with `relu`. The backward pass
-// recomputes y for the ReLU's mask with the same expression (built with -ffp-contract=off, so
-// both evaluate it identically).
-inline float Normalized(float x, float mean, float multiplier, float shift) {
-  return (x - mean) * multiplier + shift;
-}
-
-ffi::Error BatchNormForward(F32 x, F32 scale, F32 shift, F32Out y, F32Out mean_out,
-                            F32Out var_out, float epsilon, bool relu) {
-  const Rows shape = MakeRows(x.dimensions());
+// Per-channel mean and biased variance of `in`, two-pass: the mean, then the mean of squared
+// deviations from it.
+void ChannelMoments(const Rows& shape, const float* in, float* mean, float* var) {
   const int64_t c = shape.channels;
-  const float* in = x.typed_data();
-  std::lock_guard<std::mutex> lock(ExecutionMutex());
-  std::vector<double> sums = ChannelSums(shape, [&](int64_t i, int64_t) { return in[i]; });
-  std::vector<float> mean(c), multiplier(c);  // y = (x - mean) * multiplier + shift
+  const auto [sums] = ChannelSums<1>(shape, [&](int64_t i, int64_t) {
+    return std::array<float, 1>{in[i]};
+  });
   for (int64_t k = 0; k < c; ++k) mean[k] = static_cast<float>(sums[k] / shape.rows);
-  std::vector<double> squares = ChannelSums(shape, [&](int64_t i, int64_t k) {
+  const auto [squares] = ChannelSums<1>(shape, [&](int64_t i, int64_t k) {
     const float d = in[i] - mean[k];
-    return d * d;
+    return std::array<float, 1>{d * d};
   });
-  float* mean_data = mean_out->typed_data();
-  float* var_data = var_out->typed_data();
-  for (int64_t k = 0; k < c; ++k) {
-    const float var = static_cast<float>(squares[k] / shape.rows);
-    mean_data[k] = mean[k];
-    var_data[k] = var;
-    multiplier[k] = scale.typed_data()[k] / std::sqrt(var + epsilon);
-  }
-  const float* sh = shift.typed_data();
-  float* out = y->typed_data();
-  const float floor = relu ? 0.0f : -std::numeric_limits<float>::infinity();
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < shape.rows; ++r)
-    for (int64_t k = 0; k < c; ++k)
-      out[r * c + k] =
-          std::max(Normalized(in[r * c + k], mean[k], multiplier[k], sh[k]), floor);
-  return ffi::Error::Success();
+  for (int64_t k = 0; k < c; ++k) var[k] = static_cast<float>(squares[k] / shape.rows);
 }
 
-ffi::Error BatchNormBackward(F32 x, F32 dy, F32 mean, F32 var, F32 scale, F32 shift,
-                             F32Out dx, F32Out dscale, F32Out dshift, float epsilon, bool relu) {
-  const Rows shape = MakeRows(x.dimensions());
+// The residual operand is a buffer of x's size, or empty for none.
+ffi::Error CheckResidual(const Rows& shape, size_t residual_elements) {
+  if (residual_elements == 0 || residual_elements == size_t(shape.rows * shape.channels))
+    return ffi::Error::Success();
+  return ffi::Error(ffi::ErrorCode::kInvalidArgument,
+                    "batch norm: the residual must be empty or of the input's size");
+}
+
+template <bool kResidual>
+void Normalize(const Rows& shape, const float* in, const float* residual, const float* mean,
+               const float* multiplier, const float* shift, float floor, float* out) {
   const int64_t c = shape.channels;
-  const float* in = x.typed_data();
-  const float* mu = mean.typed_data();
-  std::lock_guard<std::mutex> lock(ExecutionMutex());
-  std::vector<float> rstd(c), multiplier(c);
-  for (int64_t k = 0; k < c; ++k) {
-    // The forward pass's multiplier, computed the same way (the ReLU mask depends on it).
-    multiplier[k] = scale.typed_data()[k] / std::sqrt(var.typed_data()[k] + epsilon);
-    rstd[k] = 1.0f / std::sqrt(var.typed_data()[k] + epsilon);
-  }
-  // The gradient at the batch norm's output: dy, or dy where the ReLU passed y > 0.
-  std::vector<float> masked;
-  const float* grad = dy.typed_data();
-  if (relu) {
-    masked.resize(shape.rows * c);
-    const float* sh = shift.typed_data();
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < shape.rows; ++r)
-      for (int64_t k = 0; k < c; ++k) {
-        const int64_t i = r * c + k;
-        masked[i] = Normalized(in[i], mu[k], multiplier[k], sh[k]) > 0.0f ? grad[i] : 0.0f;
-      }
-    grad = masked.data();
-  }
-  std::vector<double> sum_dy = ChannelSums(shape, [&](int64_t i, int64_t) { return grad[i]; });
-  std::vector<double> sum_dy_xhat = ChannelSums(shape, [&](int64_t i, int64_t k) {
-    return grad[i] * ((in[i] - mu[k]) * rstd[k]);
-  });
-  // dx = g * (dy - mean(dy) - xhat * mean(dy * xhat)), g = scale * rstd, xhat = (x - mu) * rstd
-  std::vector<float> g(c), mean_dy(c), slope(c);
-  for (int64_t k = 0; k < c; ++k) {
-    dshift->typed_data()[k] = static_cast<float>(sum_dy[k]);
-    dscale->typed_data()[k] = static_cast<float>(sum_dy_xhat[k]);
-    g[k] = scale.typed_data()[k] * rstd[k];
-    mean_dy[k] = static_cast<float>(sum_dy[k] / shape.rows);
-    slope[k] = static_cast<float>(sum_dy_xhat[k] / shape.rows) * rstd[k];
-  }
-  float* out = dx->typed_data();
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < shape.rows; ++r)
     for (int64_t k = 0; k < c; ++k) {
       const int64_t i = r * c + k;
-      out[i] = g[k] * (grad[i] - mean_dy[k] - (in[i] - mu[k]) * slope[k]);
+      float v = (in[i] - mean[k]) * multiplier[k] + shift[k];
+      if (kResidual) v += residual[i];
+      out[i] = std::max(v, floor);
     }
+}
+
+ffi::Error BatchNormForward(F32 x, F32 scale, F32 shift, F32 residual, F32Out y,
+                            F32Out mean_out, F32Out var_out, float epsilon, bool relu) {
+  const Rows shape = MakeRows(x.dimensions());
+  if (ffi::Error error = CheckResidual(shape, residual.element_count()); error.failure())
+    return error;
+  const int64_t c = shape.channels;
+  float* mean = mean_out->typed_data();
+  float* var = var_out->typed_data();
+  std::lock_guard<std::mutex> lock(ExecutionMutex());
+  ChannelMoments(shape, x.typed_data(), mean, var);
+  std::vector<float> multiplier(c);  // y = (x - mean) * multiplier + shift
+  for (int64_t k = 0; k < c; ++k)
+    multiplier[k] = scale.typed_data()[k] / std::sqrt(var[k] + epsilon);
+  const float floor = relu ? 0.0f : -std::numeric_limits<float>::infinity();
+  (residual.element_count() ? Normalize<true> : Normalize<false>)(
+      shape, x.typed_data(), residual.typed_data(), mean, multiplier.data(),
+      shift.typed_data(), floor, y->typed_data());
+  return ffi::Error::Success();
+}
+
+// dx = g * (dy' - mean(dy') - (x - mu) * slope), g = scale * rstd, slope = rstd^2 mean(dy' (x
+// - mu)), where dy' is the gradient at the normalisation's output: dy, zeroed where the ReLU's
+// output y is 0 (y > 0 exactly where its input was). dy' is also the residual's gradient.
+// `value` where `keep`, else 0, without a branch (a branch on the sign of activations is
+// mispredicted half the time, and gcc does not if-convert it inside the sums).
+inline float KeepIf(bool keep, float value) {
+  uint32_t bits;
+  std::memcpy(&bits, &value, sizeof bits);
+  bits &= -static_cast<uint32_t>(keep);
+  std::memcpy(&value, &bits, sizeof bits);
+  return value;
+}
+
+template <bool kRelu, bool kResidual>
+void BatchNormGradient(const Rows& shape, const float* x, const float* y, const float* dy,
+                       const float* mu, const float* var, const float* scale, float epsilon,
+                       float* dx, float* dscale, float* dshift, float* dresidual) {
+  const int64_t c = shape.channels;
+  auto masked = [&](int64_t i) { return kRelu ? KeepIf(y[i] > 0.0f, dy[i]) : dy[i]; };
+  const auto [sum_g, sum_g_centred] = ChannelSums<2>(shape, [&](int64_t i, int64_t k) {
+    const float g = masked(i);
+    if (kResidual) dresidual[i] = g;
+    return std::array<float, 2>{g, g * (x[i] - mu[k])};
+  });
+  std::vector<float> g(c), mean_g(c), slope(c);
+  for (int64_t k = 0; k < c; ++k) {
+    const double rstd = 1.0 / std::sqrt(static_cast<double>(var[k] + epsilon));
+    dshift[k] = static_cast<float>(sum_g[k]);
+    dscale[k] = static_cast<float>(sum_g_centred[k] * rstd);
+    g[k] = static_cast<float>(scale[k] * rstd);
+    mean_g[k] = static_cast<float>(sum_g[k] / shape.rows);
+    slope[k] = static_cast<float>(sum_g_centred[k] / shape.rows * rstd * rstd);
+  }
+  // With a residual, dy' is stored: read it back rather than x, y and dy again.
+  const float* stored = kResidual ? dresidual : nullptr;
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < shape.rows; ++r)
+    for (int64_t k = 0; k < c; ++k) {
+      const int64_t i = r * c + k;
+      const float grad = kResidual ? stored[i] : masked(i);
+      dx[i] = g[k] * (grad - mean_g[k] - (x[i] - mu[k]) * slope[k]);
+    }
+}
+
+ffi::Error BatchNormBackward(F32 x, F32 y, F32 dy, F32 mean, F32 var, F32 scale, F32Out dx,
+                             F32Out dscale, F32Out dshift, F32Out dresidual, float epsilon,
+                             bool relu) {
+  const Rows shape = MakeRows(x.dimensions());
+  if (ffi::Error error = CheckResidual(shape, dresidual->element_count()); error.failure())
+    return error;
+  const bool residual = dresidual->element_count() != 0;
+  auto* gradient = relu ? (residual ? BatchNormGradient<true, true>
+                                    : BatchNormGradient<true, false>)
+                        : (residual ? BatchNormGradient<false, true>
+                                    : BatchNormGradient<false, false>);
+  std::lock_guard<std::mutex> lock(ExecutionMutex());
+  gradient(shape, x.typed_data(), y.typed_data(), dy.typed_data(), mean.typed_data(),
+           var.typed_data(), scale.typed_data(), epsilon, dx->typed_data(),
+           dscale->typed_data(), dshift->typed_data(), dresidual->typed_data());
   return ffi::Error::Success();
 }
 
@@ -382,6 +430,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(ResnetJaxBatchNormForward, BatchNormForward,
                                   .Arg<F32>()
                                   .Arg<F32>()
                                   .Arg<F32>()
+                                  .Arg<F32>()
                                   .Ret<F32>()
                                   .Ret<F32>()
                                   .Ret<F32>()
@@ -395,6 +444,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(ResnetJaxBatchNormBackward, BatchNormBackward,
                                   .Arg<F32>()
                                   .Arg<F32>()
                                   .Arg<F32>()
+                                  .Ret<F32>()
                                   .Ret<F32>()
                                   .Ret<F32>()
                                   .Ret<F32>()
