@@ -9,7 +9,7 @@ JAX and exposes them as functions of JAX arrays: `forward`, `input_gradient` and
 `weight_gradient`, for float32 NHWC inputs and HWIO kernels (groups allowed, no dilation), and
 `batch_norm_train` (training-mode batch norm, optionally with the residual addition and the
 ReLU after it, in the extension's own loops: oneDNN's batch norm loses too much accuracy, see
-the source).
+the source) and `max_pool_backward`.
 
 Building needs a C++17 compiler (`$CXX`, else `c++`/`g++`). Where the extension cannot be
 built or loaded, `unavailable_reason()` says why, and `resnet_jax.conv` falls back to XLA.
@@ -37,6 +37,7 @@ _TARGETS = {  # FFI target name -> exported handler symbol
     "resnet_jax_onednn_conv_weight_gradient": "ResnetJaxOnednnConvWeightGradient",
     "resnet_jax_batch_norm_forward": "ResnetJaxBatchNormForward",
     "resnet_jax_batch_norm_backward": "ResnetJaxBatchNormBackward",
+    "resnet_jax_max_pool_backward": "ResnetJaxMaxPoolBackward",
 }
 
 
@@ -135,6 +136,18 @@ def unavailable_reason() -> str | None:
 
 def available() -> bool:
     return unavailable_reason() is None
+
+
+def max_pool_backward(first, dy, x_shape, window, strides, padding):
+    """The gradient of a max pool (`resnet_jax.pooling`) of float32 NHWC input of `x_shape`:
+    `dy` at each output pixel goes to the input pixel at int8 offset `first` (row-major) of its
+    window; window, strides and padding as (h, w) pairs, padding ((top, bottom), (left,
+    right))."""
+    (result,) = _ffi_call("resnet_jax_max_pool_backward", [tuple(x_shape)], first, dy,
+                          kw=np.int64(window[1]), sh=np.int64(strides[0]),
+                          sw=np.int64(strides[1]), top=np.int64(padding[0][0]),
+                          left=np.int64(padding[1][0]))
+    return result
 
 
 def _ffi_call(target, result_shapes, *args, **attributes):

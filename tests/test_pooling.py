@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from resnet_jax import models, pooling
+from resnet_jax import models, onednn, pooling
 
 torch = pytest.importorskip("torch", reason="needs the [dev] extra (torch)")
 
@@ -47,6 +47,31 @@ def test_ties_send_the_gradient_to_the_first_maximum_as_torch_does():
                          jnp.asarray(dy.transpose(0, 2, 3, 1)))
     np.testing.assert_allclose(np.asarray(ours).transpose(0, 3, 1, 2), tx.grad.numpy(),
                                rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize("shape", [(2, 12, 12, 3), (3, 11, 9, 4)])
+@pytest.mark.parametrize("window,strides,padding", [STEM, ((2, 2), (2, 2), ((0, 0), (0, 0))),
+                                                    ((3, 3), (1, 1), ((1, 1), (1, 1)))])
+def test_native_gradient_equals_the_float64_reference(shape, window, strides, padding):
+    """The CPU extension's float32 gradient: routed as the float64 select-and-scatter routes
+    it (zeros in the same places), values to float32 rounding (overlapping windows sum up to
+    four terms). Ties (small integers) included."""
+    if onednn.unavailable_reason():
+        pytest.fail(f"the CPU extension must build here: {onednn.unavailable_reason()}")
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 4, shape).astype(np.float32) + rng.choice([0, 0.5], shape)
+    dy = rng.standard_normal((shape[0], *nn.max_pool(jnp.zeros(shape), window, strides,
+                                                     padding).shape[1:3], shape[3]))
+    native = jax.jit(lambda x: pooling.max_pool(x, window, strides, padding, native=True))
+    ours = pool_grad(native, jnp.asarray(x), jnp.asarray(dy, jnp.float32))
+    assert ours.dtype == jnp.float32
+    with jax.enable_x64(True):
+        expected = pool_grad(lambda x: pooling.max_pool(x, window, strides, padding),
+                             jnp.asarray(x, jnp.float64), jnp.asarray(dy))
+    np.testing.assert_array_equal(np.asarray(ours) == 0, np.asarray(expected) == 0)
+    np.testing.assert_allclose(ours, expected, rtol=1e-6, atol=1e-6)
+    jaxpr = str(jax.make_jaxpr(jax.grad(lambda x: jnp.sum(native(x))))(jnp.asarray(x)))
+    assert "resnet_jax_max_pool_backward" in jaxpr
 
 
 def test_models_use_it_on_the_cpu():
