@@ -113,7 +113,30 @@ def library_path() -> pathlib.Path:
     finally:
         if os.path.exists(partial):
             os.remove(partial)
+    prune_builds(target.parent)
     return target
+
+
+KEPT_BUILDS = 4
+
+
+def prune_builds(directory: pathlib.Path, keep: int = KEPT_BUILDS) -> None:
+    """Deletes all but the `keep` newest builds in `directory` (each source edit, JAX upgrade
+    or virtual environment builds its own; a few MB each). Called after a build. A process that
+    has one loaded keeps its mapping; one that wants a deleted build rebuilds it."""
+    builds = sorted(directory.glob("cpu_kernels_*.so"), key=_mtime, reverse=True)
+    for old in builds[keep:]:
+        try:
+            old.unlink()
+        except OSError:  # deleted meanwhile by another process, or not ours to delete
+            pass
+
+
+def _mtime(path: pathlib.Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 @functools.cache

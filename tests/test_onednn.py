@@ -2,6 +2,7 @@
 option that selects them behaves as documented."""
 
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -143,6 +144,18 @@ def test_unavailable_extension_is_a_clear_error_or_a_warned_fallback(monkeypatch
         onednn._load.cache_clear()
         models._onednn_or_warn.cache_clear()
     assert onednn.available()  # loads and registers again from the built library
+
+
+def test_old_builds_are_pruned_to_the_newest_few(tmp_path):
+    for age in range(7):
+        build = tmp_path / f"cpu_kernels_{age:016x}.so"
+        build.write_bytes(b"")
+        os.utime(build, (1e9 - age, 1e9 - age))
+    (tmp_path / "unrelated.so").write_bytes(b"")
+    onednn.prune_builds(tmp_path, keep=3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "cpu_kernels_0000000000000000.so", "cpu_kernels_0000000000000001.so",
+        "cpu_kernels_0000000000000002.so", "unrelated.so"]
 
 
 def test_model_gradients_through_onednn_equal_xla():
