@@ -6,10 +6,11 @@ and backward, against ~60 ms in PyTorch (`BENCHMARKS.md`). `max_pool` instead re
 the forward pass, which offset of each window holds its first maximum (row-major order, as
 torch and select-and-scatter choose), from the same loaded values that give the maximum; the
 backward pass sends each window's gradient to that offset with dense array operations (an
-interior-padded `lax.pad` per offset, all summed in one fused loop). Comparing the input with
-the pooled output in the backward pass instead would be fragile: XLA may recompute a fused
-producer (batch norm, ReLU) with different rounding in two places, and a maximum would then
-fail to equal itself.
+interior-padded `lax.pad` per offset, all summed in one fused loop: ~160 ms there), or, with
+`native` (the models' CPU-extension kernels), with one loop in `resnet_jax.onednn` (~9 ms).
+Comparing the input with the pooled output in the backward pass instead would be fragile: XLA
+may recompute a fused producer (batch norm, ReLU) with different rounding in two places, and a
+maximum would then fail to equal itself.
 """
 
 from __future__ import annotations
