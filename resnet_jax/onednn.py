@@ -161,18 +161,6 @@ def available() -> bool:
     return unavailable_reason() is None
 
 
-def max_pool_backward(first, dy, x_shape, window, strides, padding):
-    """The gradient of a max pool (`resnet_jax.pooling`) of float32 NHWC input of `x_shape`:
-    `dy` at each output pixel goes to the input pixel at int8 offset `first` (row-major) of its
-    window; window, strides and padding as (h, w) pairs, padding ((top, bottom), (left,
-    right))."""
-    (result,) = _ffi_call("resnet_jax_max_pool_backward", [tuple(x_shape)], first, dy,
-                          kw=np.int64(window[1]), sh=np.int64(strides[0]),
-                          sw=np.int64(strides[1]), top=np.int64(padding[0][0]),
-                          left=np.int64(padding[1][0]))
-    return result
-
-
 def _ffi_call(target, result_shapes, *args, **attributes):
     reason = unavailable_reason()
     if reason is not None:
@@ -257,3 +245,15 @@ def _batch_norm_train_bwd(epsilon, relu, has_residual, residuals, cotangents):
 
 
 _batch_norm_train.defvjp(_batch_norm_train_fwd, _batch_norm_train_bwd)
+
+
+def max_pool_backward(first, dy, x_shape, window, strides, padding):
+    """The gradient of a max pool (`resnet_jax.pooling`) of float32 NHWC input of `x_shape`:
+    `dy` at each output pixel goes to the input pixel at int8 offset `first` (row-major) of its
+    window; window, strides and padding as (h, w) pairs, padding ((top, bottom), (left,
+    right))."""
+    (result,) = _ffi_call("resnet_jax_max_pool_backward", [tuple(x_shape)], first, dy,
+                          kw=np.int64(window[1]), sh=np.int64(strides[0]),
+                          sw=np.int64(strides[1]), top=np.int64(padding[0][0]),
+                          left=np.int64(padding[1][0]))
+    return result

@@ -226,9 +226,7 @@ def test_model_batch_stats_through_native_kernels_equal_xla():
         variables = model.init(jax.random.PRNGKey(0), x[:1], train=False)
         results[impl] = jax.jit(functools.partial(model.apply, train=True,
                                                   mutable=["batch_stats"]))(variables, x)
-    for a, b in zip(jax.tree_util.tree_leaves(results["onednn"]),
-                    jax.tree_util.tree_leaves(results["xla"])):
-        assert relative_error(a, b) < 1e-5
+    assert_trees_close(results["onednn"], results["xla"], 1e-5)
     jaxpr = str(jax.make_jaxpr(functools.partial(
         models.create_model("resnet20", num_classes=10, kernels="onednn").apply, train=True,
         mutable=["batch_stats"]))(variables, x))

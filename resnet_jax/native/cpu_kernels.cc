@@ -329,9 +329,6 @@ ffi::Error BatchNormForward(F32 x, F32 scale, F32 shift, F32 residual, F32Out y,
   return ffi::Error::Success();
 }
 
-// dx = g * (dy' - mean(dy') - (x - mu) * slope), g = scale * rstd, slope = rstd^2 mean(dy' (x
-// - mu)), where dy' is the gradient at the normalisation's output: dy, zeroed where the ReLU's
-// output y is 0 (y > 0 exactly where its input was). dy' is also the residual's gradient.
 // `value` where `keep`, else 0, without a branch (a branch on the sign of activations is
 // mispredicted half the time, and gcc does not if-convert it inside the sums).
 inline float KeepIf(bool keep, float value) {
@@ -342,6 +339,9 @@ inline float KeepIf(bool keep, float value) {
   return value;
 }
 
+// dx = g * (dy' - mean(dy') - (x - mu) * slope), g = scale * rstd, slope = rstd^2 mean(dy' (x
+// - mu)), where dy' is the gradient at the normalisation's output: dy, zeroed where the ReLU's
+// output y is 0 (y > 0 exactly where its input was). dy' is also the residual's gradient.
 template <bool kRelu, bool kResidual>
 void BatchNormGradient(const Rows& shape, const float* x, const float* y, const float* dy,
                        const float* mu, const float* var, const float* scale, float epsilon,
