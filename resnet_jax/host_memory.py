@@ -15,7 +15,7 @@ pages (resnet20, batch 128: ~25% of the step's CPU time in the kernel). For CPU 
 `single_arena` also turns mmap off (M_MMAP_MAX = 0) and keeps one malloc arena (M_ARENA_MAX =
 1): per-thread arenas are mmap'd 64 MB heaps that cannot hold such blocks, and only the main
 heap can keep them for reuse; and it never trims the heap (M_TRIM_THRESHOLD = -1), because the
-block freed at its top is the next step's buffer (resnet50 at batch 16: ~1.5 GB, which a 1 GiB
+block freed at its top is the next step's buffer (resnet50 at batch 16: 1.38 GB, which a 1 GiB
 threshold gave back and faulted in again, ~430,000 pages per step). Page faults fall ~20x and
 the resnet20 step from ~630 to ~440 ms; resnet50's page faults per step fall to zero.
 The price is one lock for all threads' allocations: the input pipeline alone runs ~7% slower
@@ -46,7 +46,7 @@ _SETTINGS = ((_M_MMAP_THRESHOLD, MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, TRIM_THRES
              (_M_TOP_PAD, TOP_PAD))
 
 # Applied after _SETTINGS: no trimming at all (-1), since the freed block at the heap's top is
-# the next step's temporary buffer (resnet50 at batch 16: ~1.5 GB, beyond TRIM_THRESHOLD).
+# the next step's temporary buffer (resnet50 at batch 16: 1.38 GB, beyond TRIM_THRESHOLD).
 _SINGLE_ARENA_SETTINGS = ((_M_MMAP_MAX, 0), (_M_ARENA_MAX, 1), (_M_TRIM_THRESHOLD, -1))
 
 _USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_",
