@@ -27,6 +27,9 @@ CASES = [
     (2, 7, 7, 8, 12, 1, 1, 1),     # bottleneck 1x1
     (2, 8, 8, 16, 16, 3, 1, 4),    # ResNeXt grouped 3x3
     (2, 9, 9, 16, 32, 3, 2, 8),    # grouped, strided
+    # >= 32 input channels, kernel > 1x1: the weight gradient is the extension's im2col blocks
+    (3, 13, 11, 32, 8, 3, 1, 1),   # 429 pixels: one full 256-pixel block, one partial
+    (2, 15, 14, 32, 16, 3, 2, 1),  # strided, odd height
 ]
 
 
@@ -46,10 +49,21 @@ def require_onednn():
 def test_forward_and_gradients_equal_xla(n, h, w, cin, cout, k, stride, groups):
     """float32 oneDNN against a float64 XLA reference, at float32's accuracy (1e-6 relative;
     XLA's own float32 result is checked to the same bound, so the bound is not loose)."""
+    _check_against_float64(n, h, w, cin, cout, k, stride, groups,
+                           ((k // 2, k // 2), (k // 2, k // 2)))
+
+
+@pytest.mark.parametrize("cin", [8, 32])  # oneDNN's weight gradient, the im2col blocks'
+def test_uneven_padding(cin):
+    """Explicit padding that differs per side (the models pad k // 2 on every side, but the
+    drop-in takes any): both weight-gradient paths, and the forward and input gradients."""
+    _check_against_float64(2, 11, 12, cin, 8, 3, 2, 1, ((0, 2), (2, 1)))
+
+
+def _check_against_float64(n, h, w, cin, cout, k, stride, groups, padding):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n, h, w, cin))
     kernel = rng.standard_normal((k, k, cin // groups, cout))
-    padding = ((k // 2, k // 2), (k // 2, k // 2))
     with jax.enable_x64(True):
         y64, vjp64 = jax.vjp(functools.partial(xla_conv, stride=stride, padding=padding,
                                                groups=groups), x, kernel)
