@@ -370,7 +370,7 @@ MODELS: dict[str, Callable[..., ResNet]] = {
     "plain34": functools.partial(_imagenet, stage_sizes=(3, 4, 6, 3), block_cls=BasicBlock,
                                  shortcut=None),
     **{f"resnet{d}": functools.partial(_cifar, stage_sizes=_cifar_depth(d))
-       for d in (20, 32, 44, 56, 110, 1202)},
+       for d in (8, 20, 32, 44, 56, 110, 1202)},  # 8: n = 1, the smallest
     **{f"plain{d}": functools.partial(_cifar, stage_sizes=_cifar_depth(d), shortcut=None)
        for d in (20, 32, 44, 56, 110)},
 }

@@ -21,7 +21,7 @@ def test_benchmark_module_imports_no_tensorflow():
 def test_cli_writes_json_with_every_field(tmp_path):
     pytest.importorskip("torch")
     path = tmp_path / "result.json"
-    benchmark.main(["--model", "resnet20", "--batch_size", "4", "--image_size", "8",
+    benchmark.main(["--model", "resnet8", "--batch_size", "4", "--image_size", "8",
                     "--frameworks", "jax,torch", "--modes", "train,inference", "--steps", "1",
                     "--repeats", "2", "--json", str(path)])
     result = json.loads(path.read_text())
@@ -37,10 +37,10 @@ def test_cli_writes_json_with_every_field(tmp_path):
 
 
 def test_mfu_uses_analytic_flops():
-    result = benchmark.benchmark("resnet20", 4, 8, "float32", ["jax"], 1, 1, ["train"],
+    result = benchmark.benchmark("resnet8", 4, 8, "float32", ["jax"], 1, 1, ["train"],
                                  num_classes=10, peak_tflops=1.0)
     row = result["results"][0]
-    macs = benchmark.models.forward_macs(benchmark.models.create_model("resnet20",
+    macs = benchmark.models.forward_macs(benchmark.models.create_model("resnet8",
                                                                        num_classes=10), 8)
     assert row["mfu"] == pytest.approx(row["images_per_sec"] * 6 * macs / 1e12)
 

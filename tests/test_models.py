@@ -50,6 +50,11 @@ def test_other_param_counts():
                                for c_in, c_out in ((64, 128), (128, 256), (256, 512)))
     assert models.count_params(_model("plain18")) == 11_689_512 - resnet18_projections
     assert models.count_params(_model("plain20")) == models.count_params(_model("resnet20"))
+    # resnet8 (n = 1, not in Table 6): stem conv + BN, one block per stage (two 3x3 convs + two
+    # BNs each; option A shortcuts have no parameters), the 64 -> 10 classifier.
+    blocks = sum(9 * c_in * c_out + 9 * c_out * c_out + 4 * c_out
+                 for c_in, c_out in ((16, 16), (16, 32), (32, 64)))
+    assert models.count_params(_model("resnet8")) == 9 * 3 * 16 + 2 * 16 + blocks + 64 * 10 + 10
     option_b_extra = (16 * 32 + 2 * 32) + (32 * 64 + 2 * 64)
     assert (models.count_params(_model("resnet20", shortcut="B"))
             == models.count_params(_model("resnet20")) + option_b_extra)
@@ -57,7 +62,8 @@ def test_other_param_counts():
 
 def test_every_name_is_counted():
     named = set(TORCHVISION_PARAMS) | set(PAPER_TABLE6_PARAMS) | {
-        "resnet200", "plain18", "plain34", "plain20", "plain32", "plain44", "plain56", "plain110"}
+        "resnet8", "resnet200", "plain18", "plain34", "plain20", "plain32", "plain44", "plain56",
+        "plain110"}
     assert named == set(models.MODELS)
     for name in ("plain34", "plain32", "plain44", "plain56", "plain110"):
         residual = name.replace("plain", "resnet")
