@@ -6,10 +6,11 @@ This module compiles a small XLA FFI extension against the `onednn-cpu-gomp` whe
 dependency of the package) the first time it is needed, caches the shared library under
 `~/.cache/resnet_jax/native/` (or `$XDG_CACHE_HOME`), registers its handlers with
 JAX and exposes them as functions of JAX arrays: `forward`, `input_gradient` and
-`weight_gradient`, for float32 NHWC inputs and HWIO kernels (groups allowed, no dilation), and
-`batch_norm_train` (training-mode batch norm, optionally with the residual addition and the
-ReLU after it, in the extension's own loops: oneDNN's batch norm loses too much accuracy, see
-the source) and `max_pool_backward`.
+`weight_gradient` (for kernels larger than 1x1 with >= 32 input channels, im2col blocks times
+oneDNN's sgemm: faster there than its convolution kernels), for float32 NHWC inputs and HWIO
+kernels (groups allowed, no dilation), and `batch_norm_train` (training-mode batch norm,
+optionally with the residual addition and the ReLU after it, in the extension's own loops:
+oneDNN's batch norm loses too much accuracy, see the source) and `max_pool_backward`.
 
 Building needs a C++17 compiler (`$CXX`, else `c++`/`g++`). Where the extension cannot be
 built or loaded, `unavailable_reason()` says why, and `resnet_jax.conv` falls back to XLA.

@@ -5,8 +5,9 @@
 // - Training-mode batch norm, optionally followed by a residual addition and a ReLU, forward
 //   and backward, in plain OpenMP loops (see BatchNormForward).
 // - The gradient of a max pool (see MaxPoolBackward).
-// - The weight gradient of the 3x3 convolutions with >= 32 input channels as im2col blocks
-//   times oneDNN's sgemm (see PatchesWeightGradient): faster than oneDNN's own on those layers.
+// - The weight gradient of dense convolutions with kernels larger than 1x1 and >= 32 input
+//   channels (a ResNet's 3x3 layers) as im2col blocks times oneDNN's sgemm, faster than
+//   oneDNN's own weight-gradient kernels there (see PatchesWeightGradient).
 //
 // Activations stay in XLA's NHWC buffers; weights are read and written in XLA's HWIO layout
 // (grouped: the output channels of group g are g*O/G .. (g+1)*O/G - 1) and reordered to and
@@ -195,11 +196,13 @@ ffi::Error InputGradient(F32 dy, F32 w, F32Out dx, int64_t groups, int64_t sh, i
 // `patches` (im2col) holds each of its pixels' receptive fields, (kh, kw, c) in HWIO's order,
 // so the product is the HWIO gradient itself. oneDNN's direct weight-gradient kernels
 // (jit:avx2) run resnet50's 3x3 layers at ~45-90 GFLOP/s on the 2-core development machine,
-// half its forward kernels' rate; blocks of kPatchRows pixels (an L2-sized buffer for 64
-// channels), one sequential sgemm per block, each thread summing its own blocks, run them at
-// ~90-120 and 1.2-2x faster (BENCHMARKS.md). With 16 channels oneDNN's kernels stay faster
-// (resnet20's first stage: 8 against 11 ms), hence kPatchesMinChannels; 1x1 kernels need no
-// im2col and oneDNN's are as fast as a plain sgemm there.
+// about half its forward kernels' rate; blocks of kPatchRows pixels, one sequential sgemm per
+// block, each thread summing its own blocks, run them at ~70-130 and 1.2-2x faster
+// (BENCHMARKS.md; of 32..256 rows, 256 (590 KB of patches at 64 channels) was the best on
+// four of the seven shapes and within 15% on the others). With 16 channels oneDNN's kernels
+// stay faster (resnet20's first stage: 8 against 11 ms), hence kPatchesMinChannels. For 1x1
+// kernels, whose patches are x itself, the same blocks measured no faster than oneDNN's
+// jit_1x1 kernels over resnet50's layers.
 constexpr int64_t kPatchRows = 256;
 constexpr int64_t kPatchesMinChannels = 32;
 
