@@ -13,7 +13,7 @@ Images arrive normalised (float32), except from the JPEG datasets (ImageNet, Ima
 batches hold uint8 pixels and `DatasetInfo.pixel_normalization` says how the train and eval steps
 normalise them on the device, which keeps host work and host-to-device bytes 4x smaller.
 
-TensorFlow runs on the CPU only: it is hidden from every GPU before it can reserve memory.
+TensorFlow runs on the CPU only, imported on first use (`resnet_jax.lazy_tf`).
 """
 
 from __future__ import annotations
@@ -23,11 +23,8 @@ import math
 from typing import Callable, Iterator
 
 import numpy as np
-import tensorflow as tf
 
-tf.config.set_visible_devices([], "GPU")
-
-import tensorflow_datasets as tfds  # noqa: E402  (after hiding the GPUs from TensorFlow)
+from resnet_jax.lazy_tf import tf, tfds
 
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)

@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from resnet_jax.lazy_tf import tf
+
 
 def classification_sums(logits, labels, mask=None) -> dict:
     """Per-batch sums (not means), so batches of any mask add up exactly: loss, top1, top5, n."""
@@ -42,7 +44,6 @@ class MetricWriter:
         self.path = os.path.join(workdir, "metrics.jsonl")
         self._summary = None
         if enabled and tensorboard:
-            import tensorflow as tf
             self._summary = tf.summary.create_file_writer(workdir)
 
     def truncate_after(self, step: int) -> None:
@@ -62,7 +63,6 @@ class MetricWriter:
         with open(self.path, "a") as f:
             f.write(json.dumps({"step": int(step), "split": split, **values}) + "\n")
         if self._summary is not None:
-            import tensorflow as tf
             with self._summary.as_default():
                 for key, value in values.items():
                     tf.summary.scalar(f"{split}/{key}", value, step=int(step))

@@ -18,6 +18,8 @@ import time
 
 import numpy as np
 
+from resnet_jax.lazy_tf import tf, tfds
+
 
 def write_jpeg_dataset(data_dir: str, splits: dict[str, list[np.ndarray]]) -> None:
     """A real TFDS dataset of JPEG files in `data_dir`, in `imagenette`'s format and version,
@@ -25,9 +27,6 @@ def write_jpeg_dataset(data_dir: str, splits: dict[str, list[np.ndarray]]) -> No
 
     `splits` maps "train"/"validation" to uint8 (H, W, 3) images; labels cycle through 0..9.
     """
-    import tensorflow as tf
-    import tensorflow_datasets as tfds
-
     def split(images):
         return tf.data.Dataset.from_generator(
             lambda: ({"image": im, "label": i % 10} for i, im in enumerate(images)),
@@ -45,7 +44,6 @@ def write_jpeg_dataset(data_dir: str, splits: dict[str, list[np.ndarray]]) -> No
 
 def photo_like_images(count: int, seed: int = 0) -> list[np.ndarray]:
     """Random sizes around 500x375 of smooth noise: JPEG-compresses like photographs."""
-    import tensorflow as tf
 
     rng = np.random.default_rng(seed)
     images = []

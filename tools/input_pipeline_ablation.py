@@ -22,7 +22,7 @@ if sys.argv[1] == "tuned" and not host_memory.reuse_freed_memory():
     sys.exit("the allocator settings could not be applied (not glibc, or MALLOC_* set)")
 
 import ml_collections  # noqa: E402
-import tensorflow as tf  # noqa: E402
+from resnet_jax.lazy_tf import tf  # noqa: E402
 
 from resnet_jax import input_pipeline as ip  # noqa: E402
 from resnet_jax import pipeline_benchmark as pb  # noqa: E402
