@@ -1,4 +1,4 @@
-"""Trains and evaluates a ResNet. Thin CLI over `resnet_jax.training.train_and_evaluate`.
+"""Trains and evaluates a ResNet. Thin CLI over `resnet_jax.train.loop.train_and_evaluate`.
 
     python train.py --config configs/digits.py --workdir runs/digits [--config.KEY=VALUE ...]
 
@@ -47,29 +47,25 @@ def main(argv):
         raise app.UsageError("--config is required, e.g. --config configs/digits.py")
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
-    from resnet_jax import multiprocess  # after flag parsing: a bad flag fails fast
+    # After flag parsing: a bad flag fails fast.
+    from resnet_jax import errors
+    from resnet_jax.launch import host_memory, multiprocess
 
     try:
-        multiprocess.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
-                                FLAGS.process_id, FLAGS.distributed_timeout_s)
+        with errors.reported():
+            multiprocess.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
+                                    FLAGS.process_id, FLAGS.distributed_timeout_s)
     except multiprocess.LaunchError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    from resnet_jax import host_memory
     host_memory.reuse_freed_memory()  # before the input pipeline and XLA allocate
     import jax
     if jax.process_index() != 0 and not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.ERROR)  # one voice: process 0 logs for the run
 
-    from resnet_jax import training
-    try:
-        training.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    except ValueError as error:  # ConfigError, DataError, CheckpointMismatch, model errors
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    from resnet_jax.train import loop
+    with errors.reported():  # a UserError: one line, exit 2; anything else is a bug: traceback
+        loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == "__main__":

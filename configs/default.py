@@ -19,6 +19,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.bn_group_size = 0           # 0: batch-norm statistics over the global batch; N > 0: over
                                   # groups of N examples ("ghost" BN, like PyTorch DDP's per-GPU
                                   # statistics at N = per-GPU batch), whatever the device count
+    c.kernels = "auto"            # who computes convs, batch norm, max pool: "auto" (the
+                                  # fastest here: the CPU extension on one CPU device, XLA on
+                                  # GPU/TPU; RESNET_JAX_KERNELS overrides it), "xla" (portable),
+                                  # "patches", "native" (resnet_jax.cpu)
     c.dtype = "float32"           # float32 | bfloat16 (compute; float32 params and BN
                                   # statistics) | float64 (everything; a CPU reference run)
 

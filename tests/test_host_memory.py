@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-CHECK = ("from resnet_jax import host_memory; import sys; "
+CHECK = ("from resnet_jax.launch import host_memory; import sys; "
          "sys.exit(0 if host_memory.reuse_freed_memory() else 3)")
 
 
@@ -29,7 +29,7 @@ def test_settings_apply_on_glibc_and_the_users_environment_wins(monkeypatch):
 
 MMAPPED_WHILE_HELD = """
 import ctypes, sys
-from resnet_jax import host_memory
+from resnet_jax.launch import host_memory
 host_memory.reuse_freed_memory(single_arena={single_arena})
 libc = ctypes.CDLL("libc.so.6")
 class Info(ctypes.Structure):  # struct mallinfo2: hblkhd is the bytes held in mmap'd blocks
@@ -61,7 +61,7 @@ def test_single_arena_serves_large_blocks_from_the_heap(single_arena, monkeypatc
 
 REFAULTED_AFTER_FREE = """
 import ctypes, resource
-from resnet_jax import host_memory
+from resnet_jax.launch import host_memory
 host_memory.reuse_freed_memory(single_arena=True)
 libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype = ctypes.c_void_p
@@ -96,7 +96,7 @@ def test_single_arena_keeps_a_freed_block_larger_than_a_gigabyte(monkeypatch):
 
 
 def test_accelerator_presence_follows_jax_platforms(monkeypatch):
-    from resnet_jax import host_memory
+    from resnet_jax.launch import host_memory
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
     assert not host_memory.accelerator_present()
     monkeypatch.setenv("JAX_PLATFORMS", "cuda,cpu")

@@ -174,3 +174,24 @@ def test_importing_the_package_does_not_import_torch():
     code = ("import sys, resnet_jax, resnet_jax.models; "
             "assert 'torch' not in sys.modules, 'torch was imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_models_package_imports_nothing_from_the_cpu_kernels():
+    """Plain Flax: faster kernels reach the models only through the kernels seam."""
+    import ast
+    import pathlib
+    package = pathlib.Path(models.__file__).parent
+    for path in package.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n.startswith("resnet_jax.cpu") for n in names), (path.name, names)
+
+
+def test_models_default_to_the_portable_kernels():
+    x = jnp.zeros((2, 16, 16, 3))
+    model = _model("resnet18")
+    variables = model.init(jax.random.PRNGKey(0), x, train=False)
+    jaxpr = str(jax.make_jaxpr(lambda v, x: model.apply(v, x, train=True,
+                                                        mutable=["batch_stats"]))(variables, x))
+    assert "custom_call" not in jaxpr and "custom_vjp" not in jaxpr

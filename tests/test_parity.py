@@ -13,7 +13,12 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="parity tests need the [dev] extra (torch)")
 
-from resnet_jax import models, optim, torch_interop, torch_models  # noqa: E402
+from resnet_jax import models  # noqa: E402
+from resnet_jax.models import resnet as resnet_module  # noqa: E402
+from resnet_jax.interop import torch_models  # noqa: E402
+from resnet_jax.interop import torchvision_weights as torch_interop  # noqa: E402
+from resnet_jax.train import optim  # noqa: E402
+from tests import extension_available  # noqa: E402
 from tests.closeness import relative_error  # noqa: E402
 
 
@@ -57,7 +62,7 @@ EVAL_CASES = [
 ]
 
 
-# Through oneDNN's convolutions (kernels="onednn", the CPU default on one device):
+# Through the CPU extension (kernels="native", what "auto" picks on one CPU device):
 # an odd-sized basic-block net, grouped convolutions, and a CIFAR net.
 ONEDNN_EVAL_CASES = [("resnet18", 97, 131), ("resnext50_32x4d", 64, 64), ("resnet20", 17, 23)]
 
@@ -80,8 +85,9 @@ def test_float32_eval_logits_equal_torch(name, height, width):
 
 
 @pytest.mark.parametrize("name,height,width", ONEDNN_EVAL_CASES)
-def test_float32_eval_logits_equal_torch_through_onednn(name, height, width):
-    assert_eval_logits_equal_torch(name, height, width, kernels="onednn")
+def test_float32_eval_logits_equal_torch_through_the_cpu_extension(name, height, width):
+    extension_available.require()
+    assert_eval_logits_equal_torch(name, height, width, kernels="native")
 
 
 def test_cifar_option_b_eval_logits_equal_torch():
@@ -103,7 +109,7 @@ def test_same_padding_would_not_match_torchvision(monkeypatch):
     with torch.no_grad():
         expected = torch_model(torch.from_numpy(x)).numpy()
     assert relative_error(model.apply(variables, nhwc(x), train=False), expected) < LOGITS_RTOL
-    monkeypatch.setattr(models, "_symmetric_padding", lambda kernel_size: "SAME")
+    monkeypatch.setattr(resnet_module, "symmetric_padding", lambda kernel_size: "SAME")
     naive = models.create_model("resnet18", num_classes=10)
     assert relative_error(naive.apply(variables, nhwc(x), train=False), expected) > 1e-2
 
@@ -224,11 +230,12 @@ def test_float32_gradients_stay_close_to_float64():
     an E[x^2]-E[x]^2 variance gives 1.6e-1 there, as does torch's oneDNN CPU path (torch's
     native path: 6.8e-6). The bound 1e-4 sits between the two. (At 32x32 the last BN sees only
     8 values per channel and the problem itself is ill-conditioned: 2e-3 even with two passes.)
-    The float32 side runs through the CPU extension (oneDNN convolutions, its batch norm); the
-    float64 reference through XLA (the patches path, whose float64 gradients equal XLA's to
-    1e-12: tests/test_conv.py). oneDNN's own batch norm would fail here (5e-2).
+    The float32 side runs through the CPU extension (oneDNN convolutions, its batch norm) where
+    it runs, else XLA; the float64 reference through XLA. oneDNN's own batch norm would fail
+    here (5e-2).
     """
     name = "resnet18"
+    float32_kernels = "native" if extension_available.skip_reason() is None else "xla"
     torch_model, _ = torch_pair(name)
     state64 = {k: v.double() for k, v in torch_model.state_dict().items()}
     rng = np.random.RandomState(0)
@@ -237,7 +244,7 @@ def test_float32_gradients_stay_close_to_float64():
 
     def grads(dtype):
         model = models.create_model(name, num_classes=10, dtype=dtype, param_dtype=dtype,
-                                    kernels="onednn")
+                                    kernels=float32_kernels if dtype == jnp.float32 else "xla")
         variables = torch_interop.from_torchvision(name, state64)
         variables = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), variables)
 

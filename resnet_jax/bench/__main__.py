@@ -1,0 +1,3 @@
+from resnet_jax.bench.train_step import main
+
+main()

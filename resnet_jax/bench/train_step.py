@@ -1,0 +1,359 @@
+"""JAX vs PyTorch, side by side in one process: training and inference throughput, MFU, compile.
+
+    python -m resnet_jax.benchmark --model resnet50 --batch_size 256 --dtype bfloat16 \\
+        --frameworks jax,torch,torch_compile --json results.json
+
+The JAX training step is `resnet_jax.steps.train_step`, compiled by the same function as in
+`train.py` (forward, backward, SGD with momentum and weight decay, batch-norm update, donated
+state). The PyTorch side is torchvision's model (or the package's twin), channels-last, eager,
+`torch.optim.SGD` with the same hyper-parameters, autocast for bfloat16; `torch_compile` adds
+a `torch.compile`d row. Both run on one device (the first). Warm-up (two steps each, then one
+untimed interleaved round) is excluded; repeats are interleaved between frameworks; the median
+over repeats is reported with the spread (min..max).
+
+Imports only jax, flax, optax, numpy and (optionally) torch: it runs on a bare accelerator image.
+`--input_pipeline` (needs TensorFlow) measures the ImageNet training input pipeline instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import os
+import statistics
+import sys
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from resnet_jax import models
+from resnet_jax.launch import host_memory, sharding
+from resnet_jax.train import optim, steps
+
+# Dense peak FLOP/s per device by (device kind substring, dtype), vendor datasheets. MFU is
+# model FLOPs (3 x forward MACs x 2 per image for training) / time / this.
+PEAK_FLOPS = {
+    ("H200", "bfloat16"): 989e12, ("H200", "float32"): 494e12,  # float32 convs run as TF32
+    ("H100", "bfloat16"): 989e12, ("H100", "float32"): 494e12,
+    ("A100", "bfloat16"): 312e12, ("A100", "float32"): 156e12,
+    ("TPU v4", "bfloat16"): 275e12, ("TPU v5 lite", "bfloat16"): 197e12,
+    ("TPU v5", "bfloat16"): 459e12,
+}
+
+LEARNING_RATE, MOMENTUM, WEIGHT_DECAY = 0.1, 0.9, 1e-4
+# JAX rows: the package's defaults, and variants that isolate one choice for measurement.
+JAX_VARIANTS = {"jax": {}, "jax_two_pass_bn": {"bn_one_pass_variance": False}}
+FRAMEWORKS = (*JAX_VARIANTS, "torch", "torch_compile")
+
+
+@dataclasses.dataclass
+class Row:
+    framework: str
+    model: str
+    batch_size: int
+    image_size: int
+    dtype: str
+    mode: str  # train | inference
+    images_per_sec: float | None = None
+    images_per_sec_min: float | None = None
+    images_per_sec_max: float | None = None
+    step_ms: float | None = None
+    compile_s: float | None = None
+    mfu: float | None = None
+    peak_memory_gb: float | None = None
+    error: str | None = None
+
+
+def peak_flops(device_kind: str, dtype: str, override_tflops: float | None) -> float | None:
+    if override_tflops:
+        return override_tflops * 1e12
+    for (kind, peak_dtype), flops in PEAK_FLOPS.items():
+        if kind.lower() in device_kind.lower() and peak_dtype == dtype:
+            return flops
+    return None
+
+
+# --- JAX ------------------------------------------------------------------------------------
+
+def jax_runner(name: str, batch_size: int, image_size: int, dtype: str, mode: str,
+               num_classes: int, **model_options) -> tuple[Callable[[int], None], float]:
+    """Compiles the step; returns (run `n` steps and wait, compile seconds)."""
+    compute = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype]
+    model = models.create_model(name, num_classes=num_classes, dtype=compute, **model_options)
+    tx = optim.sgd(LEARNING_RATE, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+    mesh = sharding.create_mesh(jax.devices()[:1])  # one device, as the PyTorch side uses
+    image_shape = (image_size, image_size, 3)
+    state = jax.jit(functools.partial(steps.create_train_state, model, tx, image_shape),
+                    out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(0))
+    rng = np.random.default_rng(0)
+    batch = sharding.to_global({
+        "image": rng.standard_normal((batch_size, *image_shape), dtype=np.float32),
+        "label": rng.integers(0, num_classes, batch_size).astype(np.int32),
+        "mask": np.ones(batch_size, bool)}, mesh)
+    if mode == "train":
+        train_fn, compile_s = steps.compile_train_step(state, mesh, (batch_size, *image_shape),
+                                                       0.0)
+        batch = {k: batch[k] for k in ("image", "label")}
+        holder = {"state": state}
+
+        def run(n):
+            state = holder["state"]
+            for _ in range(n):
+                state, sums = train_fn(state, batch)
+            jax.block_until_ready(sums)
+            holder["state"] = state
+    else:
+        eval_fn, compile_s = steps.compile_eval_step(state, mesh, (batch_size, *image_shape))
+
+        def run(n):
+            for _ in range(n):
+                out = eval_fn(state, batch)
+            jax.block_until_ready(out)
+    return run, compile_s
+
+
+def jax_peak_memory_gb() -> float | None:
+    stats = jax.local_devices()[0].memory_stats() or {}
+    peak = stats.get("peak_bytes_in_use")
+    return peak / 2**30 if peak else None
+
+
+# --- PyTorch --------------------------------------------------------------------------------
+
+def torch_runner(name: str, batch_size: int, image_size: int, dtype: str, mode: str,
+                 num_classes: int, compiled: bool) -> tuple[Callable[[int], None], float]:
+    import torch
+
+    from resnet_jax.interop import torch_models
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()  # peak_memory_gb: this row's warm-up onwards
+    model = torch_models.create_torch_model(name, num_classes=num_classes)
+    model = model.to(device, memory_format=torch.channels_last)
+    if compiled:
+        model = torch.compile(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM,
+                                weight_decay=WEIGHT_DECAY)
+    x = torch.randn(batch_size, 3, image_size, image_size, device=device).to(
+        memory_format=torch.channels_last)
+    y = torch.randint(0, num_classes, (batch_size,), device=device)
+    autocast = functools.partial(torch.autocast, device_type=device.type, dtype=torch.bfloat16,
+                                 enabled=dtype == "bfloat16")
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    if mode == "train":
+        model.train()
+
+        def step():
+            optimizer.zero_grad(set_to_none=True)
+            with autocast():
+                loss = torch.nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            optimizer.step()
+            return loss
+    else:
+        model.eval()
+
+        def step():
+            with torch.inference_mode(), autocast():
+                return model(x)
+
+    start = time.perf_counter()
+    step()  # the first call compiles (torch.compile) or warms up (cuDNN autotuning, allocator)
+    sync()
+    compile_s = time.perf_counter() - start
+
+    def run(n):
+        for _ in range(n):
+            step()
+        sync()
+
+    return run, compile_s
+
+
+def torch_peak_memory_gb() -> float | None:
+    import torch
+    if not torch.cuda.is_available():
+        return None
+    return torch.cuda.max_memory_allocated() / 2**30
+
+
+# --- driver ---------------------------------------------------------------------------------
+
+def benchmark(model: str, batch_size: int, image_size: int, dtype: str, frameworks: list[str],
+              steps_per_repeat: int, repeats: int, modes: list[str], num_classes: int = 1000,
+              peak_tflops: float | None = None, log=print) -> dict:
+    device_kind = jax.devices()[0].device_kind
+    peak = peak_flops(device_kind, dtype, peak_tflops)
+    train_flops = 3 * 2 * models.forward_macs(models.create_model(model, num_classes=num_classes),
+                                              image_size)
+    rows = []
+    for mode in modes:
+        runners = {}
+        for framework in frameworks:
+            row = Row(framework, model, batch_size, image_size, dtype, mode)
+            try:
+                if framework in JAX_VARIANTS:
+                    run, row.compile_s = jax_runner(model, batch_size, image_size, dtype, mode,
+                                                    num_classes, **JAX_VARIANTS[framework])
+                else:
+                    run, row.compile_s = torch_runner(model, batch_size, image_size, dtype, mode,
+                                                      num_classes, framework == "torch_compile")
+                run(2)  # warm-up, excluded
+                runners[framework] = (row, run, [])
+            except Exception as error:  # noqa: BLE001  (a failing row must not sink the others)
+                row.error = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
+                log(f"{framework} {mode}: {row.error}")
+            rows.append(row)
+        # Interleaved, so that drifts (clocks, heat, neighbours) hit all alike. Round 0 is
+        # warm-up too: the first switch between frameworks grows the shared heap (resnet50 on
+        # the CPU: ~170,000 page faults in JAX's first round after PyTorch's warm-up, none in
+        # later rounds), which is not the steady state measured here.
+        for repeat in range(repeats + 1):
+            for framework, (row, run, times) in runners.items():
+                start = time.perf_counter()
+                run(steps_per_repeat)
+                if repeat:
+                    times.append(time.perf_counter() - start)
+        for framework, (row, run, times) in runners.items():
+            rates = [steps_per_repeat * batch_size / t for t in times]
+            row.images_per_sec = statistics.median(rates)
+            row.images_per_sec_min, row.images_per_sec_max = min(rates), max(rates)
+            row.step_ms = 1000 * batch_size / row.images_per_sec
+            flops_per_image = train_flops if mode == "train" else train_flops / 3
+            if peak:
+                row.mfu = row.images_per_sec * flops_per_image / peak
+            row.peak_memory_gb = (jax_peak_memory_gb() if framework in JAX_VARIANTS
+                                  else torch_peak_memory_gb())
+    return {"results": [dataclasses.asdict(r) for r in rows], "device": device_kind,
+            "device_count": 1, "versions": versions(),
+            "date": time.strftime("%Y-%m-%d")}
+
+
+def versions() -> dict:
+    import flax
+    import optax
+    found = {"jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__,
+             "python": sys.version.split()[0]}
+    try:
+        import torch
+        import torchvision
+        found.update(torch=torch.__version__, torchvision=torchvision.__version__)
+    except ImportError:
+        pass
+    return found
+
+
+def format_table(result: dict) -> str:
+    lines = [f"device: {result['device']} x{result['device_count']}",
+             f"{'framework':<17}{'mode':<10}{'model':<16}{'batch':>6}{'size':>6}{'dtype':>10}"
+             f"{'img/s':>10}{'(min..max)':>18}{'step ms':>9}{'compile s':>10}{'MFU':>7}"]
+    by_mode = {}
+    for row in result["results"]:
+        if row["error"]:
+            lines.append(f"{row['framework']:<17}{row['mode']:<10}{row['model']:<16} "
+                         f"failed: {row['error']}")
+            continue
+        spread = f"{row['images_per_sec_min']:.0f}..{row['images_per_sec_max']:.0f}"
+        mfu = f"{100 * row['mfu']:.1f}%" if row["mfu"] else "-"
+        lines.append(f"{row['framework']:<17}{row['mode']:<10}{row['model']:<16}"
+                     f"{row['batch_size']:>6}{row['image_size']:>6}{row['dtype']:>10}"
+                     f"{row['images_per_sec']:>10.1f}{spread:>18}{row['step_ms']:>9.1f}"
+                     f"{row['compile_s']:>10.1f}{mfu:>7}")
+        by_mode.setdefault(row["mode"], {})[row["framework"]] = row["images_per_sec"]
+    for mode, rates in by_mode.items():
+        if "jax" in rates:
+            for other in ("torch", "torch_compile"):
+                if other in rates:
+                    lines.append(f"{mode}: jax / {other} = {rates['jax'] / rates[other]:.2f}")
+    return "\n".join(lines)
+
+
+def use_compile_cache(cache_dir: str) -> None:
+    jax.config.update("jax_compilation_cache_dir", cache_dir)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def warm_compile_s(model: str, batch_size: int, image_size: int, dtype: str) -> float:
+    """Compile time of the training step again, from the persistent cache, in-memory cleared."""
+    jax.clear_caches()
+    _, warm = jax_runner(model, batch_size, image_size, dtype, "train", 1000)
+    return warm
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="resnet50", choices=sorted(models.MODELS))
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--image_size", type=int, default=None,
+                        help="default: 224 (ImageNet family) or 32 (CIFAR family)")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    parser.add_argument("--frameworks", default="jax,torch",
+                        help=f"comma-separated: {', '.join(FRAMEWORKS)}")
+    parser.add_argument("--modes", default="train", help="comma-separated: train, inference")
+    parser.add_argument("--steps", type=int, default=10, help="steps per timed repeat")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--peak_tflops", type=float, default=None,
+                        help="peak FLOP/s of one device, for MFU where the table lacks it")
+    parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument("--compile_cache", default=None, metavar="DIR",
+                        help="measure cold and warm compile of the train step with this cache")
+    parser.add_argument("--input_pipeline", action="store_true",
+                        help="measure the ImageNet input pipeline instead (needs TensorFlow)")
+    parser.add_argument("--default_malloc", action="store_true",
+                        help="keep glibc's default allocator thresholds (train.py and this "
+                             "benchmark otherwise set them: resnet_jax.host_memory)")
+    args = parser.parse_args(argv)
+    frameworks = [f for f in args.frameworks.split(",") if f]
+    unknown = set(frameworks) - set(FRAMEWORKS)
+    modes = [m for m in args.modes.split(",") if m]
+    if unknown or not frameworks:
+        parser.error(f"unknown framework(s) {sorted(unknown)}; valid: {', '.join(FRAMEWORKS)}")
+    if set(modes) - {"train", "inference"} or not modes:
+        parser.error("--modes takes train and/or inference")
+    # The input pipeline is measured as an accelerator host runs it: several malloc arenas.
+    malloc_tuned = not args.default_malloc and host_memory.reuse_freed_memory(
+        single_arena=False if args.input_pipeline else None)
+    if args.input_pipeline:
+        from resnet_jax.bench import input_pipeline as pipeline_benchmark
+        result = pipeline_benchmark.run(batch_size=args.batch_size,
+                                        image_size=args.image_size or 224)
+        result["malloc_tuned"] = malloc_tuned
+        print(json.dumps(result, indent=2))
+    else:
+        image_size = args.image_size or models.default_image_size(args.model)
+        if args.compile_cache:  # an empty dir: the JAX train row's compile is the cold one
+            cache_dir = os.path.expanduser(args.compile_cache)
+            if os.path.isdir(cache_dir) and os.listdir(cache_dir):
+                parser.error(f"--compile_cache {cache_dir} must be empty or new, to time a "
+                             "cold compile")
+            use_compile_cache(cache_dir)
+        result = benchmark(args.model, args.batch_size, image_size, args.dtype, frameworks,
+                           args.steps, args.repeats, modes, peak_tflops=args.peak_tflops)
+        result["malloc_tuned"] = malloc_tuned
+        if args.compile_cache and "jax" in frameworks and "train" in modes:
+            cold = next(r["compile_s"] for r in result["results"]
+                        if r["framework"] == "jax" and r["mode"] == "train")
+            result["compile_cache"] = {
+                "cold_compile_s": cold,
+                "warm_compile_s": warm_compile_s(args.model, args.batch_size, image_size,
+                                                 args.dtype)}
+        print(format_table(result))
+        if "compile_cache" in result:
+            c = result["compile_cache"]
+            print(f"jax train-step compile: cold {c['cold_compile_s']:.1f} s, warm (persistent "
+                  f"cache) {c['warm_compile_s']:.1f} s")
+    if args.json:
+        with open(args.json + ".tmp", "w") as f:
+            json.dump(result, f, indent=2)
+        os.replace(args.json + ".tmp", args.json)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""The one seam through which faster kernels reach the models.
+
+A model names its kernels (`kernels="xla"`, the default, or another registered name); the name
+resolves to a `Kernels`: the `conv_general_dilated` that `flax.linen.Conv` calls, the batch-norm
+layer class, and the max pool. The portable `XLA` kernels are plain lax and Flax, run on every
+backend and export with `jax.export`. Other packages register more (`resnet_jax.cpu`: "native",
+"patches", and what "auto" picks on each machine); the model code never changes with them.
+
+`RESNET_JAX_KERNELS` (environment) says what "auto" means: unset or "auto" lets the registered
+chooser pick; "xla" keeps every model portable and nothing builds or loads an extension.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from typing import Any, Callable
+
+import jax
+from flax import linen as nn
+
+from resnet_jax.errors import UserError
+from resnet_jax.models.layers import BatchNorm
+
+ENVIRONMENT_VARIABLE = "RESNET_JAX_KERNELS"
+
+
+def flax_max_pool(x, window, strides, padding):
+    return nn.max_pool(x, window, strides=strides, padding=padding)
+
+
+@dataclasses.dataclass(frozen=True)
+class Kernels:
+    """Who computes a ResNet's convolutions, its batch norm and its max pool."""
+
+    name: str
+    # lax.conv_general_dilated's signature; None: lax's own.
+    conv_general_dilated: Callable | None = None
+    norm: type[BatchNorm] = BatchNorm
+    max_pool: Callable = flax_max_pool  # (x, window, strides, padding)
+
+
+XLA = Kernels("xla")
+
+# name -> (compute dtype -> Kernels). "auto" may be registered by a package that knows its
+# machine; unregistered, it is XLA.
+_CHOOSERS: dict[str, Callable[[Any], Kernels]] = {"xla": lambda dtype: XLA}
+
+
+def register(name: str, choose: Callable[[Any], Kernels]) -> None:
+    """Makes `name` a valid `kernels` value: `choose(dtype)` returns the Kernels to use."""
+    _CHOOSERS[name] = choose
+
+
+def names() -> tuple[str, ...]:
+    return tuple(sorted({"auto", *_CHOOSERS}))
+
+
+def check_name(name: str) -> None:
+    if name not in names():
+        raise UserError(f"kernels must be one of {', '.join(names())}, got {name!r}")
+
+
+def resolve(name: str, dtype) -> Kernels:
+    """The Kernels that `name` means for computation in `dtype` on this process's backend."""
+    check_name(name)
+    if name == "auto":
+        name = os.environ.get(ENVIRONMENT_VARIABLE, "auto") or "auto"
+        if name not in names():
+            raise UserError(f"{ENVIRONMENT_VARIABLE}={name!r} is not a kernels name; valid: "
+                            f"{', '.join(names())}")
+    return _resolve(name, jax.numpy.dtype(dtype), jax.default_backend(), jax.device_count())
+
+
+@functools.cache
+def _resolve(name, dtype, backend, device_count) -> Kernels:
+    # backend and device count are part of the cache key: "auto" depends on them.
+    return _CHOOSERS.get(name, _CHOOSERS["xla"])(dtype)

@@ -1,0 +1,106 @@
+"""The ResNet module: stem, stages of residual blocks, global average pool, linear classifier.
+
+It follows torchvision's structure and parameter names (`conv1`, `bn1`, `layer1_0`,
+`downsample`, `fc`) so that weights map key by key (`resnet_jax.interop`). Input is NHWC.
+No training logic lives here.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+import jax.numpy as jnp
+from flax import linen as nn
+
+from resnet_jax.errors import UserError
+from resnet_jax.models import kernels as kernel_seam
+from resnet_jax.models.layers import (conv_kernel_init, dense_bias_init, dense_kernel_init,
+                                      relu, symmetric_padding)
+
+Dtype = Any
+ModuleDef = Any
+
+
+class ResNet(nn.Module):
+    """A ResNet.
+
+    `stem="imagenet"`: 7x7/2 conv, BN, ReLU, 3x3/2 max-pool (torchvision).
+    `stem="cifar"`: 3x3 conv, BN, ReLU (paper section 4.2).
+    `shortcut`: "B" projection where shapes change, "A" zero padding, None for plain networks.
+    `kernels`: who computes convolutions, batch norm and max pool (`resnet_jax.models.kernels`):
+    "xla" (portable, exportable), "auto" (the fastest this machine has), or a registered name.
+    """
+
+    stage_sizes: Sequence[int]
+    block_cls: ModuleDef
+    stage_widths: Sequence[int] = (64, 128, 256, 512)
+    stem: str = "imagenet"
+    shortcut: str | None = "B"
+    num_classes: int = 1000
+    in_channels: int = 3
+    groups: int = 1
+    width_per_group: int = 64
+    zero_init_residual: bool = False
+    bn_momentum: float = 0.1
+    bn_epsilon: float = 1e-5
+    bn_one_pass_variance: bool | None = None  # None: only for 16-bit compute (see BatchNorm)
+    bn_group_size: int | None = None  # None: statistics over the whole (global) batch
+    kernels: str = "xla"
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, *, train: bool):
+        if x.ndim != 4 or x.shape[-1] != self.in_channels:
+            raise UserError(
+                f"expected NHWC images of shape (batch, height, width, {self.in_channels}), "
+                f"got shape {tuple(x.shape)}")
+        if self.shortcut not in ("A", "B", None):
+            raise UserError(f"shortcut must be 'A', 'B' or None, got {self.shortcut!r}")
+        kernels = kernel_seam.resolve(self.kernels, self.dtype)
+
+        def conv(features, kernel_size, strides, groups=1, name=None):
+            return nn.Conv(features, (kernel_size, kernel_size), (strides, strides),
+                           padding=symmetric_padding(kernel_size), use_bias=False,
+                           feature_group_count=groups, kernel_init=conv_kernel_init,
+                           dtype=self.dtype, param_dtype=self.param_dtype, name=name,
+                           conv_general_dilated=kernels.conv_general_dilated)
+
+        bn = functools.partial(kernels.norm, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
+                               dtype=self.dtype, param_dtype=self.param_dtype,
+                               one_pass_variance=self.bn_one_pass_variance,
+                               group_size=self.bn_group_size)
+        norm = _in_mode(bn, train)
+        # zero_init_residual: each residual branch starts as zero, so each block as identity.
+        last_norm = _in_mode(functools.partial(bn, scale_init=nn.initializers.zeros), train) \
+            if self.zero_init_residual else norm
+
+        x = x.astype(self.dtype)
+        if self.stem == "imagenet":
+            x = relu(norm(name="bn1")(conv(self.stage_widths[0], 7, 2, name="conv1")(x)))
+            # (B, H/2, W/2, 64); max-pool padding is -inf, as in torch.
+            x = kernels.max_pool(x, (3, 3), (2, 2), symmetric_padding(3))
+        else:
+            x = relu(norm(name="bn1")(conv(self.stage_widths[0], 3, 1, name="conv1")(x)))
+
+        for i, (num_blocks, features) in enumerate(zip(self.stage_sizes, self.stage_widths)):
+            for j in range(num_blocks):
+                strides = 2 if i > 0 and j == 0 else 1
+                x = self.block_cls(features, strides, self.shortcut, conv, norm, last_norm,
+                                   groups=self.groups, width_per_group=self.width_per_group,
+                                   name=f"layer{i + 1}_{j}")(x)
+
+        x = jnp.mean(x, axis=(1, 2))  # (B, C)
+        return nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
+                        kernel_init=dense_kernel_init, bias_init=dense_bias_init(x.shape[-1]),
+                        name="fc")(x)
+
+
+def _in_mode(norm_cls, train: bool):
+    """A norm constructor whose layers remember `train`: blocks write `norm(name="bn1")(x)`."""
+
+    def make(name):
+        return functools.partial(norm_cls(name=name), train=train)
+
+    return make

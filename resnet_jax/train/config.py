@@ -1,0 +1,65 @@
+"""A training config checked before anything runs, and the model it describes."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from resnet_jax import models
+from resnet_jax.data import datasets
+from resnet_jax.errors import UserError
+from resnet_jax.models import kernels
+from resnet_jax.train import optim
+
+
+class ConfigError(UserError):
+    """A config that cannot run: reported in one line, before any compilation."""
+
+
+# config.dtype -> (compute dtype, parameter dtype). Batch-norm statistics follow the params.
+DTYPES = {"float32": (jnp.float32, jnp.float32), "bfloat16": (jnp.bfloat16, jnp.float32),
+          "float64": (jnp.float64, jnp.float64)}
+
+
+def validate_config(config) -> None:
+    """Raises a one-line UserError for a config that cannot run (before any data or compile)."""
+    models.check_model_name(config.model)
+    kernels.check_name(config.kernels)
+    datasets.check_dataset(config.dataset)
+    optim.check_schedule(config.schedule)
+    if config.shortcut not in ("A", "B"):
+        raise ConfigError(f"shortcut must be 'A' or 'B', got {config.shortcut!r}")
+    devices, accumulation = jax.device_count(), config.grad_accumulation_steps
+    if accumulation < 1:
+        raise ConfigError(f"grad_accumulation_steps must be >= 1, got {accumulation}")
+    _check_multiple(config, "eval_batch_size", devices, f"the device count ({devices})")
+    _check_multiple(config, "batch_size", devices * accumulation,
+                    f"the device count ({devices})" if accumulation == 1 else
+                    f"the device count ({devices}) times grad_accumulation_steps ({accumulation})")
+    group, micro_batch = config.bn_group_size, config.batch_size // accumulation
+    if group < 0 or (group and micro_batch % group):
+        raise ConfigError(f"bn_group_size={group} must be 0 (global batch) or divide the "
+                          + ("micro-batch" if accumulation > 1 else "batch_size")
+                          + f" of {micro_batch}")
+    if config.dtype not in DTYPES:
+        raise ConfigError(f"unknown dtype {config.dtype!r}; valid: {', '.join(DTYPES)}")
+    if config.num_train_steps <= 0 and config.num_epochs <= 0:
+        raise ConfigError("set num_train_steps > 0 or num_epochs > 0")
+
+
+def _check_multiple(config, key: str, multiple_of: int, what: str) -> None:
+    value = config[key]
+    if value <= 0 or value % multiple_of:
+        raise ConfigError(f"{key}={value} must be a positive multiple of {what}; try "
+                          f"{max(multiple_of, value - value % multiple_of)}")
+
+
+def model_from_config(config, num_classes: int, in_channels: int) -> models.ResNet:
+    options = {"in_channels": in_channels, "zero_init_residual": config.zero_init_residual,
+               "bn_momentum": config.bn_momentum, "bn_epsilon": config.bn_epsilon,
+               "bn_group_size": config.bn_group_size or None,
+               "kernels": config.kernels,
+               "dtype": DTYPES[config.dtype][0], "param_dtype": DTYPES[config.dtype][1]}
+    if models.is_cifar(config.model):
+        options["shortcut"] = config.shortcut
+    return models.create_model(config.model, num_classes=num_classes, **options)

@@ -1,0 +1,179 @@
+"""The training loop, `train_and_evaluate`: data, model, init or resume, steps, evals, checkpoints.
+
+The loop reads top to bottom: check the config, build data and model, init or restore, then
+`for step in range(start, total)` with periodic log / eval / checkpoint. One jitted, pure
+`train_step` with explicit shardings over the device mesh; metrics stay on the device and are
+fetched only every `log_every_steps`.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from tqdm import tqdm
+
+from resnet_jax.data import batching, datasets
+from resnet_jax.launch import sharding
+from resnet_jax.train import checkpoint, metrics, optim, steps
+from resnet_jax.train.config import model_from_config, validate_config
+
+
+def evaluate(eval_fn, state, source, config, mesh, show_progress: bool):
+    """Every eval example exactly once; returns (means, labels, predictions) on the host."""
+    sums, labels, predictions = None, [], []
+    batches = batching.eval_batches(source, config.eval_batch_size, jax.process_index(),
+                                          jax.process_count())
+    total = batching.num_eval_batches(source, config.eval_batch_size)
+    for batch in tqdm(sharding.prefetch_to_mesh(batches, mesh), total=total, desc="eval",
+                      leave=False, disable=not show_progress):
+        batch_sums, batch_predictions = eval_fn(state, batch)
+        sums = batch_sums if sums is None else jax.tree_util.tree_map(jnp.add, sums, batch_sums)
+        mask = np.asarray(jax.device_get(_replicated_value(batch["mask"])))
+        labels.append(np.asarray(jax.device_get(_replicated_value(batch["label"])))[mask])
+        predictions.append(np.asarray(batch_predictions)[mask])
+    sums = jax.device_get(sums)
+    return sums, np.concatenate(labels), np.concatenate(predictions)
+
+
+def _eval_values(sums) -> dict:
+    """Mean loss/top-1/top-5, and how many examples they are over (every one exactly once)."""
+    return {**metrics.means(sums), "count": int(sums["count"])}
+
+
+def _replicated_value(array):
+    """A global (sharded) batch array as a host numpy array, on every process."""
+    if jax.process_count() == 1:
+        return array
+    from jax.experimental import multihost_utils
+    return multihost_utils.process_allgather(array, tiled=True)
+
+
+def _setup_compilation_cache(path: str) -> None:
+    if path:
+        jax.config.update("jax_compilation_cache_dir", os.path.expanduser(path))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+    """Trains `config` in `workdir`, resuming from its latest checkpoint; returns eval metrics."""
+    wall_start = time.perf_counter()
+    validate_config(config)
+    is_main = jax.process_index() == 0
+    show_progress = bool(config.progress_bar) and is_main
+    source = datasets.create_source(config)  # DataError if not prepared
+    info = source.info
+    steps_per_epoch = info.num_train / config.batch_size
+    total_steps = (config.num_train_steps if config.num_train_steps > 0
+                   else math.ceil(config.num_epochs * steps_per_epoch))
+
+    os.makedirs(workdir, exist_ok=True)
+    manager = checkpoint.create_manager(workdir, config.keep_checkpoints)
+    description = checkpoint.describe(config, info.num_classes)
+    latest = checkpoint.check_compatible(manager, description)  # before any compilation
+    _setup_compilation_cache(config.compilation_cache_dir)
+    if config.dtype == "float64":
+        jax.config.update("jax_enable_x64", True)
+
+    mesh = sharding.create_mesh()
+    model = model_from_config(config, info.num_classes, info.image_shape[-1])
+    schedule = optim.create_schedule(config, steps_per_epoch, total_steps)
+    tx = optim.create_optimizer(config, schedule)
+    repl = sharding.replicated(mesh)
+    init = jax.jit(functools.partial(steps.create_train_state, model, tx, info.image_shape),
+                   out_shardings=repl)
+    state = init(jax.random.PRNGKey(config.seed))
+    start_step = 0
+    if latest is not None:
+        state = checkpoint.restore(manager, latest, state)
+        start_step = int(state.step)
+        logging.info("resumed from step %d", start_step)
+
+    writer = metrics.MetricWriter(workdir, enabled=is_main)
+    writer.truncate_after(start_step)
+    local_batch = config.batch_size // jax.process_count()
+    train_fn, compile_s = steps.compile_train_step(
+        state, mesh, (local_batch, *info.image_shape), config.label_smoothing,
+        config.grad_accumulation_steps, info.pixel_normalization)
+    eval_fn, _ = steps.compile_eval_step(
+        state, mesh, (config.eval_batch_size // jax.process_count(), *info.image_shape),
+        info.pixel_normalization)
+    if is_main:
+        where = f"{jax.device_count()} device(s)"
+        if jax.process_count() > 1:
+            where += f" in {jax.process_count()} processes"
+        if config.grad_accumulation_steps > 1:
+            where += f", {config.grad_accumulation_steps} micro-batches per step"
+        print(f"{config.model} on {info.name}: {info.num_train} train / {info.num_eval} eval "
+              f"examples, batch {config.batch_size} over {where}, steps {start_step}.."
+              f"{total_steps}, train step compiled in {compile_s:.1f} s", flush=True)
+
+    end_step = total_steps if config.stop_after_steps <= 0 else min(total_steps,
+                                                                     config.stop_after_steps)
+    batches = batching.train_batches(source, config.batch_size, start_step,
+                                           end_step - start_step, config.seed,
+                                           jax.process_index(), jax.process_count())
+    batches = sharding.prefetch_to_mesh(batches, mesh)
+    progress = tqdm(total=total_steps, initial=start_step, desc="train", unit="step",
+                    disable=not show_progress, dynamic_ncols=True,
+                    mininterval=0.5 if sys.stderr.isatty() else 10.0)
+    sums, interval_start, interval_steps, input_wait = None, time.perf_counter(), 0, 0.0
+    for step in range(start_step, end_step):
+        wait_start = time.perf_counter()
+        batch = next(batches)  # steps are dispatched asynchronously: time here is input-bound
+        input_wait += time.perf_counter() - wait_start
+        state, step_sums = train_fn(state, batch)
+        sums = step_sums if sums is None else jax.tree_util.tree_map(jnp.add, sums, step_sums)
+        interval_steps += 1
+        done = step + 1
+        progress.update(1)
+        if done % config.log_every_steps == 0 or done == end_step:
+            values = metrics.means(jax.device_get(sums))  # the only host sync in the loop
+            elapsed = time.perf_counter() - interval_start
+            values["learning_rate"] = float(schedule(step))
+            values["images_per_sec"] = interval_steps * config.batch_size / elapsed
+            values["input_wait_fraction"] = min(input_wait / elapsed, 1.0)
+            writer.write(done, "train", values)
+            progress.set_postfix(loss=f"{values['loss']:.4f}", lr=f"{values['learning_rate']:.4g}",
+                                 img_s=f"{values['images_per_sec']:.0f}")
+            sums, interval_start, interval_steps, input_wait = None, time.perf_counter(), 0, 0.0
+        if config.eval_every_steps > 0 and done % config.eval_every_steps == 0 and done < total_steps:
+            eval_sums, _, _ = evaluate(eval_fn, state, source, config, mesh, show_progress)
+            writer.write(done, "eval", _eval_values(eval_sums))
+        if done % config.checkpoint_every_steps == 0:
+            checkpoint.save(manager, done, state, description)
+    progress.close()
+    if manager.latest_step() != end_step:
+        checkpoint.save(manager, end_step, state, description, force=True)
+    manager.wait_until_finished()
+
+    if end_step < total_steps:
+        if is_main:
+            print(f"stopped at step {end_step} of {total_steps} (stop_after_steps); run the "
+                  f"same command again to continue", flush=True)
+        return {"step": end_step}
+
+    eval_sums, labels, predictions = evaluate(eval_fn, state, source, config, mesh,
+                                              show_progress)
+    eval_result = _eval_values(eval_sums)
+    wall_s = time.perf_counter() - wall_start
+    if is_main:
+        writer.write(total_steps, "eval", eval_result)
+        metrics.write_report(
+            os.path.join(workdir, "report.txt"), labels, predictions, eval_result["top5"],
+            info.class_names,
+            header=f"{config.model} on {info.name}, {total_steps} steps, "
+                   f"{eval_result['count']} held-out examples")
+        print(f"top-1 {eval_result['top1']:.4f}, top-5 {eval_result['top5']:.4f} on "
+              f"{eval_result['count']} held-out examples; wall time {wall_s:.1f} s "
+              f"(train-step compile {compile_s:.1f} s); report: "
+              f"{os.path.join(workdir, 'report.txt')}", flush=True)
+    eval_result.update(step=total_steps, wall_s=wall_s, compile_s=compile_s)
+    return eval_result

@@ -1,0 +1,152 @@
+"""The jitted computations: TrainState, train_step, eval_step. jax/flax/optax only.
+
+Kept free of TensorFlow so that `resnet_jax.benchmark` times exactly what `train.py` runs on a
+bare JAX(+PyTorch) accelerator image.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training import train_state
+
+from resnet_jax.launch import sharding
+from resnet_jax.train import metrics
+
+
+class TrainState(train_state.TrainState):
+    batch_stats: Any
+
+
+def create_train_state(model, tx, image_shape, rng) -> TrainState:
+    variables = model.init(rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
+    return TrainState.create(apply_fn=model.apply, params=variables["params"],
+                             batch_stats=variables["batch_stats"], tx=tx)
+
+
+def cross_entropy(logits, labels, num_classes: int, label_smoothing: float = 0.0):
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), label_smoothing)
+    return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets).mean()
+
+
+def normalize_images(images, normalization):
+    """The model's input: `images` as they are (normalization None), or uint8 pixels as
+    (pixels - mean) / std per channel in float32, fused by XLA into the first layer's input."""
+    if normalization is None:
+        return images
+    mean, std = (jnp.asarray(values, jnp.float32) for values in normalization)
+    return (images.astype(jnp.float32) - mean) / std
+
+
+def train_step(state: TrainState, batch: dict, *, label_smoothing: float = 0.0,
+               accumulation_steps: int = 1, num_shards: int = 1, normalization=None):
+    """One SGD step on a global batch; returns the new state and metric sums (on device).
+
+    With `accumulation_steps` k > 1 the batch is processed as k micro-batches in sequence (a
+    `lax.scan`: activations of one micro-batch at a time) and their gradients averaged before a
+    single optimizer update, so the step, and the learning-rate schedule, count optimizer steps.
+    Micro-batch i takes the i-th chunk of each of the `num_shards` shards of the batch (one per
+    device: no data moves between devices). Each micro-batch's forward starts from the same
+    running statistics and the new ones are averaged, so that with batch-norm groups no larger
+    than a per-device micro-batch the step equals the whole batch's step (see `BatchNorm`).
+    `normalization`: see `normalize_images`.
+    """
+
+    def loss_fn(params, images, labels):
+        logits, new_variables = state.apply_fn(
+            {"params": params, "batch_stats": state.batch_stats},
+            normalize_images(images, normalization), train=True,
+            mutable=["batch_stats"])
+        loss = cross_entropy(logits, labels, logits.shape[-1], label_smoothing)
+        return loss, (logits, new_variables["batch_stats"])
+
+    def micro_step(images, labels):
+        (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params, images, labels)
+        sums = metrics.classification_sums(logits, labels)
+        sums["loss"] = loss * sums["count"]  # the objective actually minimised
+        return grads, batch_stats, sums
+
+    if accumulation_steps == 1:
+        grads, batch_stats, sums = micro_step(batch["image"], batch["label"])
+    else:
+        def accumulate(totals, micro_batch):
+            outputs = micro_step(micro_batch["image"], micro_batch["label"])
+            return jax.tree_util.tree_map(jnp.add, totals, outputs), None
+
+        micro_batches = split_micro_batches(batch, accumulation_steps, num_shards)
+        zeros = jax.tree_util.tree_map(
+            jnp.zeros_like, jax.eval_shape(micro_step, micro_batches["image"][0],
+                                           micro_batches["label"][0]))
+        (grads, batch_stats, sums), _ = jax.lax.scan(accumulate, zeros, micro_batches)
+        grads, batch_stats = jax.tree_util.tree_map(
+            lambda total: total / accumulation_steps, (grads, batch_stats))
+    state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+    return state, sums
+
+
+def split_micro_batches(batch: dict, accumulation_steps: int, num_shards: int) -> dict:
+    """(B, ...) arrays -> (k, B/k, ...): micro-batch i holds the i-th of k chunks of each of the
+    `num_shards` contiguous shards, so a batch sharded over that many devices splits locally."""
+    def split(x):
+        chunk = x.shape[0] // (num_shards * accumulation_steps)
+        x = x.reshape(num_shards, accumulation_steps, chunk, *x.shape[1:])  # (D, k, c, ...)
+        return jnp.swapaxes(x, 0, 1).reshape(accumulation_steps, num_shards * chunk,
+                                             *x.shape[3:])  # (k, D*c, ...)
+    return jax.tree_util.tree_map(split, batch)
+
+
+def eval_step(state: TrainState, batch: dict, *, normalization=None):
+    """Metric sums over the unmasked examples, plus predictions for the report."""
+    logits = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats},
+                            normalize_images(batch["image"], normalization), train=False)
+    sums = metrics.classification_sums(logits, batch["label"], batch["mask"])
+    return sums, jnp.argmax(logits, axis=-1)
+
+
+def _compile(step_fn, state, mesh, local_batch_shape, batch_keys, train: bool,
+             image_dtype=jnp.float32):
+    """Jits `step_fn(state, batch)` with explicit shardings (state replicated, batch sharded on
+    `data`) and compiles it once for the global batch; returns (compiled, seconds).
+
+    A training step returns (state, metrics) and donates its input state; an eval step returns
+    (metrics, predictions), all replicated.
+    """
+    repl, data = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+    state_sharding = jax.tree_util.tree_map(lambda _: repl, state)
+    global_batch = (local_batch_shape[0] * jax.process_count(), *local_batch_shape[1:])
+    leaves = {"image": (global_batch, image_dtype), "label": (global_batch[:1], jnp.int32),
+              "mask": (global_batch[:1], jnp.bool_)}
+    batch = {k: jax.ShapeDtypeStruct(*leaves[k], sharding=data) for k in batch_keys}
+    start = time.perf_counter()
+    compiled = jax.jit(step_fn, in_shardings=(state_sharding, data),
+                       out_shardings=(state_sharding if train else repl, repl),
+                       donate_argnums=0 if train else ()).lower(state, batch).compile()
+    return compiled, time.perf_counter() - start
+
+
+def _image_dtype(normalization):
+    return jnp.float32 if normalization is None else jnp.uint8
+
+
+def compile_train_step(state, mesh, local_batch_shape, label_smoothing,
+                       accumulation_steps: int = 1, normalization=None):
+    """The training step, compiled once with explicit shardings and donated state, timed.
+    `normalization` (mean, std): the batches hold uint8 pixels (`normalize_images`)."""
+    step_fn = functools.partial(train_step, label_smoothing=label_smoothing,
+                                accumulation_steps=accumulation_steps, num_shards=mesh.size,
+                                normalization=normalization)
+    return _compile(step_fn, state, mesh, local_batch_shape, ("image", "label"), train=True,
+                    image_dtype=_image_dtype(normalization))
+
+
+def compile_eval_step(state, mesh, local_batch_shape, normalization=None):
+    """The evaluation step (masked batches), compiled once, timed."""
+    step_fn = functools.partial(eval_step, normalization=normalization)
+    return _compile(step_fn, state, mesh, local_batch_shape, ("image", "label", "mask"),
+                    train=False, image_dtype=_image_dtype(normalization))

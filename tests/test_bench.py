@@ -1,0 +1,61 @@
+"""The benchmark runs at tiny sizes and its JSON has the documented fields (no speed asserted)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from resnet_jax.bench import train_step as benchmark
+
+FIELDS = {"framework", "model", "batch_size", "image_size", "dtype", "images_per_sec",
+          "step_ms", "compile_s", "mfu"}
+
+
+def test_benchmark_module_imports_no_tensorflow():
+    code = ("import sys, resnet_jax.bench.train_step; bad = {'tensorflow', 'tensorflow_datasets', "
+            "'ml_collections'} & set(sys.modules); assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_cli_writes_json_with_every_field(tmp_path):
+    pytest.importorskip("torch")
+    path = tmp_path / "result.json"
+    benchmark.main(["--model", "resnet8", "--batch_size", "4", "--image_size", "8",
+                    "--frameworks", "jax,torch", "--modes", "train,inference", "--steps", "1",
+                    "--repeats", "2", "--json", str(path)])
+    result = json.loads(path.read_text())
+    assert result["device"] and result["versions"]["jax"]
+    rows = result["results"]
+    assert {(r["framework"], r["mode"]) for r in rows} == {
+        ("jax", "train"), ("torch", "train"), ("jax", "inference"), ("torch", "inference")}
+    for row in rows:
+        assert FIELDS <= set(row) and row["error"] is None
+        assert row["images_per_sec"] > 0 and row["step_ms"] > 0 and row["compile_s"] >= 0
+        assert row["images_per_sec_min"] <= row["images_per_sec"] <= row["images_per_sec_max"]
+        assert row["mfu"] is None  # no known peak for a CPU unless --peak_tflops is given
+
+
+def test_mfu_uses_analytic_flops():
+    result = benchmark.benchmark("resnet8", 4, 8, "float32", ["jax"], 1, 1, ["train"],
+                                 num_classes=10, peak_tflops=1.0)
+    row = result["results"][0]
+    macs = benchmark.models.forward_macs(benchmark.models.create_model("resnet8",
+                                                                       num_classes=10), 8)
+    assert row["mfu"] == pytest.approx(row["images_per_sec"] * 6 * macs / 1e12)
+
+
+def test_bad_arguments_are_rejected():
+    with pytest.raises(SystemExit) as error:
+        benchmark.main(["--frameworks", "jax,tensorflow"])
+    assert error.value.code == 2
+
+
+@pytest.mark.slow
+def test_input_pipeline_benchmark_runs():
+    from resnet_jax.bench import input_pipeline as pipeline_benchmark
+    result = pipeline_benchmark.run(batch_size=4, image_size=32, num_images=12, batches=2,
+                                    repeats=1)
+    assert result["images_per_sec"] > 0 and result["cores"] >= 1
+    assert result["images_per_sec_per_core"] == pytest.approx(
+        result["images_per_sec"] / result["cores"])

@@ -1,0 +1,92 @@
+"""Optimizer and schedules: hand-computed values, and torch.optim.SGD step for step."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from configs import cifar10_resnet20, default, imagenet_resnet50
+from resnet_jax.train import optim, steps
+
+
+def test_paper_piecewise_schedule():
+    config = cifar10_resnet20.get_config()
+    schedule = optim.create_schedule(config, steps_per_epoch=50_000 / 128, total_steps=64_000)
+    for step, lr in [(0, 0.1), (31_999, 0.1), (32_000, 0.01), (47_999, 0.01), (48_000, 0.001),
+                     (63_999, 0.001)]:
+        assert float(schedule(step)) == pytest.approx(lr, rel=1e-6), step
+
+
+def test_warmup_cosine_with_linear_batch_scaling():
+    config = imagenet_resnet50.get_config()  # batch 1024, lr 0.1 x 1024/256, 5 warm-up epochs
+    assert optim.base_learning_rate(config) == pytest.approx(0.4)
+    steps_per_epoch, total = 1000.0, 90_000
+    schedule = optim.create_schedule(config, steps_per_epoch, total)
+    warmup = 5000
+    assert float(schedule(0)) == 0.0
+    assert float(schedule(warmup // 2)) == pytest.approx(0.2, rel=1e-6)
+    assert float(schedule(warmup)) == pytest.approx(0.4, rel=1e-6)
+    midpoint = warmup + (total - warmup) // 2
+    assert float(schedule(midpoint)) == pytest.approx(0.2, rel=1e-4)  # cos(pi/2): half way
+    assert float(schedule(total)) == pytest.approx(0.0, abs=1e-8)
+
+
+def test_piecewise_in_epochs_after_warmup():
+    config = default.get_config()
+    config.update(schedule="piecewise", lr_boundaries_epochs=(30, 60), warmup_epochs=1.0,
+                  learning_rate=0.1, lr_scaling_batch_size=0)
+    schedule = optim.create_schedule(config, steps_per_epoch=10.0, total_steps=900)
+    assert [round(float(schedule(s)), 8) for s in (5, 10, 299, 300, 599, 600)] == [
+        0.05, 0.1, 0.1, 0.01, 0.01, 0.001]
+
+
+def test_sgd_step_by_hand_with_decay_mask():
+    params = {"conv": {"kernel": jnp.full((1, 1, 1, 2), 2.0)}, "bn": {"scale": jnp.ones(2)}}
+    grads = jax.tree_util.tree_map(lambda p: jnp.full_like(p, 0.5), params)
+    tx = optim.sgd(0.1, momentum=0.9, weight_decay=0.01, decay_mask=optim.decay_mask(params))
+    state = tx.init(params)
+    updates, state = tx.update(grads, state, params)  # buf = g + wd*p (kernel only)
+    np.testing.assert_allclose(updates["conv"]["kernel"], -0.1 * (0.5 + 0.01 * 2.0), rtol=1e-6)
+    np.testing.assert_allclose(updates["bn"]["scale"], -0.1 * 0.5, rtol=1e-6)
+    updates, _ = tx.update(grads, state, params)  # buf = 0.9 * buf + g
+    np.testing.assert_allclose(updates["bn"]["scale"], -0.1 * (0.9 * 0.5 + 0.5), rtol=1e-6)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_sgd_equals_torch_sgd(nesterov):
+    torch = pytest.importorskip("torch")
+    rng = np.random.RandomState(0)
+    init = {"w": rng.randn(3, 4), "b": rng.randn(4)}
+    grads_seq = [{"w": rng.randn(3, 4), "b": rng.randn(4)} for _ in range(5)]
+    lrs = [0.1, 0.1, 0.05, 0.05, 0.01]
+
+    torch_params = {k: torch.tensor(v, requires_grad=True) for k, v in init.items()}
+    opt = torch.optim.SGD(torch_params.values(), lr=0.1, momentum=0.9, weight_decay=1e-4,
+                          nesterov=nesterov)
+    with jax.enable_x64(True):
+        schedule = optax.piecewise_constant_schedule(0.1, {2: 0.5, 4: 0.2})
+        tx = optim.sgd(schedule, momentum=0.9, nesterov=nesterov, weight_decay=1e-4)
+        params = jax.tree_util.tree_map(jnp.asarray, init)
+        state = tx.init(params)
+        for grads, lr in zip(grads_seq, lrs):
+            for group in opt.param_groups:
+                group["lr"] = lr
+            for k, p in torch_params.items():
+                p.grad = torch.tensor(grads[k])
+            opt.step()
+            updates, state = tx.update(jax.tree_util.tree_map(jnp.asarray, grads), state, params)
+            params = optax.apply_updates(params, updates)
+            for k in init:
+                np.testing.assert_allclose(params[k], torch_params[k].detach().numpy(),
+                                           rtol=1e-13, atol=1e-15)
+
+
+def test_label_smoothing_cross_entropy_equals_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.RandomState(0)
+    logits, labels = rng.randn(6, 5).astype(np.float32), rng.randint(0, 5, 6)
+    ours = steps.cross_entropy(jnp.asarray(logits), jnp.asarray(labels), 5, 0.1)
+    theirs = torch.nn.functional.cross_entropy(torch.tensor(logits), torch.tensor(labels),
+                                               label_smoothing=0.1)
+    assert float(ours) == pytest.approx(float(theirs), rel=1e-6)
