@@ -19,8 +19,11 @@ demo: $(VENV)/.base
 	rm -rf runs/digits
 	$(PY) train.py --config configs/digits.py --workdir runs/digits
 
+# All tests; then the model and parity tests once more as on a machine without the CPU
+# extension (RESNET_JAX_KERNELS=xla: its tests skip, nothing builds or loads it).
 test: $(VENV)/.dev
 	$(PY) -m pytest
+	RESNET_JAX_KERNELS=xla $(PY) -m pytest -q tests/test_models.py tests/test_parity.py tests/test_export.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -15,7 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from resnet_jax import models, torch_interop, torch_models
+from resnet_jax import models
+from resnet_jax.interop import torch_models
+from resnet_jax.interop import torchvision_weights as torch_interop
 
 
 def worst(grads32: dict, grads64: dict) -> tuple[float, str]:
@@ -34,10 +36,11 @@ def torch_grads(model, x, labels, dtype):
     return {k: p.grad.double().numpy() for k, p in model.named_parameters()}
 
 
-def jax_grads(name, num_classes, state_dict, x, labels, dtype, jit: bool, one_pass=False):
+def jax_grads(name, num_classes, state_dict, x, labels, dtype, jit: bool, one_pass=False,
+              kernels="xla"):
     with jax.enable_x64(True):
         model = models.create_model(name, num_classes=num_classes, dtype=dtype, param_dtype=dtype,
-                                    bn_one_pass_variance=one_pass)
+                                    bn_one_pass_variance=one_pass, kernels=kernels)
         sd = {k: v.to(getattr(torch, jnp.dtype(dtype).name)) for k, v in state_dict.items()}
         variables = torch_interop.from_torchvision(name, sd)
 
@@ -64,7 +67,9 @@ def main():
     parser.add_argument("--image_size", type=int, default=64)
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--one_pass_variance", action="store_true",
-                        help="measure the E[x^2]-E[x]^2 variance that models.py avoids")
+                        help="measure the E[x^2]-E[x]^2 variance that BatchNorm avoids")
+    parser.add_argument("--kernels", default="auto",
+                        help="the float32 side's kernels (float64 is always XLA's)")
     parser.add_argument("--torch_mkldnn", type=int, default=1,
                         help="0 disables torch's oneDNN CPU convolutions")
     args = parser.parse_args()
@@ -87,7 +92,7 @@ def main():
     print(f"jax float64 vs torch float64: worst {err:.2e} at {key}")
     for jit in (True, False):
         g32 = jax_grads(args.model, num_classes, state_dict, x, labels, jnp.float32, jit=jit,
-                        one_pass=args.one_pass_variance)
+                        one_pass=args.one_pass_variance, kernels=args.kernels)
         err, key = worst(g32, jax64)
         print(f"jax float32 {'jit       ' if jit else 'op by op  '}: worst {err:.2e} at {key}")
 

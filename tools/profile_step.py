@@ -3,13 +3,12 @@
     python tools/profile_step.py --model resnet50 --batch_size 16 --steps 2
     python tools/profile_step.py --model resnet20 --batch_size 128 --image_size 32
 
-Builds and compiles the benchmark's training step (`resnet_jax.benchmark.jax_runner`, the
+Builds and compiles the benchmark's training step (`resnet_jax.bench.train_step.jax_runner`, the
 package's defaults, float32), runs two warm-up steps, traces `--steps` more and prints, per
 kernel kind, seconds per step and calls per step: the CPU extension's custom calls by target
 name (`resnet_jax_onednn_conv_forward`, ...), XLA's fused loops by their fusion kind
-(`multiply_add_fusion`, ...). The trace slows the step (resnet50: 5.0-5.4 s traced against
-4.9-5.2 s; resnet20, with shorter kernels: 0.52 s against 0.41-0.43 s). BENCHMARKS.md quotes
-its output.
+(`multiply_add_fusion`, ...). The trace slows the step somewhat (more for models with short
+kernels); BENCHMARKS.md quotes its output.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ import re
 import tempfile
 import time
 
-from resnet_jax import host_memory
+from resnet_jax.launch import host_memory
 
 
 def main():
@@ -35,21 +34,14 @@ def main():
     host_memory.reuse_freed_memory()  # as train.py and the benchmark do, before JAX starts
 
     import jax
-    from resnet_jax import benchmark, models, steps
+    from resnet_jax import models
+    from resnet_jax.bench import train_step as benchmark
 
-    compiled = {}
-    compile_train_step = steps.compile_train_step
-
-    def keep(*a, **k):  # the compiled step, for its HLO (custom-call targets by name)
-        compiled["train"], seconds = compile_train_step(*a, **k)
-        return compiled["train"], seconds
-
-    steps.compile_train_step = keep
     num_classes = 1000 if args.model in models.TORCHVISION_MODELS else 10
     run, _ = benchmark.jax_runner(args.model, args.batch_size, args.image_size, "float32",
                                   "train", num_classes)
     targets = dict(re.findall(r'%?(ffi_call[.\d]*) = .*?custom_call_target="([^"]+)"',
-                              compiled["train"].as_text()))
+                              run.compiled.as_text()))
     run(2)
     with tempfile.TemporaryDirectory() as trace_dir:
         start = time.perf_counter()

@@ -1,6 +1,6 @@
 """Throughput of the ImageNet training input pipeline, on real JPEG files it writes itself.
 
-    python -m resnet_jax.benchmark --input_pipeline [--batch_size 256] [--image_size 224]
+    python -m resnet_jax.bench --input_pipeline [--batch_size 256] [--image_size 224]
 
 Writes a small TFDS `imagenette`-format dataset of JPEG images at ImageNet-like sizes
 (random sizes around 500x375) into a temporary dir, then times `batching.train_batches`

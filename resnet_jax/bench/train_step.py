@@ -1,6 +1,6 @@
 """JAX vs PyTorch, side by side in one process: training and inference throughput, MFU, compile.
 
-    python -m resnet_jax.benchmark --model resnet50 --batch_size 256 --dtype bfloat16 \\
+    python -m resnet_jax.bench --model resnet50 --batch_size 256 --dtype bfloat16 \\
         --frameworks jax,torch,torch_compile --json results.json
 
 The JAX training step is `resnet_jax.steps.train_step`, compiled by the same function as in
@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from resnet_jax import models
+from resnet_jax.models import kernels as kernel_seam
 from resnet_jax.launch import host_memory, sharding
 from resnet_jax.train import optim, steps
 
@@ -81,10 +82,12 @@ def peak_flops(device_kind: str, dtype: str, override_tflops: float | None) -> f
 # --- JAX ------------------------------------------------------------------------------------
 
 def jax_runner(name: str, batch_size: int, image_size: int, dtype: str, mode: str,
-               num_classes: int, **model_options) -> tuple[Callable[[int], None], float]:
+               num_classes: int, kernels: str = "auto",
+               **model_options) -> tuple[Callable[[int], None], float]:
     """Compiles the step; returns (run `n` steps and wait, compile seconds)."""
     compute = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype]
-    model = models.create_model(name, num_classes=num_classes, dtype=compute, **model_options)
+    model = models.create_model(name, num_classes=num_classes, dtype=compute, kernels=kernels,
+                                **model_options)
     tx = optim.sgd(LEARNING_RATE, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
     mesh = sharding.create_mesh(jax.devices()[:1])  # one device, as the PyTorch side uses
     image_shape = (image_size, image_size, 3)
@@ -107,6 +110,8 @@ def jax_runner(name: str, batch_size: int, image_size: int, dtype: str, mode: st
                 state, sums = train_fn(state, batch)
             jax.block_until_ready(sums)
             holder["state"] = state
+
+        run.compiled = train_fn  # for tools/profile_step.py: the HLO's custom-call targets
     else:
         eval_fn, compile_s = steps.compile_eval_step(state, mesh, (batch_size, *image_shape))
 
@@ -188,7 +193,8 @@ def torch_peak_memory_gb() -> float | None:
 
 def benchmark(model: str, batch_size: int, image_size: int, dtype: str, frameworks: list[str],
               steps_per_repeat: int, repeats: int, modes: list[str], num_classes: int = 1000,
-              peak_tflops: float | None = None, log=print) -> dict:
+              peak_tflops: float | None = None, log=print, kernels: str = "auto") -> dict:
+    """Rows for every framework and mode; JAX's models use `kernels` (see models.kernels)."""
     device_kind = jax.devices()[0].device_kind
     peak = peak_flops(device_kind, dtype, peak_tflops)
     train_flops = 3 * 2 * models.forward_macs(models.create_model(model, num_classes=num_classes),
@@ -201,7 +207,8 @@ def benchmark(model: str, batch_size: int, image_size: int, dtype: str, framewor
             try:
                 if framework in JAX_VARIANTS:
                     run, row.compile_s = jax_runner(model, batch_size, image_size, dtype, mode,
-                                                    num_classes, **JAX_VARIANTS[framework])
+                                                    num_classes, kernels=kernels,
+                                                    **JAX_VARIANTS[framework])
                 else:
                     run, row.compile_s = torch_runner(model, batch_size, image_size, dtype, mode,
                                                       num_classes, framework == "torch_compile")
@@ -212,9 +219,9 @@ def benchmark(model: str, batch_size: int, image_size: int, dtype: str, framewor
                 log(f"{framework} {mode}: {row.error}")
             rows.append(row)
         # Interleaved, so that drifts (clocks, heat, neighbours) hit all alike. Round 0 is
-        # warm-up too: the first switch between frameworks grows the shared heap (resnet50 on
-        # the CPU: ~170,000 page faults in JAX's first round after PyTorch's warm-up, none in
-        # later rounds), which is not the steady state measured here.
+        # warm-up too: the first switch between frameworks grows the shared heap (page faults
+        # in JAX's first round after PyTorch's warm-up, none later; BENCHMARKS.md), which is
+        # not the steady state measured here.
         for repeat in range(repeats + 1):
             for framework, (row, run, times) in runners.items():
                 start = time.perf_counter()
@@ -280,10 +287,11 @@ def use_compile_cache(cache_dir: str) -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
-def warm_compile_s(model: str, batch_size: int, image_size: int, dtype: str) -> float:
+def warm_compile_s(model: str, batch_size: int, image_size: int, dtype: str,
+                   kernels: str) -> float:
     """Compile time of the training step again, from the persistent cache, in-memory cleared."""
     jax.clear_caches()
-    _, warm = jax_runner(model, batch_size, image_size, dtype, "train", 1000)
+    _, warm = jax_runner(model, batch_size, image_size, dtype, "train", 1000, kernels=kernels)
     return warm
 
 
@@ -294,6 +302,8 @@ def main(argv=None):
     parser.add_argument("--image_size", type=int, default=None,
                         help="default: 224 (ImageNet family) or 32 (CIFAR family)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    parser.add_argument("--kernels", default="auto", choices=kernel_seam.names(),
+                        help="the JAX model's kernels (resnet_jax.models.kernels)")
     parser.add_argument("--frameworks", default="jax,torch",
                         help=f"comma-separated: {', '.join(FRAMEWORKS)}")
     parser.add_argument("--modes", default="train", help="comma-separated: train, inference")
@@ -335,7 +345,8 @@ def main(argv=None):
                              "cold compile")
             use_compile_cache(cache_dir)
         result = benchmark(args.model, args.batch_size, image_size, args.dtype, frameworks,
-                           args.steps, args.repeats, modes, peak_tflops=args.peak_tflops)
+                           args.steps, args.repeats, modes, peak_tflops=args.peak_tflops,
+                           kernels=args.kernels)
         result["malloc_tuned"] = malloc_tuned
         if args.compile_cache and "jax" in frameworks and "train" in modes:
             cold = next(r["compile_s"] for r in result["results"]
@@ -343,7 +354,7 @@ def main(argv=None):
             result["compile_cache"] = {
                 "cold_compile_s": cold,
                 "warm_compile_s": warm_compile_s(args.model, args.batch_size, image_size,
-                                                 args.dtype)}
+                                                 args.dtype, args.kernels)}
         print(format_table(result))
         if "compile_cache" in result:
             c = result["compile_cache"]

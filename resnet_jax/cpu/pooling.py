@@ -48,7 +48,7 @@ def _max_and_first_argmax(x, window, strides, padding):
 def max_pool(x, window, strides, padding, native: bool = False):
     """Max pooling of NHWC `x`: window (kh, kw), strides (sh, sw), padding ((lo, hi), (lo, hi))
     with -inf, as `flax.linen.max_pool` does. `native`: the gradient of float32 input by the
-    CPU extension (`resnet_jax.extension.max_pool_backward`, ~10x faster than the padded copies)."""
+    CPU extension (`extension.max_pool_backward`, faster still than the padded copies)."""
     return _max_pool(x, tuple(window), tuple(strides), tuple(map(tuple, padding)), x.shape,
                      bool(native))
 

@@ -3,25 +3,20 @@
 By default glibc serves every allocation above 128 KB-32 MB (a threshold it adapts) with a
 fresh `mmap` and gives it back on `free`, so the next allocation of that size page-faults in
 zeroed memory again. The input pipeline allocates that kind of buffer for every image and every
-batch: measured on the 2-core machine, ~450 page faults and ~1.3 ms of kernel time per
-ImageNet-size training image, as much as the JPEG decode itself. Keeping freed blocks up to
+batch, and the page faults cost about as much as the JPEG decode. Keeping freed blocks up to
 32 MB (the largest threshold glibc accepts) in the heap for reuse, and growing and shrinking
-each heap in 64 MB steps rather than page by page, removes most of it (measured with
-`python -m resnet_jax.benchmark --input_pipeline`, with and without `--default_malloc`).
+each heap in 64 MB steps rather than page by page, removes most of them (measured with
+`python -m resnet_jax.bench --input_pipeline`, with and without `--default_malloc`).
 
 When XLA computes on the CPU, its temporary buffer (hundreds of MB per training step) and the
-convolutions' scratch exceed any mmap threshold, so each step still faulted in ~100,000 fresh
-pages (resnet20, batch 128: ~25% of the step's CPU time in the kernel). For CPU compute,
-`single_arena` also turns mmap off (M_MMAP_MAX = 0) and keeps one malloc arena (M_ARENA_MAX =
-1): per-thread arenas are mmap'd 64 MB heaps that cannot hold such blocks, and only the main
-heap can keep them for reuse; and it never trims the heap (M_TRIM_THRESHOLD = -1), because the
-block freed at its top is the next step's buffer (resnet50 at batch 16: 1.38 GB, which a 1 GiB
-threshold gave back and faulted in again, ~430,000 pages per step). Page faults fall ~20x and
-the resnet20 step from ~630 to ~440 ms; resnet50's page faults per step fall to zero.
-The price is one lock for all threads' allocations: the input pipeline alone runs ~7% slower
-(991 vs 1,061 images/s on 2 cores), which is why it is not the choice for accelerator hosts.
-It must be set before other threads allocate (arenas are claimed once per thread), that is at
-process start.
+convolutions' scratch exceed any mmap threshold, so each step still faults in fresh pages. For
+CPU compute, `single_arena` also turns mmap off (M_MMAP_MAX = 0) and keeps one malloc arena
+(M_ARENA_MAX = 1): per-thread arenas are mmap'd 64 MB heaps that cannot hold such blocks, and
+only the main heap can keep them for reuse; and it never trims the heap (M_TRIM_THRESHOLD = -1),
+because the block freed at its top is the next step's buffer (over a gigabyte for resnet50 at
+batch 16). The price is one lock for all threads' allocations, which slows the input pipeline a
+little: not the choice for accelerator hosts. It must be set before other threads allocate
+(arenas are claimed once per thread), that is at process start. BENCHMARKS.md has the figures.
 """
 
 from __future__ import annotations
@@ -46,7 +41,7 @@ _SETTINGS = ((_M_MMAP_THRESHOLD, MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, TRIM_THRES
              (_M_TOP_PAD, TOP_PAD))
 
 # Applied after _SETTINGS: no trimming at all (-1), since the freed block at the heap's top is
-# the next step's temporary buffer (resnet50 at batch 16: 1.38 GB, beyond TRIM_THRESHOLD).
+# the next step's temporary buffer (resnet50 at batch 16: beyond TRIM_THRESHOLD).
 _SINGLE_ARENA_SETTINGS = ((_M_MMAP_MAX, 0), (_M_ARENA_MAX, 1), (_M_TRIM_THRESHOLD, -1))
 
 _USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_",

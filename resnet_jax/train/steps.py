@@ -1,6 +1,6 @@
 """The jitted computations: TrainState, train_step, eval_step. jax/flax/optax only.
 
-Kept free of TensorFlow so that `resnet_jax.benchmark` times exactly what `train.py` runs on a
+Kept free of TensorFlow so that `resnet_jax.bench` times exactly what `train.py` runs on a
 bare JAX(+PyTorch) accelerator image.
 """
 

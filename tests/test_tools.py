@@ -1,0 +1,32 @@
+"""The measurement scripts in tools/ run, at tiny sizes, and print what they promise."""
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.train_cli import REPO, cli_env
+
+
+def run_tool(*args):
+    run = subprocess.run([sys.executable, *args], cwd=REPO, env={**cli_env(1), "PYTHONPATH": REPO},
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return run.stdout
+
+
+def test_grad_precision_reports_every_mode():
+    pytest.importorskip("torch")
+    out = run_tool("tools/grad_precision.py", "--model", "resnet8", "--image_size", "8",
+                   "--batch_size", "4")
+    for line in ("torch float32 eager", "jax float64 vs torch float64", "jax float32 jit",
+                 "jax float32 op by op"):
+        assert line in out
+    jax64 = next(l for l in out.splitlines() if l.startswith("jax float64 vs torch"))
+    assert float(jax64.split("worst ")[1].split()[0]) < 1e-9  # the same function in float64
+
+
+def test_profile_step_lists_kernels_per_step():
+    out = run_tool("tools/profile_step.py", "--model", "resnet8", "--batch_size", "2",
+                   "--image_size", "8", "--steps", "1", "--top", "3")
+    assert "s per traced step" in out
