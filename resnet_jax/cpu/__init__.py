@@ -21,21 +21,20 @@ import warnings
 import jax
 import jax.numpy as jnp
 
-from resnet_jax.cpu import conv, extension, pooling
+from resnet_jax.cpu import conv, extension
 from resnet_jax.cpu.norm import NativeBatchNorm
 from resnet_jax.models import kernels as seam
+from resnet_jax.models import pooling
 
 
-def _pool(native: bool):
-    def max_pool(x, window, strides, padding):
-        return pooling.max_pool(x, window, strides, padding, native=native)
-    return max_pool
+def _native_max_pool(x, window, strides, padding):
+    return pooling.max_pool(x, window, strides, padding,
+                            native_backward=extension.max_pool_backward)
 
 
-PATCHES = seam.Kernels("patches", conv_general_dilated=conv.conv_general_dilated,
-                       max_pool=_pool(native=False))
+PATCHES = seam.Kernels("patches", conv_general_dilated=conv.conv_general_dilated)
 NATIVE = seam.Kernels("native", conv_general_dilated=conv.native_conv_general_dilated,
-                      norm=NativeBatchNorm, max_pool=_pool(native=True))
+                      norm=NativeBatchNorm, max_pool=_native_max_pool)
 
 
 def choose_native(dtype) -> seam.Kernels:

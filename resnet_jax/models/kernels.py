@@ -21,12 +21,18 @@ import jax
 from flax import linen as nn
 
 from resnet_jax.errors import UserError
+from resnet_jax.models import pooling
 from resnet_jax.models.layers import BatchNorm
 
 ENVIRONMENT_VARIABLE = "RESNET_JAX_KERNELS"
 
 
-def flax_max_pool(x, window, strides, padding):
+def portable_max_pool(x, window, strides, padding):
+    """Flax's max pool; on the CPU backend with the first-maximum gradient of
+    `models.pooling` (XLA:CPU's select-and-scatter is slow there, and routes float32 gradients
+    wrongly when XLA recomputes the fused producer with other rounding)."""
+    if jax.default_backend() == "cpu":
+        return pooling.max_pool(x, window, strides, padding)
     return nn.max_pool(x, window, strides=strides, padding=padding)
 
 
@@ -38,7 +44,7 @@ class Kernels:
     # lax.conv_general_dilated's signature; None: lax's own.
     conv_general_dilated: Callable | None = None
     norm: type[BatchNorm] = BatchNorm
-    max_pool: Callable = flax_max_pool  # (x, window, strides, padding)
+    max_pool: Callable = portable_max_pool  # (x, window, strides, padding)
 
 
 XLA = Kernels("xla")

@@ -6,7 +6,7 @@ a scalar loop, several times slower than PyTorch's pool backward on the ResNet s
 maximum (row-major order, as torch and select-and-scatter choose), from the same loaded values
 that give the maximum; the backward pass sends each window's gradient to that offset with dense
 array operations (an interior-padded `lax.pad` per offset, all summed in one fused loop), or,
-with `native`, with one loop in the CPU extension (faster still; BENCHMARKS.md).
+with `native_backward` (the CPU kernels seam), with one loop in the CPU extension (faster still; BENCHMARKS.md).
 Comparing the input with the pooled output in the backward pass instead would be fragile: XLA
 may recompute a fused producer (batch norm, ReLU) with different rounding in two places, and a
 maximum would then fail to equal itself.
@@ -20,7 +20,6 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from resnet_jax.cpu import extension
 
 
 def _windows(x, window, strides, padding):
@@ -45,27 +44,27 @@ def _max_and_first_argmax(x, window, strides, padding):
     return best, first
 
 
-def max_pool(x, window, strides, padding, native: bool = False):
+def max_pool(x, window, strides, padding, native_backward=None):
     """Max pooling of NHWC `x`: window (kh, kw), strides (sh, sw), padding ((lo, hi), (lo, hi))
-    with -inf, as `flax.linen.max_pool` does. `native`: the gradient of float32 input by the
-    CPU extension (`extension.max_pool_backward`, faster still than the padded copies)."""
+    with -inf, as `flax.linen.max_pool` does. `native_backward`: a kernel with the signature of
+    the CPU extension's `max_pool_backward`, used for float32 input (the kernels seam's choice)."""
     return _max_pool(x, tuple(window), tuple(strides), tuple(map(tuple, padding)), x.shape,
-                     bool(native))
+                     native_backward)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4, 5))
-def _max_pool(x, window, strides, padding, x_shape, native):
+def _max_pool(x, window, strides, padding, x_shape, native_backward):
     return lax.reduce_window(x, -jnp.inf, lax.max, (1, *window, 1), (1, *strides, 1),
                              ((0, 0), *padding, (0, 0)))
 
 
-def _max_pool_fwd(x, window, strides, padding, x_shape, native):
+def _max_pool_fwd(x, window, strides, padding, x_shape, native_backward):
     return _max_and_first_argmax(x, window, strides, padding)
 
 
-def _max_pool_bwd(window, strides, padding, x_shape, native, first, dy):
-    if native and dy.dtype == jnp.float32 and first.dtype == jnp.int8:
-        return (extension.max_pool_backward(first, dy, x_shape, window, strides, padding),)
+def _max_pool_bwd(window, strides, padding, x_shape, native_backward, first, dy):
+    if native_backward is not None and dy.dtype == jnp.float32 and first.dtype == jnp.int8:
+        return (native_backward(first, dy, x_shape, window, strides, padding),)
     (kh, kw), (sh, sw), ((top, bottom), (left, right)) = window, strides, padding
     padded_h, padded_w = x_shape[1] + top + bottom, x_shape[2] + left + right
     _, oh, ow, _ = dy.shape
