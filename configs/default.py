@@ -1,7 +1,7 @@
 """Every config key, with its default. Recipes import this and override a few fields.
 
 Derived values (the learning rate from the batch size, steps from epochs) are computed in one
-place, `resnet_jax.training`, never here.
+place, `resnet_jax.train`, never here.
 """
 
 import ml_collections

@@ -26,6 +26,8 @@ def test_cli_writes_json_with_every_field(tmp_path):
                     "--repeats", "2", "--json", str(path)])
     result = json.loads(path.read_text())
     assert result["device"] and result["versions"]["jax"]
+    # 4 simulated CPU devices in the test session: "auto" keeps to the pure-JAX CPU kernels
+    assert (result["kernels"], result["kernels_used"]) == ("auto", "patches")
     rows = result["results"]
     assert {(r["framework"], r["mode"]) for r in rows} == {
         ("jax", "train"), ("torch", "train"), ("jax", "inference"), ("torch", "inference")}

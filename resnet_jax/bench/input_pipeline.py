@@ -23,7 +23,7 @@ from resnet_jax.data.lazy_tf import tf, tfds
 
 def write_jpeg_dataset(data_dir: str, splits: dict[str, list[np.ndarray]]) -> None:
     """A real TFDS dataset of JPEG files in `data_dir`, in `imagenette`'s format and version,
-    so that the registered Imagenette builder (and `input_pipeline`) reads it.
+    so that the registered Imagenette builder (and `resnet_jax.data`) reads it.
 
     `splits` maps "train"/"validation" to uint8 (H, W, 3) images; labels cycle through 0..9.
     """

@@ -3,7 +3,7 @@
     python -m resnet_jax.bench --model resnet50 --batch_size 256 --dtype bfloat16 \\
         --frameworks jax,torch,torch_compile --json results.json
 
-The JAX training step is `resnet_jax.steps.train_step`, compiled by the same function as in
+The JAX training step is `resnet_jax.train.steps.train_step`, compiled by the same function as in
 `train.py` (forward, backward, SGD with momentum and weight decay, batch-norm update, donated
 state). The PyTorch side is torchvision's model (or the package's twin), channels-last, eager,
 `torch.optim.SGD` with the same hyper-parameters, autocast for bfloat16; `torch_compile` adds
@@ -240,6 +240,8 @@ def benchmark(model: str, batch_size: int, image_size: int, dtype: str, framewor
                                   else torch_peak_memory_gb())
     return {"results": [dataclasses.asdict(r) for r in rows], "device": device_kind,
             "device_count": 1, "versions": versions(),
+            # the JAX model's kernels as asked for, and what they resolved to here
+            "kernels": kernels, "kernels_used": kernel_seam.resolve(kernels, dtype).name,
             "date": time.strftime("%Y-%m-%d")}
 
 
@@ -258,7 +260,8 @@ def versions() -> dict:
 
 
 def format_table(result: dict) -> str:
-    lines = [f"device: {result['device']} x{result['device_count']}",
+    lines = [f"device: {result['device']} x{result['device_count']}, JAX kernels: "
+             f"{result['kernels']} ({result['kernels_used']})",
              f"{'framework':<17}{'mode':<10}{'model':<16}{'batch':>6}{'size':>6}{'dtype':>10}"
              f"{'img/s':>10}{'(min..max)':>18}{'step ms':>9}{'compile s':>10}{'MFU':>7}"]
     by_mode = {}

@@ -1,8 +1,8 @@
 """The package's CPU kernels, reached only through the models' kernels seam.
 
 Registers two `kernels` names with `resnet_jax.models.kernels`, and what "auto" picks:
-- "patches": pure JAX; convolution weight gradients as im2col blocks (`conv`) and a max pool
-  with a dense-array gradient (`pooling`): XLA:CPU runs its own forms of both slowly.
+- "patches": pure JAX; convolution weight gradients as im2col blocks (`conv`), a form XLA:CPU
+  runs faster than its own (the max pool's dense-array gradient is the portable kernels' too).
 - "native": the C++ extension (`extension`, built on first use against oneDNN): convolutions
   forward and backward, batch norm fused with the residual addition and ReLU (`norm`), the max
   pool's gradient; float32 on the CPU backend. Other dtypes fall back to "patches".

@@ -1,4 +1,4 @@
-// XLA FFI handlers for XLA:CPU (resnet_jax/onednn.py builds and registers them):
+// XLA FFI handlers for XLA:CPU (resnet_jax/cpu/extension.py builds and registers them):
 // - NHWC/HWIO float32 convolutions computed by oneDNN: forward pass, input gradient and weight
 //   gradient. XLA:CPU's own convolutions (Eigen) run about half as fast on ResNet layers, and
 //   its weight-gradient lowering an order of magnitude slower (BENCHMARKS.md).

@@ -3,7 +3,7 @@
 torchvision's own model where torchvision has it; otherwise a small twin built from torchvision's
 `ResNet` class (resnet200, plain18/34) or written here (the CIFAR family and its plain
 counterparts, paper section 4.2). State-dict keys follow torchvision's naming throughout, so
-`resnet_jax.torch_interop` maps all of them the same way.
+`resnet_jax.interop.torchvision_weights` maps all of them the same way.
 
 Imports torch: import this module only where torch is wanted (tests, benchmarks, interop).
 """
@@ -79,7 +79,7 @@ class CifarResNet(nn.Module):
                 in_planes = planes
             setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
         self.fc = nn.Linear(64, num_classes)
-        for m in self.modules():  # torchvision's init, as models.py follows it
+        for m in self.modules():  # torchvision's init, as resnet_jax.models.layers follows it
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         if zero_init_residual:

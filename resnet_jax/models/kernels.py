@@ -31,7 +31,7 @@ def portable_max_pool(x, window, strides, padding):
     """Flax's max pool; on the CPU backend with the first-maximum gradient of
     `models.pooling` (XLA:CPU's select-and-scatter is slow there, and routes float32 gradients
     wrongly when XLA recomputes the fused producer with other rounding)."""
-    if jax.default_backend() == "cpu":
+    if jax.default_backend() == "cpu" and not isinstance(padding, str):  # explicit pads only
         return pooling.max_pool(x, window, strides, padding)
     return nn.max_pool(x, window, strides=strides, padding=padding)
 

@@ -69,8 +69,8 @@ class BatchNorm(nn.Module):
 
     Statistics are computed in `float32` (or float64 if params are float64) whatever the compute
     `dtype`. The variance is two-pass, E[(x - mean)^2], for float32/float64 compute: the one-pass
-    E[x^2] - mean^2 cancels on post-ReLU activations and costs float32 gradients up to 1e-1
-    relative error (tools/grad_precision.py). `one_pass_variance=None` (auto) uses one pass only
+    E[x^2] - mean^2 cancels when the mean is large against the spread (post-ReLU activations
+    are all positive). `one_pass_variance=None` (auto) uses one pass only
     for 16-bit compute, where it saves a read of every activation and its error stays far below
     the data's own bfloat16 rounding.
 
