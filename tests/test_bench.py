@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from resnet_jax.bench import train_step as benchmark
+from tests import extension_available
 
 FIELDS = {"framework", "model", "batch_size", "image_size", "dtype", "images_per_sec",
           "step_ms", "compile_s", "mfu"}
@@ -27,7 +28,9 @@ def test_cli_writes_json_with_every_field(tmp_path):
     result = json.loads(path.read_text())
     assert result["device"] and result["versions"]["jax"]
     # 4 simulated CPU devices in the test session: "auto" keeps to the pure-JAX CPU kernels
-    assert (result["kernels"], result["kernels_used"]) == ("auto", "patches")
+    # (or to XLA's own under RESNET_JAX_KERNELS=xla)
+    expected = "xla" if extension_available.XLA_ONLY else "patches"
+    assert (result["kernels"], result["kernels_used"]) == ("auto", expected)
     rows = result["results"]
     assert {(r["framework"], r["mode"]) for r in rows} == {
         ("jax", "train"), ("torch", "train"), ("jax", "inference"), ("torch", "inference")}
