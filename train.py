@@ -30,7 +30,16 @@ FLAGS = flags.FLAGS
 def parse_flags(argv):
     """absl's flag parsing, with bad flags and config overrides as one line and exit status 2."""
     try:
-        return FLAGS(argv)
+        argv = FLAGS(argv)
+        if FLAGS.config is not None:
+            FLAGS.config.keys  # ml_collections defers a load error to the first use
+        return argv
+    except OSError as error:  # the config file is missing or cannot be read
+        reason = [line.strip() for line in str(error).splitlines() if line.strip()][-1]
+        print(f"error: cannot load the --config file: {reason}", file=sys.stderr)
+    except SyntaxError as error:
+        print(f"error: the --config file {error.filename}, line {error.lineno}: {error.msg}",
+              file=sys.stderr)
     except (AttributeError, KeyError) as error:  # ml_collections: no such config key
         key = str(error.args[0] if error.args else error).strip("'\"")
         print(f"error: invalid config override: {key!r} is not a config key (every key is "

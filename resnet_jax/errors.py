@@ -1,25 +1,103 @@
-"""What a user can cause (a bad config, missing data, a mismatched checkpoint or weights file, an
-unknown model) and how the command-line tools report it.
+"""What can stop a run other than a bug, and how the command-line tools report it.
 
-Every such error derives from `UserError`; `reported` turns exactly those into one line on stderr
-and exit status 2. Anything else is a bug in this package and surfaces as a traceback.
+Each kind is one exception class with its own exit status; `reported` turns exactly these into
+one line on stderr and that status. Anything else is a bug in this package and surfaces as a
+traceback (exit status 1).
+
+| status | class         | what happened                                                     |
+|--------|---------------|-------------------------------------------------------------------|
+| 0      |               | finished (or already finished: nothing to do)                     |
+| 1      |               | a bug: Python's traceback                                         |
+| 2      | `UserError`   | a mistake in what the user gave: config, flags, data, weights, a  |
+|        |               | workdir of another run or held by another run                     |
+| 3      | `Interrupted` | SIGTERM / SIGINT: a checkpoint was saved; run the same command    |
+| 4      | `Diverged`    | non-finite loss or gradients: stopped, nothing non-finite saved   |
+| 5      | `StorageError`| the workdir cannot be written (disk full, read-only, not a        |
+|        |               | directory) or holds no checkpoint that can be read                |
+| 130    |               | a second Ctrl-C: exited at once, without saving                   |
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import sys
 
+INTERRUPTED_TWICE = 130  # the shell's status for a process ended by SIGINT
 
-class UserError(ValueError):
+
+class ReportedError(Exception):
+    """An error that is reported as one line and an exit status, without a traceback."""
+    exit_status = 1
+    prefix = "error: "
+
+
+class UserError(ReportedError, ValueError):
     """A mistake in what the user gave us; the message says what is wrong and how to fix it."""
+    exit_status = 2
+
+
+class Interrupted(ReportedError):
+    """The run was asked to stop (SIGTERM, SIGINT) and saved a checkpoint; not an error."""
+    exit_status = 3
+    prefix = ""
+
+
+class Diverged(ReportedError):
+    """The loss or the gradients became non-finite; nothing non-finite was saved."""
+    exit_status = 4
+
+
+class StorageError(ReportedError, OSError):
+    """The workdir cannot be written, or what is in it cannot be read."""
+    exit_status = 5
+
+
+# OSError numbers that describe the storage, not this program: a full disk, a read-only mount,
+# a path that is not a directory, no permission.
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
+                  errno.ENOTDIR, errno.EFBIG}
+
+
+def storage_cause(error: BaseException) -> OSError | None:
+    """The OSError about the storage in `error`'s chain of causes (Orbax and TensorFlow wrap
+    them), or None."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in STORAGE_ERRNOS:
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def describe_os_error(error: OSError) -> str:
+    """'No space left on device: /path' from an OSError, whichever of its fields are set."""
+    reason = error.strerror or str(error)
+    return f"{reason}: {error.filename}" if error.filename else reason
 
 
 @contextlib.contextmanager
 def reported():
-    """`error: <message>` on stderr and exit status 2 for a `UserError`; nothing else caught."""
+    """One line on stderr and the error's exit status for a `ReportedError`, and for an
+    error caused by the storage (`storage_cause`): exit status 5. Nothing else is caught."""
     try:
         yield
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr, flush=True)
-        sys.exit(2)
+    except ReportedError as error:
+        print(f"{error.prefix}{error}", file=sys.stderr, flush=True)
+        sys.exit(error.exit_status)
+    except Exception as error:  # a full disk, a read-only mount... wherever it surfaced
+        cause = storage_cause(error)
+        if cause is None:
+            raise
+        print(f"error: {describe_os_error(cause)}{_STORAGE_HINTS.get(cause.errno, '')}",
+              file=sys.stderr, flush=True)
+        sys.exit(StorageError.exit_status)
+
+
+_STORAGE_HINTS = {
+    errno.ENOSPC: "; free some space and run the same command to continue from the last "
+                  "checkpoint",
+    errno.EDQUOT: "; free some space (disk quota) and run the same command to continue",
+    errno.EROFS: "; use a --workdir on a writable filesystem",
+}

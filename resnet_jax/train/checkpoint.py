@@ -1,18 +1,25 @@
 """Orbax checkpoints in WORKDIR/checkpoints: the TrainState plus a small JSON description.
 
 The description (model, classes, dataset, batch size) lets a run refuse a workdir that holds
-another model's checkpoints before it touches anything. Saving is asynchronous; the data
-position is the step itself (see `input_pipeline`), so it travels inside the state.
+another model's checkpoints before it touches anything. Saving is asynchronous and atomic
+(Orbax writes a temporary directory and renames it when complete); the data position is the
+step itself (see `data.batching`), so it travels inside the state. A damaged checkpoint (a
+truncated, zeroed or missing file) falls back to the previous one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import logging
 import os
+import sys
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
-from resnet_jax.errors import UserError
+from resnet_jax.errors import StorageError, UserError
 
 
 class CheckpointMismatch(UserError):
@@ -33,34 +40,130 @@ def describe(config, num_classes: int) -> dict:
             "shortcut": config.shortcut, "batch_size": config.batch_size}
 
 
-def check_compatible(manager: ocp.CheckpointManager, description: dict) -> int | None:
-    """The latest step, after checking that its description matches; None if there is none."""
-    step = manager.latest_step()
-    if step is None:
-        return None
-    saved = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+def save(manager: ocp.CheckpointManager, step: int, state, description: dict,
+         interval_sums: dict | None = None) -> None:
+    """Saves `state` at `step` (asynchronously). `interval_sums`: the metric sums of the steps
+    since the last metrics row, so that a resumed run writes the same rows as one that was not
+    interrupted."""
+    meta = dict(description)
+    if interval_sums is not None:
+        meta["interval_sums"] = {k: v.item() for k, v in interval_sums.items()}
+    manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                               meta=ocp.args.JsonSave(meta)), force=True)
+
+
+def restore_latest(workdir: str, manager: ocp.CheckpointManager, keep: int, abstract_state,
+                   description: dict):
+    """The newest checkpoint that can be read, as (manager, step, state, interval_sums), or
+    (manager, None, None, None) if there is none.
+
+    A checkpoint that cannot be read is reported in one line and moved out of the way, to
+    WORKDIR/damaged_checkpoints/STEP (never deleted), once an older one has been read; if none
+    can be read, StorageError and nothing is moved. A checkpoint of another run (another model,
+    dataset, ...) raises CheckpointMismatch naming its metadata file.
+    """
+    with _quiet_failed_reads():
+        return _restore_latest(workdir, manager, keep, abstract_state, description)
+
+
+def _restore_latest(workdir, manager, keep, abstract_state, description):
+    damaged = []
+    for step in sorted(manager.all_steps(), reverse=True):
+        try:
+            meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+            meta = dict(meta["meta"])
+        except Exception as error:  # noqa: BLE001 -- whatever Orbax or the files raise
+            damaged.append(_report_damaged(manager, step, "meta", error))
+            continue
+        _check_compatible(meta, description, _item_path(manager, step, "meta"))
+        try:
+            state = manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state)))["state"]
+        except Exception as error:  # noqa: BLE001
+            damaged.append(_report_damaged(manager, step, "state", error))
+            continue
+        if damaged:
+            manager = _move_aside(workdir, manager, damaged, keep)
+        sums = meta.get("interval_sums")
+        sums = None if sums is None else {k: np.asarray(v, _SUM_DTYPES.get(k, np.float32))
+                                          for k, v in sums.items()}
+        return manager, step, state, sums
+    if damaged:
+        raise StorageError(
+            f"no checkpoint in {manager.directory} can be read (steps "
+            f"{', '.join(map(str, damaged))}); nothing was changed. Move the checkpoints "
+            f"directory away to train from scratch, or restore it from a copy")
+    return manager, None, None, None
+
+
+_SUM_DTYPES = {"nonfinite_steps": np.int32, "first_nonfinite_step": np.int32}
+
+
+def _item_path(manager, step: int, item: str) -> str:
+    return os.path.join(str(manager.directory), str(step), item)
+
+
+def _check_compatible(saved: dict, description: dict, path: str) -> None:
     different = {k: (saved.get(k), v) for k, v in description.items() if saved.get(k) != v}
     if different:
         detail = ", ".join(f"{k}: checkpoint {a!r} vs config {b!r}"
                            for k, (a, b) in different.items())
         raise CheckpointMismatch(
-            f"{manager.directory} holds checkpoints of another run ({detail}); use another "
-            f"--workdir or match the config")
+            f"{os.path.dirname(os.path.dirname(path))} holds checkpoints of another run "
+            f"({detail}; read from {os.path.join(path, 'metadata')}); use another --workdir "
+            f"or match the config")
+
+
+@contextlib.contextmanager
+def _quiet_failed_reads():
+    """When one read of a damaged checkpoint fails, Orbax abandons its other reads: each then
+    reports itself ('Event loop is closed', 'Exception ignored in <coroutine>', asyncio's 'exception
+    was never retrieved'), a traceback apiece, hundreds in all, after the one error that
+    `restore_latest` reports. Those reports are dropped while checkpoints are read."""
+    previous = sys.unraisablehook
+    loggers = {name: logging.getLogger(name) for name in ("asyncio", "absl")}
+    levels = {name: logger.level for name, logger in loggers.items()}
+    sys.unraisablehook = lambda unraisable: None
+    for logger in loggers.values():  # absl: Orbax's warning about a missing metadata file
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        gc.collect()  # finalizes the abandoned reads now, while their reports are dropped
+        sys.unraisablehook = previous
+        for name, logger in loggers.items():
+            logger.setLevel(levels[name])
+
+
+def _report_damaged(manager, step: int, item: str, error: Exception) -> int:
+    reason = (str(error).strip().splitlines() or [""])[0].split(" See full TensorStore")[0]
+    reason = reason if len(reason) <= 160 else reason[:157] + "..."
+    print(f"warning: checkpoint {step} cannot be read ({_item_path(manager, step, item)}: "
+          f"{type(error).__name__}: {reason}); trying the previous one", file=sys.stderr,
+          flush=True)
     return step
 
 
-def save(manager: ocp.CheckpointManager, step: int, state, description: dict,
-         force: bool = False) -> None:
-    manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                               meta=ocp.args.JsonSave(description)),
-                 force=force)
-
-
-def restore(manager: ocp.CheckpointManager, step: int, abstract_state):
-    """Restores `step` into the shardings of `abstract_state` (any device count)."""
-    restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state)))
-    return restored["state"]
+def _move_aside(workdir: str, manager, steps, keep: int) -> ocp.CheckpointManager:
+    """Moves damaged step directories to WORKDIR/damaged_checkpoints (process 0; the others
+    wait), so that the run can save those steps again; returns a manager that no longer sees
+    them."""
+    target = os.path.join(workdir, "damaged_checkpoints")
+    if jax.process_index() == 0:
+        os.makedirs(target, exist_ok=True)
+        for step in steps:
+            destination = os.path.join(target, f"{step}")
+            suffix = 1
+            while os.path.exists(destination):
+                destination, suffix = os.path.join(target, f"{step}.{suffix}"), suffix + 1
+            os.replace(os.path.join(str(manager.directory), str(step)), destination)
+            print(f"warning: moved damaged checkpoint {step} to {destination}",
+                  file=sys.stderr, flush=True)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices("resnet_jax: damaged checkpoints moved")
+    manager.close()
+    return create_manager(workdir, keep)
 
 
 def load_state(workdir: str, step: int | None = None) -> dict:

@@ -45,6 +45,26 @@ def validate_config(config) -> None:
         raise ConfigError(f"unknown dtype {config.dtype!r}; valid: {', '.join(DTYPES)}")
     if config.num_train_steps <= 0 and config.num_epochs <= 0:
         raise ConfigError("set num_train_steps > 0 or num_epochs > 0")
+    for key, (works, valid) in VALUE_RANGES.items():
+        if not works(config[key]):
+            raise ConfigError(f"{key} must be {valid}, got {config[key]}")
+
+
+# Values that cannot work, refused before anything runs: key -> (test, the valid range).
+VALUE_RANGES = {
+    "learning_rate": (lambda v: v >= 0, ">= 0 (a negative rate climbs the loss)"),
+    "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "weight_decay": (lambda v: v >= 0, ">= 0"),
+    "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "warmup_epochs": (lambda v: v >= 0, ">= 0"),
+    "lr_decay_factor": (lambda v: v > 0, "> 0"),
+    "bn_momentum": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "bn_epsilon": (lambda v: v > 0, "> 0"),
+    "image_size": (lambda v: v >= 1, ">= 1"),
+    "log_every_steps": (lambda v: v >= 1, ">= 1"),
+    "checkpoint_every_steps": (lambda v: v >= 1, ">= 1 (a run also saves whenever it stops)"),
+    "keep_checkpoints": (lambda v: v >= 1, ">= 1 (with none kept, nothing could resume)"),
+}
 
 
 def _check_multiple(config, key: str, multiple_of: int, what: str) -> None:

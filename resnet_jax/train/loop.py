@@ -20,9 +20,11 @@ import numpy as np
 from absl import logging
 from tqdm import tqdm
 
+from resnet_jax import errors
 from resnet_jax.data import batching, datasets
 from resnet_jax.launch import sharding
-from resnet_jax.train import checkpoint, metrics, optim, steps
+from resnet_jax.train import checkpoint, metrics, optim, preemption, steps
+from resnet_jax.train import workdir as workdir_lib
 from resnet_jax.train.config import model_from_config, validate_config
 
 
@@ -63,21 +65,35 @@ def _setup_compilation_cache(path: str) -> None:
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
-    """Trains `config` in `workdir`, resuming from its latest checkpoint; returns eval metrics."""
+    """Trains `config` in `workdir`, resuming from its latest checkpoint; returns eval metrics.
+
+    Stops early, with a checkpoint, on SIGTERM/SIGINT (`errors.Interrupted`) and, without saving
+    anything non-finite, when the loss diverges (`errors.Diverged`).
+    """
     wall_start = time.perf_counter()
     validate_config(config)
+    source = datasets.create_source(config)  # DataError if not prepared
+    with workdir_lib.claim(workdir), preemption.StopSignals() as stop:
+        return _train_and_evaluate(config, workdir, source, stop, wall_start)
+
+
+def _train_and_evaluate(config, workdir, source, stop, wall_start) -> dict:
     is_main = jax.process_index() == 0
     show_progress = bool(config.progress_bar) and is_main
-    source = datasets.create_source(config)  # DataError if not prepared
     info = source.info
     steps_per_epoch = info.num_train / config.batch_size
     total_steps = (config.num_train_steps if config.num_train_steps > 0
                    else math.ceil(config.num_epochs * steps_per_epoch))
 
-    os.makedirs(workdir, exist_ok=True)
     manager = checkpoint.create_manager(workdir, config.keep_checkpoints)
+    if manager.latest_step() == total_steps:
+        finished = metrics.final_eval(workdir, total_steps)
+        if finished is not None:
+            if is_main:
+                print(f"{workdir} finished at step {total_steps} (top-1 {finished['top1']:.4f} "
+                      f"on {finished['count']} held-out examples): nothing to do", flush=True)
+            return {**finished, "step": total_steps}
     description = checkpoint.describe(config, info.num_classes)
-    latest = checkpoint.check_compatible(manager, description)  # before any compilation
     _setup_compilation_cache(config.compilation_cache_dir)
     if config.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
@@ -86,18 +102,18 @@ def train_and_evaluate(config, workdir: str) -> dict:
     model = model_from_config(config, info.num_classes, info.image_shape[-1])
     schedule = optim.create_schedule(config, steps_per_epoch, total_steps)
     tx = optim.create_optimizer(config, schedule)
-    repl = sharding.replicated(mesh)
     init = jax.jit(functools.partial(steps.create_train_state, model, tx, info.image_shape),
-                   out_shardings=repl)
-    state = init(jax.random.PRNGKey(config.seed))
-    start_step = 0
-    if latest is not None:
-        state = checkpoint.restore(manager, latest, state)
-        start_step = int(state.step)
+                   out_shardings=sharding.replicated(mesh))
+    rng = jax.random.PRNGKey(config.seed)
+    manager, start_step, state, sums = checkpoint.restore_latest(
+        workdir, manager, config.keep_checkpoints, jax.eval_shape(init, rng), description)
+    if state is None:
+        start_step, state = 0, init(rng)
+    else:
         logging.info("resumed from step %d", start_step)
 
     writer = metrics.MetricWriter(workdir, enabled=is_main)
-    writer.truncate_after(start_step)
+    writer.resume_at(start_step)
     local_batch = config.batch_size // jax.process_count()
     train_fn, compile_s = steps.compile_train_step(
         state, mesh, (local_batch, *info.image_shape), config.label_smoothing,
@@ -117,6 +133,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
     end_step = total_steps if config.stop_after_steps <= 0 else min(total_steps,
                                                                      config.stop_after_steps)
+    end_step = max(end_step, start_step)
     batches = batching.train_batches(source, config.batch_size, start_step,
                                            end_step - start_step, config.seed,
                                            jax.process_index(), jax.process_count())
@@ -124,35 +141,54 @@ def train_and_evaluate(config, workdir: str) -> dict:
     progress = tqdm(total=total_steps, initial=start_step, desc="train", unit="step",
                     disable=not show_progress, dynamic_ncols=True,
                     mininterval=0.5 if sys.stderr.isatty() else 10.0)
-    sums, interval_start, interval_steps, input_wait = None, time.perf_counter(), 0, 0.0
+
+    def save(step):
+        """Checkpoints `step` unless a step since the last check was not finite."""
+        interval = None if sums is None else jax.device_get(sums)
+        _raise_if_diverged(interval, step, manager)
+        checkpoint.save(manager, step, state, description, interval)
+
+    interval_start, interval_steps, input_wait = time.perf_counter(), 0, 0.0
+    stopping = False
     for step in range(start_step, end_step):
         wait_start = time.perf_counter()
         batch = next(batches)  # steps are dispatched asynchronously: time here is input-bound
         input_wait += time.perf_counter() - wait_start
         state, step_sums = train_fn(state, batch)
-        sums = step_sums if sums is None else jax.tree_util.tree_map(jnp.add, sums, step_sums)
+        sums = metrics.accumulate(sums, step_sums)
         interval_steps += 1
         done = step + 1
         progress.update(1)
-        if done % config.log_every_steps == 0 or done == end_step:
-            values = metrics.means(jax.device_get(sums))  # the only host sync in the loop
+        if done % config.log_every_steps == 0 or done == total_steps:
+            interval = jax.device_get(sums)  # the only host sync in the loop
+            _raise_if_diverged(interval, done, manager)
+            values = metrics.means(interval)
             elapsed = time.perf_counter() - interval_start
             values["learning_rate"] = float(schedule(step))
             values["images_per_sec"] = interval_steps * config.batch_size / elapsed
             values["input_wait_fraction"] = min(input_wait / elapsed, 1.0)
             writer.write(done, "train", values)
-            progress.set_postfix(loss=f"{values['loss']:.4f}", lr=f"{values['learning_rate']:.4g}",
+            progress.set_postfix(loss=f"{values['loss']:.4f}",
+                                 lr=f"{values['learning_rate']:.4g}",
                                  img_s=f"{values['images_per_sec']:.0f}")
-            sums, interval_start, interval_steps, input_wait = None, time.perf_counter(), 0, 0.0
-        if config.eval_every_steps > 0 and done % config.eval_every_steps == 0 and done < total_steps:
+            sums, interval_start, interval_steps, input_wait = (None, time.perf_counter(),
+                                                                0, 0.0)
+        if (config.eval_every_steps > 0 and done % config.eval_every_steps == 0
+                and done < total_steps):
             eval_sums, _, _ = evaluate(eval_fn, state, source, config, mesh, show_progress)
             writer.write(done, "eval", _eval_values(eval_sums))
-        if done % config.checkpoint_every_steps == 0:
-            checkpoint.save(manager, done, state, description)
+        stopping = stop.requested(done)  # every step: processes agree on where to stop
+        if done % config.checkpoint_every_steps == 0 or done == end_step or stopping:
+            save(done)
+        if stopping:
+            break
     progress.close()
-    if manager.latest_step() != end_step:
-        checkpoint.save(manager, end_step, state, description, force=True)
     manager.wait_until_finished()
+    if stopping:
+        raise errors.Interrupted(
+            f"{stop.received}: stopped at step {done} of {total_steps}, checkpoint saved in "
+            f"{os.path.join(workdir, 'checkpoints', str(done))}; run the same command to "
+            f"continue")
 
     if end_step < total_steps:
         if is_main:
@@ -177,3 +213,21 @@ def train_and_evaluate(config, workdir: str) -> dict:
               f"{os.path.join(workdir, 'report.txt')}", flush=True)
     eval_result.update(step=total_steps, wall_s=wall_s, compile_s=compile_s)
     return eval_result
+
+
+def _raise_if_diverged(interval: dict | None, step: int, manager) -> None:
+    """Diverged, after the pending checkpoint is written, if a step up to `step` was skipped
+    for being non-finite."""
+    if interval is None or not interval[metrics.NONFINITE_STEPS]:
+        return
+    manager.wait_until_finished()
+    first, skipped = int(interval[metrics.FIRST_NONFINITE_STEP]) + 1, int(
+        interval[metrics.NONFINITE_STEPS])
+    last_good = manager.latest_step()
+    kept = (f"the last checkpoint, step {last_good}, is finite and kept" if last_good is not None
+            else "no checkpoint was saved")
+    raise errors.Diverged(
+        f"training diverged: the loss or gradients at step {first} are not finite (loss "
+        f"{float(interval['loss']) / float(interval['count']):.4g} over the steps since the last "
+        f"log; {skipped} non-finite step(s) skipped, up to step {step}); stopped, {kept}. "
+        f"Try a lower learning_rate or a warm-up")

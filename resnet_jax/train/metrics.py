@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Sequence
 
 import jax
@@ -11,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from resnet_jax.data.lazy_tf import tf
+from resnet_jax.errors import StorageError
 
 
 def classification_sums(logits, labels, mask=None) -> dict:
@@ -27,35 +29,88 @@ def classification_sums(logits, labels, mask=None) -> dict:
             "top5": jnp.sum(jnp.any(hits, axis=-1) * weights), "count": jnp.sum(weights)}
 
 
+# Keys of a training step's sums that are not per-example sums: how many steps were skipped
+# because they were not finite, and the first of them (NO_STEP if none).
+NONFINITE_STEPS, FIRST_NONFINITE_STEP = "nonfinite_steps", "first_nonfinite_step"
+NO_STEP = np.iinfo(np.int32).max
+
+
+def nonfinite_sums(finite, step) -> dict:
+    """A training step's record of whether it was skipped (see `steps.skip_unless`)."""
+    return {NONFINITE_STEPS: jnp.where(finite, 0, 1).astype(jnp.int32),
+            FIRST_NONFINITE_STEP: jnp.where(finite, NO_STEP, step).astype(jnp.int32)}
+
+
+def accumulate(total: dict | None, sums: dict) -> dict:
+    """Adds one step's sums to the interval's (on the device): sums add, the first non-finite
+    step is the minimum."""
+    if total is None:
+        return sums
+    return {key: (jnp.minimum if key == FIRST_NONFINITE_STEP else jnp.add)(total[key], value)
+            for key, value in sums.items()}
+
+
 def means(sums: dict) -> dict:
     """Host floats: loss, top1, top5 averaged over the examples counted."""
     count = float(sums["count"])
-    return {k: float(v) / count for k, v in sums.items() if k != "count"}
+    return {k: float(sums[k]) / count for k in ("loss", "top1", "top5")}
+
+
+def read_rows(path: str) -> list[dict]:
+    """metrics.jsonl's rows. A torn last line (a crash while it was written) is dropped with a
+    warning; any other unreadable line is a StorageError naming the file and line."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        lines = f.read().split("\n")
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            if any(rest.strip() for rest in lines[number:]):
+                raise StorageError(f"{path}, line {number}, is not a JSON object; fix or "
+                                   f"remove that line") from None
+            print(f"warning: {path}: dropped an incomplete last line (written when a run "
+                  f"stopped); its step is written again", file=sys.stderr, flush=True)
+    return rows
 
 
 class MetricWriter:
     """One JSON object per line in WORKDIR/metrics.jsonl, and TensorBoard scalars in WORKDIR.
 
-    Only process 0 writes; other processes get a writer that does nothing.
+    metrics.jsonl is the record; TensorBoard's event files are rewritten from it when a run
+    resumes, so that both show each step once. Only process 0 writes; other processes get a
+    writer that does nothing.
     """
 
     def __init__(self, workdir: str, enabled: bool = True, tensorboard: bool = True):
         self.enabled = enabled
+        self.workdir = workdir
         self.path = os.path.join(workdir, "metrics.jsonl")
+        self._tensorboard = tensorboard
         self._summary = None
-        if enabled and tensorboard:
-            self._summary = tf.summary.create_file_writer(workdir)
 
-    def truncate_after(self, step: int) -> None:
-        """On resume: drop lines of steps after the checkpoint, which will be written again."""
-        if not self.enabled or not os.path.exists(self.path):
+    def resume_at(self, step: int) -> None:
+        """Keeps the rows of steps up to `step` (the checkpoint the run resumes from; they will
+        be written again after it) and rewrites TensorBoard's events to match."""
+        if not self.enabled:
             return
-        with open(self.path) as f:
-            kept = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+        kept = [row for row in read_rows(self.path) if row["step"] <= step]
         tmp = self.path + ".tmp"
         with open(tmp, "w") as f:
-            f.writelines(kept)
+            f.writelines(json.dumps(row) + "\n" for row in kept)
         os.replace(tmp, self.path)
+        if self._tensorboard:
+            for name in os.listdir(self.workdir):
+                if name.startswith("events.out.tfevents."):
+                    os.remove(os.path.join(self.workdir, name))
+            self._summary = tf.summary.create_file_writer(self.workdir)
+            for row in kept:
+                self._scalars(row["step"], row["split"], row)
+            self._summary.flush()
 
     def write(self, step: int, split: str, values: dict) -> None:
         if not self.enabled:
@@ -63,10 +118,21 @@ class MetricWriter:
         with open(self.path, "a") as f:
             f.write(json.dumps({"step": int(step), "split": split, **values}) + "\n")
         if self._summary is not None:
-            with self._summary.as_default():
-                for key, value in values.items():
-                    tf.summary.scalar(f"{split}/{key}", value, step=int(step))
+            self._scalars(step, split, values)
             self._summary.flush()
+
+    def _scalars(self, step: int, split: str, values: dict) -> None:
+        with self._summary.as_default():
+            for key, value in values.items():
+                if key not in ("step", "split"):
+                    tf.summary.scalar(f"{split}/{key}", value, step=int(step))
+
+
+def final_eval(workdir: str, step: int) -> dict | None:
+    """The eval row a finished run wrote at its last `step`, if there is one."""
+    rows = read_rows(os.path.join(workdir, "metrics.jsonl"))
+    finals = [row for row in rows if row["step"] == step and row["split"] == "eval"]
+    return finals[-1] if finals else None
 
 
 def write_report(path: str, labels: np.ndarray, predictions: np.ndarray, top5: float,
