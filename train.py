@@ -72,7 +72,8 @@ def main(argv):
     if jax.process_index() != 0 and not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.ERROR)  # one voice: process 0 logs for the run
 
-    from resnet_jax.train import loop
+    from resnet_jax.train import checkpoint, loop
+    checkpoint.report_errors_once()
     with errors.reported():  # a UserError: one line, exit 2; anything else is a bug: traceback
         loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 

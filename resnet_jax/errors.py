@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
+import re
 import sys
 
 INTERRUPTED_TWICE = 130  # the shell's status for a process ended by SIGINT
@@ -60,13 +62,19 @@ STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.E
 
 
 def storage_cause(error: BaseException) -> OSError | None:
-    """The OSError about the storage in `error`'s chain of causes (Orbax and TensorFlow wrap
-    them), or None."""
+    """The OSError about the storage in `error`'s chain of causes, or None. Orbax wraps them;
+    TensorStore (Orbax's writer) raises ValueError("... local file "PATH" ...
+    [os_error_code='28']"), read here as the OSError it stands for."""
     seen = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
         if isinstance(error, OSError) and error.errno in STORAGE_ERRNOS:
             return error
+        code = re.search(r"\[os_error_code='(\d+)'\]", str(error))
+        if code and int(code.group(1)) in STORAGE_ERRNOS:
+            path = re.search(r'local file "([^"]+)"', str(error))
+            number = int(code.group(1))
+            return OSError(number, os.strerror(number), path.group(1) if path else None)
         error = error.__cause__ or error.__context__
     return None
 

@@ -25,3 +25,14 @@ for _module in ("torch", "triton"):
 def cache_dir(tmp_path_factory):
     """One persistent XLA compilation cache for the session's training runs."""
     return str(tmp_path_factory.mktemp("xla_cache"))
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory, cache_dir):
+    """The small digits run (tests/digits_runs.py), trained once, in-process on 4 devices."""
+    from resnet_jax.train import loop
+    from tests.digits_runs import small_digits_config
+
+    workdir = str(tmp_path_factory.mktemp("digits"))
+    result = loop.train_and_evaluate(small_digits_config(cache_dir), workdir)
+    return workdir, result

@@ -6,6 +6,7 @@ end-to-end test trains the digits with 2 processes x 2 devices and compares with
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -13,10 +14,12 @@ import time
 
 import pytest
 
+from resnet_jax import errors
 from resnet_jax.launch import multiprocess
 from resnet_jax.train import checkpoint
 from tests.closeness import assert_trees_close
-from tests.train_cli import REPO, cli_args, cli_env, read_metrics, run_cli
+from tests.train_cli import (REPO, BackgroundRun, cli_args, cli_env, read_metrics,
+                             reported_lines, run_cli)
 
 
 def free_port() -> int:
@@ -182,3 +185,36 @@ def test_two_processes_match_one_and_resume_elastically(tmp_path, cache_dir):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
     assert [m["count"] for m in multis if m["split"] == "eval"] == [360, 360]
     assert sorted(os.listdir(os.path.join(multi, "checkpoints"))) == ["12", "24"]
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_process_stops_all_at_the_same_step(tmp_path, cache_dir):
+    """A preemption notice reaching one host: every process saves the same step together (JAX's
+    preemption sync point) and exits with the interrupted status; one process continues."""
+    args = [f"--config.{k}={v}" for k, v in dict(
+        model="resnet8", num_train_steps=600, batch_size=32, eval_batch_size=48,
+        log_every_steps=10, checkpoint_every_steps=1000, compilation_cache_dir=cache_dir).items()]
+    workdir, address = str(tmp_path / "run"), f"127.0.0.1:{free_port()}"
+    runs = [BackgroundRun(None, workdir + ("" if i == 0 else f".{i}"), devices=2,
+                          command=cli_args(args + ["--coordinator_address", address,
+                                                   "--num_processes=2", f"--process_id={i}"],
+                                           workdir))
+            for i in range(2)]
+    try:
+        runs[0].wait_for_row(20)
+        runs[1].signal(signal.SIGTERM)
+        statuses = [run.wait(timeout=120) for run in runs]
+    finally:
+        for run in runs:
+            run.wait(timeout=1)
+    assert statuses == [errors.Interrupted.exit_status] * 2, runs[1].stderr()[-3000:]
+    stops = [[line for line in reported_lines(run.stderr()) if "stopped at step" in line]
+             for run in runs]
+    assert all(len(lines) == 1 for lines in stops), stops
+    step = int(stops[0][0].split("stopped at step ")[1].split()[0])
+    assert stops[1][0] == stops[0][0]  # the same step, the same checkpoint
+    assert os.listdir(os.path.join(workdir, "checkpoints")) == [str(step)]
+
+    proc = run_cli(args + [f"--config.stop_after_steps={step + 10}"], workdir, devices=2)
+    assert proc.returncode == 0, proc.stderr[-2000:]  # continued by a single process
+    assert f"steps {step}..600" in proc.stdout

@@ -2,33 +2,16 @@
 
 import hashlib
 import os
+import shutil
 
 import jax
 import numpy as np
 import pytest
 
-from configs import digits
 from resnet_jax.train import checkpoint, loop
 from resnet_jax.train import config as train_config
+from tests.digits_runs import small_digits_config
 from tests.train_cli import read_metrics, run_cli
-
-
-def small_digits_config(cache_dir, **overrides):
-    config = digits.get_config()
-    # resnet8, the smallest of the CIFAR family: these tests check the training loop's
-    # plumbing, not the depth, and it compiles in half resnet20's time.
-    config.update(model="resnet8", num_train_steps=24, batch_size=32, eval_batch_size=48,
-                  log_every_steps=6, checkpoint_every_steps=12, eval_every_steps=12,
-                  progress_bar=False, compilation_cache_dir=cache_dir)
-    config.update(overrides)
-    return config
-
-
-@pytest.fixture(scope="session")
-def finished_run(tmp_path_factory, cache_dir):
-    workdir = str(tmp_path_factory.mktemp("digits"))
-    result = loop.train_and_evaluate(small_digits_config(cache_dir), workdir)
-    return workdir, result
 
 
 def test_run_writes_metrics_report_events_and_checkpoints(finished_run):
@@ -53,17 +36,46 @@ def test_run_writes_metrics_report_events_and_checkpoints(finished_run):
 
 
 def test_interrupted_run_resumes_bitwise(tmp_path, finished_run, cache_dir):
+    """Stopped at step 18 (checkpoint 12 and 18, metrics rows to 18), then, as after a crash
+    before checkpoint 18 was complete: its directory gone and a torn last metrics line. The
+    same command resumes from 12 and ends equal to the uninterrupted run, bit for bit, with
+    each metrics row once, in metrics.jsonl and in TensorBoard."""
     workdir, _ = finished_run
     interrupted = str(tmp_path / "interrupted")
-    partial = loop.train_and_evaluate(small_digits_config(cache_dir, stop_after_steps=12),
-                                          interrupted)
-    assert partial == {"step": 12}
+    partial = loop.train_and_evaluate(small_digits_config(cache_dir, stop_after_steps=18),
+                                      interrupted)
+    assert partial == {"step": 18}
+    shutil.rmtree(os.path.join(interrupted, "checkpoints", "18"))
+    with open(os.path.join(interrupted, "metrics.jsonl"), "a") as f:
+        f.write('{"step": 24, "split": "tr')
     loop.train_and_evaluate(small_digits_config(cache_dir), interrupted)
     assert read_metrics(interrupted) == read_metrics(workdir)
     ours, reference = checkpoint.load_state(interrupted), checkpoint.load_state(workdir)
     assert int(ours["step"]) == 24
     for a, b in zip(jax.tree_util.tree_leaves(ours), jax.tree_util.tree_leaves(reference)):
         np.testing.assert_array_equal(a, b)
+    assert tensorboard_scalars(interrupted) == tensorboard_scalars(workdir)
+
+
+def tensorboard_scalars(workdir) -> list:
+    """(tag, step) of every scalar in the workdir's TensorBoard event files, in order."""
+    import tensorflow as tf
+
+    scalars = []
+    for name in sorted(os.listdir(workdir)):
+        if name.startswith("events.out.tfevents"):
+            for event in tf.compat.v1.train.summary_iterator(os.path.join(workdir, name)):
+                scalars += [(value.tag, event.step) for value in event.summary.value]
+    return scalars
+
+
+def test_a_finished_run_is_a_no_op(finished_run, cache_dir, capfd):
+    workdir, result = finished_run
+    before = _tree_digest(workdir)
+    again = loop.train_and_evaluate(small_digits_config(cache_dir), workdir)
+    assert _tree_digest(workdir) == before
+    assert f"{workdir} finished at step 24" in capfd.readouterr().out
+    assert again["top1"] == result["top1"] and again["step"] == 24
 
 
 def _tree_digest(path):
@@ -102,6 +114,14 @@ def test_bad_input_is_one_line_and_exit_status_2(tmp_path, args, devices, messag
                                                           "batch) or divide the micro-batch of 8"),
     ({"eval_batch_size": 50}, "eval_batch_size=50 must be a positive multiple of the device "
                               "count (4); try 48"),
+    ({"learning_rate": -0.1}, "learning_rate must be >= 0 (a negative rate climbs the loss), "
+                              "got -0.1"),
+    ({"checkpoint_every_steps": 0}, "checkpoint_every_steps must be >= 1 (a run also saves "
+                                    "whenever it stops), got 0"),
+    ({"log_every_steps": 0}, "log_every_steps must be >= 1, got 0"),
+    ({"keep_checkpoints": 0}, "keep_checkpoints must be >= 1 (with none kept, nothing could "
+                              "resume), got 0"),
+    ({"momentum": 1.0}, "momentum must be in [0, 1), got 1.0"),
 ])
 def test_config_errors_are_one_line_before_anything_runs(cache_dir, overrides, message):
     assert jax.device_count() == 4  # conftest.py

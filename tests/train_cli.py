@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -31,3 +32,66 @@ def read_metrics(workdir, drop=("images_per_sec", "input_wait_fraction")) -> lis
     """metrics.jsonl's lines, without the timing-dependent values (`drop`)."""
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         return [{k: v for k, v in json.loads(line).items() if k not in drop} for line in f]
+
+
+class BackgroundRun:
+    """train.py in a subprocess that the test can signal while it trains; its stdout and
+    stderr go to files beside the workdir, readable while it runs."""
+
+    def __init__(self, args, workdir, devices=1, command=None):
+        self.workdir = workdir
+        self._out = open(workdir.rstrip("/") + ".stdout", "w+")
+        self._err = open(workdir.rstrip("/") + ".stderr", "w+")
+        self.proc = subprocess.Popen(command or cli_args(args, workdir), cwd=REPO,
+                                     env=cli_env(devices), stdout=self._out, stderr=self._err,
+                                     text=True)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def wait_for_row(self, step: int, timeout: float = 180) -> None:
+        """Returns once metrics.jsonl has a row of `step` (the run is training past it)."""
+        path = os.path.join(self.workdir, "metrics.jsonl")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the run ended (status {self.proc.returncode}) before "
+                                     f"step {step}: {self.stderr()[-2000:]}")
+            if os.path.exists(path) and f'"step": {step},' in open(path).read():
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"no metrics row of step {step} within {timeout} s")
+
+    def wait_for_text(self, text: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.stderr():
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise AssertionError(f"{text!r} not in stderr: {self.stderr()[-2000:]}")
+            time.sleep(0.02)
+
+    def signal(self, signum) -> None:
+        self.proc.send_signal(signum)
+
+    def wait(self, timeout: float = 120) -> int:
+        try:
+            return self.proc.wait(timeout=timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+
+    def stdout(self) -> str:
+        self._out.flush()
+        return open(self._out.name).read()
+
+    def stderr(self) -> str:
+        self._err.flush()
+        return open(self._err.name).read()
+
+
+def reported_lines(stderr: str) -> list:
+    """The lines a run reported to its user (errors, warnings, its stop line), without the
+    logs of XLA, TensorFlow and absl."""
+    return [line for line in stderr.splitlines()
+            if line.startswith(("error:", "warning:", "SIGTERM", "SIGINT"))]

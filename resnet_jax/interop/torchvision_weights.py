@@ -86,6 +86,11 @@ def from_torchvision(name: str, state_dict: Mapping[str, Any], **options) -> dic
     `shortcut="B"` for a CIFAR model with projections) are passed as keywords. Raises UserError
     naming every missing, unexpected or misshapen key: never a partial load.
     """
+    not_arrays = [f"{k} ({type(v).__name__})" for k, v in state_dict.items()
+                  if not hasattr(v, "shape")]
+    if not_arrays:
+        raise UserError(f"not a state dict of tensors: {_abbreviate(not_arrays)} are not "
+                        f"tensors or arrays")
     if "fc.weight" not in state_dict or "conv1.weight" not in state_dict:
         raise UserError(f"not a ResNet state dict for {name!r}: it lacks 'fc.weight' or "
                          f"'conv1.weight' (keys start with {list(state_dict)[:3]})")
@@ -128,6 +133,10 @@ def to_torchvision(name: str, variables: Mapping[str, Any]) -> dict:
     import torch  # optional dependency: only this direction needs it
 
     models.check_model_name(name)
+    missing = [c for c in ("params", "batch_stats") if c not in variables]
+    if missing:
+        raise UserError(f"variables for {name} lack {' and '.join(map(repr, missing))}: pass "
+                        f"the model's {{'params': ..., 'batch_stats': ...}}")
     state_dict = {}
     for collection in ("params", "batch_stats"):
         for key, array in torch_arrays(variables[collection], collection).items():

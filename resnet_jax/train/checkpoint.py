@@ -184,3 +184,19 @@ def load_state(workdir: str, step: int | None = None) -> dict:
     restored = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(target)))
     return restored["state"]
+
+
+class _OrbaxThreadErrors(logging.Filter):
+    """Drops the errors that Orbax's background threads log, traceback and all, before the
+    same error is raised in the main thread (where it is reported once, or is a traceback)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno >= logging.ERROR
+                    and f"{os.sep}orbax{os.sep}" in (record.pathname or ""))
+
+
+def report_errors_once() -> None:
+    """For command-line tools: one report per checkpoint failure (see _OrbaxThreadErrors)."""
+    absl_logger = logging.getLogger("absl")
+    if not any(isinstance(f, _OrbaxThreadErrors) for f in absl_logger.filters):
+        absl_logger.addFilter(_OrbaxThreadErrors())
