@@ -14,6 +14,7 @@ import gc
 import logging
 import os
 import sys
+import traceback
 
 import jax
 import numpy as np
@@ -186,17 +187,44 @@ def load_state(workdir: str, step: int | None = None) -> dict:
     return restored["state"]
 
 
-class _OrbaxThreadErrors(logging.Filter):
-    """Drops the errors that Orbax's background threads log, traceback and all, before the
-    same error is raised in the main thread (where it is reported once, or is a traceback)."""
+def _abandoned_io_report(unraisable) -> bool:
+    """Whether an "exception ignored" report comes from I/O that Orbax abandoned after another
+    of its reads or writes failed (that failure is raised, and reported, on its own)."""
+    error = unraisable.exc_value
+    if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
+        return True
+    frames = traceback.extract_tb(unraisable.exc_traceback) if unraisable.exc_traceback else []
+    return any(f"{os.sep}orbax{os.sep}" in frame.filename for frame in frames)
+
+
+class _SecondaryReports(logging.Filter):
+    """Drops log records that repeat a checkpoint failure raised in the main thread: the errors
+    Orbax's background threads log (traceback and all) and asyncio's 'exception was never
+    retrieved' for the reads and writes Orbax abandoned."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.levelno >= logging.ERROR
-                    and f"{os.sep}orbax{os.sep}" in (record.pathname or ""))
+        if record.levelno < logging.ERROR:
+            return True
+        if f"{os.sep}orbax{os.sep}" in (record.pathname or ""):
+            return False
+        return not (record.name == "asyncio"
+                    and "exception was never retrieved" in record.getMessage())
 
 
 def report_errors_once() -> None:
-    """For command-line tools: one report per checkpoint failure (see _OrbaxThreadErrors)."""
-    absl_logger = logging.getLogger("absl")
-    if not any(isinstance(f, _OrbaxThreadErrors) for f in absl_logger.filters):
-        absl_logger.addFilter(_OrbaxThreadErrors())
+    """For command-line tools: a failed checkpoint write or read is reported once, by the
+    exception the main thread raises, not by every thread and abandoned write it touched."""
+    for name in ("absl", "asyncio"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _SecondaryReports) for f in logger.filters):
+            logger.addFilter(_SecondaryReports())
+    previous = sys.unraisablehook
+    if getattr(previous, "_drops_abandoned_io", False):
+        return
+
+    def hook(unraisable):
+        if not _abandoned_io_report(unraisable):
+            previous(unraisable)
+
+    hook._drops_abandoned_io = True
+    sys.unraisablehook = hook

@@ -86,13 +86,6 @@ def _train_and_evaluate(config, workdir, source, stop, wall_start) -> dict:
                    else math.ceil(config.num_epochs * steps_per_epoch))
 
     manager = checkpoint.create_manager(workdir, config.keep_checkpoints)
-    if manager.latest_step() == total_steps:
-        finished = metrics.final_eval(workdir, total_steps)
-        if finished is not None:
-            if is_main:
-                print(f"{workdir} finished at step {total_steps} (top-1 {finished['top1']:.4f} "
-                      f"on {finished['count']} held-out examples): nothing to do", flush=True)
-            return {**finished, "step": total_steps}
     description = checkpoint.describe(config, info.num_classes)
     _setup_compilation_cache(config.compilation_cache_dir)
     if config.dtype == "float64":
@@ -107,6 +100,13 @@ def _train_and_evaluate(config, workdir, source, stop, wall_start) -> dict:
     rng = jax.random.PRNGKey(config.seed)
     manager, start_step, state, sums = checkpoint.restore_latest(
         workdir, manager, config.keep_checkpoints, jax.eval_shape(init, rng), description)
+    if start_step == total_steps:
+        finished = metrics.final_eval(workdir, total_steps)
+        if finished is not None:  # evaluating again is the evaluate command's job
+            if is_main:
+                print(f"{workdir} finished at step {total_steps} (top-1 {finished['top1']:.4f} "
+                      f"on {finished['count']} held-out examples): nothing to do", flush=True)
+            return {**finished, "step": total_steps}
     if state is None:
         start_step, state = 0, init(rng)
     else:
