@@ -68,7 +68,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     """Trains `config` in `workdir`, resuming from its latest checkpoint; returns eval metrics.
 
     Stops early, with a checkpoint, on SIGTERM/SIGINT (`errors.Interrupted`) and, without saving
-    anything non-finite, when the loss diverges (`errors.Diverged`).
+    anything non-finite, when the loss or gradients stop being finite (`errors.Diverged`).
     """
     wall_start = time.perf_counter()
     validate_config(config)
@@ -142,10 +142,15 @@ def _train_and_evaluate(config, workdir, source, stop, wall_start) -> dict:
                     disable=not show_progress, dynamic_ncols=True,
                     mininterval=0.5 if sys.stderr.isatty() else 10.0)
 
+    state_is_finite = jax.jit(steps.all_finite)
+
     def save(step):
-        """Checkpoints `step` unless a step since the last check was not finite."""
+        """Checkpoints `step` if every step so far had a finite loss and gradients, and the
+        state is finite (a finite update can still overflow)."""
         interval = None if sums is None else jax.device_get(sums)
         _raise_if_diverged(interval, step, manager)
+        if not bool(state_is_finite(state)):
+            _raise_if_diverged(None, step, manager, state_only=True)
         checkpoint.save(manager, step, state, description, interval)
 
     interval_start, interval_steps, input_wait = time.perf_counter(), 0, 0.0
@@ -215,19 +220,23 @@ def _train_and_evaluate(config, workdir, source, stop, wall_start) -> dict:
     return eval_result
 
 
-def _raise_if_diverged(interval: dict | None, step: int, manager) -> None:
-    """Diverged, after the pending checkpoint is written, if a step up to `step` was skipped
-    for being non-finite."""
-    if interval is None or not interval[metrics.NONFINITE_STEPS]:
+def _raise_if_diverged(interval: dict | None, step: int, manager, state_only=False) -> None:
+    """Diverged, once the pending checkpoint is written, if a step up to `step` had a loss or
+    gradients that were not finite (or, `state_only`, if the state itself is not)."""
+    if not state_only and (interval is None or not interval[metrics.NONFINITE_STEPS]):
         return
     manager.wait_until_finished()
-    first, skipped = int(interval[metrics.FIRST_NONFINITE_STEP]) + 1, int(
-        interval[metrics.NONFINITE_STEPS])
     last_good = manager.latest_step()
     kept = (f"the last checkpoint, step {last_good}, is finite and kept" if last_good is not None
             else "no checkpoint was saved")
+    advice = "Try a lower learning_rate or a warm-up"
+    if state_only:
+        raise errors.Diverged(
+            f"training diverged: the parameters or statistics at step {step} are not finite; "
+            f"stopped without saving them, {kept}. {advice}")
+    first = int(interval[metrics.FIRST_NONFINITE_STEP]) + 1
+    loss = float(interval["loss"]) / float(interval["count"])
     raise errors.Diverged(
-        f"training diverged: the loss or gradients at step {first} are not finite (loss "
-        f"{float(interval['loss']) / float(interval['count']):.4g} over the steps since the last "
-        f"log; {skipped} non-finite step(s) skipped, up to step {step}); stopped, {kept}. "
-        f"Try a lower learning_rate or a warm-up")
+        f"training diverged: the loss or gradients at step {first} are not finite (mean loss "
+        f"{loss:.4g} over the steps since the last log; {int(interval[metrics.NONFINITE_STEPS])} "
+        f"non-finite step(s) up to step {step}); stopped without saving them, {kept}. {advice}")

@@ -29,14 +29,14 @@ def classification_sums(logits, labels, mask=None) -> dict:
             "top5": jnp.sum(jnp.any(hits, axis=-1) * weights), "count": jnp.sum(weights)}
 
 
-# Keys of a training step's sums that are not per-example sums: how many steps were skipped
-# because they were not finite, and the first of them (NO_STEP if none).
+# Keys of a training step's sums that are not per-example sums: how many steps had a loss or
+# gradients that were not finite, and the first of them (NO_STEP if none).
 NONFINITE_STEPS, FIRST_NONFINITE_STEP = "nonfinite_steps", "first_nonfinite_step"
 NO_STEP = np.iinfo(np.int32).max
 
 
 def nonfinite_sums(finite, step) -> dict:
-    """A training step's record of whether it was skipped (see `steps.skip_unless`)."""
+    """A training step's record of whether its loss and gradients were `finite`."""
     return {NONFINITE_STEPS: jnp.where(finite, 0, 1).astype(jnp.int32),
             FIRST_NONFINITE_STEP: jnp.where(finite, NO_STEP, step).astype(jnp.int32)}
 

@@ -47,8 +47,9 @@ def train_step(state: TrainState, batch: dict, *, label_smoothing: float = 0.0,
                accumulation_steps: int = 1, num_shards: int = 1, normalization=None):
     """One SGD step on a global batch; returns the new state and metric sums (on device).
 
-    A step whose loss, gradients or result is not finite is skipped and counted in the sums
-    (`skip_unless`): a divergence is detected without a host sync per step.
+    Whether the loss and gradients were finite is counted in the sums (`metrics.
+    nonfinite_sums`): a divergence is detected without a host sync per step; the loop stops the
+    run at its next look at the sums, before any save.
 
     With `accumulation_steps` k > 1 the batch is processed as k micro-batches in sequence (a
     `lax.scan`: activations of one micro-batch at a time) and their gradients averaged before a
@@ -89,25 +90,15 @@ def train_step(state: TrainState, batch: dict, *, label_smoothing: float = 0.0,
         (grads, batch_stats, sums), _ = jax.lax.scan(accumulate, zeros, micro_batches)
         grads, batch_stats = jax.tree_util.tree_map(
             lambda total: total / accumulation_steps, (grads, batch_stats))
-    updated = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-    finite = all_finite((sums["loss"], grads, updated.params, updated.batch_stats))
-    sums.update(metrics.nonfinite_sums(finite, state.step))
-    return skip_unless(finite, updated, state), sums
+    sums.update(metrics.nonfinite_sums(all_finite((sums["loss"], grads)), state.step))
+    return state.apply_gradients(grads=grads, batch_stats=batch_stats), sums
 
 
 def all_finite(tree) -> jax.Array:
-    """Whether every value in `tree` is finite: one boolean, computed on the device."""
+    """Whether every value in `tree` is finite: one boolean, computed on the device. Over the
+    gradients it fuses with the backward pass (measured: no cost on the resnet20 step)."""
     leaves = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(tree)]
     return jnp.all(jnp.stack(leaves))
-
-
-def skip_unless(finite, updated: TrainState, state: TrainState) -> TrainState:
-    """`updated` if `finite`, else `state` unchanged (parameters, optimizer state, batch
-    statistics): a non-finite step is skipped and never reaches a checkpoint. The step counter
-    advances either way, since the batch was consumed; the loop stops the run at its next check
-    (`metrics.nonfinite_sums`)."""
-    kept = jax.tree_util.tree_map(lambda new, old: jnp.where(finite, new, old), updated, state)
-    return kept.replace(step=updated.step)
 
 
 def split_micro_batches(batch: dict, accumulation_steps: int, num_shards: int) -> dict:
