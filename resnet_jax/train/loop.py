@@ -148,9 +148,7 @@ def _train_and_evaluate(config, workdir, source, stop, wall_start) -> dict:
         """Checkpoints `step` if every step so far had a finite loss and gradients, and the
         state is finite (a finite update can still overflow)."""
         interval = None if sums is None else jax.device_get(sums)
-        _raise_if_diverged(interval, step, manager)
-        if not bool(state_is_finite(state)):
-            _raise_if_diverged(None, step, manager, state_only=True)
+        _raise_if_diverged(interval, step, manager, bool(state_is_finite(state)))
         checkpoint.save(manager, step, state, description, interval)
 
     interval_start, interval_steps, input_wait = time.perf_counter(), 0, 0.0
@@ -220,23 +218,26 @@ def _train_and_evaluate(config, workdir, source, stop, wall_start) -> dict:
     return eval_result
 
 
-def _raise_if_diverged(interval: dict | None, step: int, manager, state_only=False) -> None:
+def _raise_if_diverged(interval: dict | None, step: int, manager,
+                       state_finite: bool = True) -> None:
     """Diverged, once the pending checkpoint is written, if a step up to `step` had a loss or
-    gradients that were not finite (or, `state_only`, if the state itself is not)."""
-    if not state_only and (interval is None or not interval[metrics.NONFINITE_STEPS]):
+    gradients that were not finite, or if the state is not (`state_finite`)."""
+    nonfinite_steps = 0 if interval is None else int(interval[metrics.NONFINITE_STEPS])
+    if state_finite and not nonfinite_steps:
         return
     manager.wait_until_finished()
     last_good = manager.latest_step()
     kept = (f"the last checkpoint, step {last_good}, is finite and kept" if last_good is not None
             else "no checkpoint was saved")
-    advice = "Try a lower learning_rate or a warm-up"
-    if state_only:
-        raise errors.Diverged(
-            f"training diverged: the parameters or statistics at step {step} are not finite; "
-            f"stopped without saving them, {kept}. {advice}")
-    first = int(interval[metrics.FIRST_NONFINITE_STEP]) + 1
-    loss = float(interval["loss"]) / float(interval["count"])
-    raise errors.Diverged(
-        f"training diverged: the loss or gradients at step {first} are not finite (mean loss "
-        f"{loss:.4g} over the steps since the last log; {int(interval[metrics.NONFINITE_STEPS])} "
-        f"non-finite step(s) up to step {step}); stopped without saving them, {kept}. {advice}")
+    loss = ("" if interval is None else
+            f"; mean loss {float(interval['loss']) / float(interval['count']):.4g} since the "
+            f"last log")
+    if nonfinite_steps:
+        first = int(interval[metrics.FIRST_NONFINITE_STEP]) + 1
+        what = (f"at step {first}: the loss or gradients are not finite ({nonfinite_steps} "
+                f"such step(s) up to step {step}{loss})")
+    else:  # a finite update that overflowed
+        what = (f"at step {step}: the parameters or statistics are not finite"
+                + (f" ({loss[2:]})" if loss else ""))
+    raise errors.Diverged(f"training diverged {what}; stopped without saving them, {kept}. "
+                          f"Try a lower learning_rate or a warm-up")
