@@ -300,3 +300,16 @@ def test_a_read_only_workdir_is_one_line(tmp_path, cache_dir):
     assert proc.returncode == errors.StorageError.exit_status, proc.stderr[-3000:]
     assert reported_lines(proc.stderr) == [
         f"error: cannot create --workdir {workdir}: Read-only file system: {workdir}"]
+
+
+def test_a_run_in_a_thread_trains_without_signal_handlers(tmp_path, cache_dir):
+    """Python delivers signals to the main thread only; a run started from another thread (a
+    notebook's worker, a sweep) must still train."""
+    import threading
+
+    results = []
+    thread = threading.Thread(target=lambda: results.append(loop.train_and_evaluate(
+        small_digits_config(cache_dir), str(tmp_path / "run"))))
+    thread.start()
+    thread.join()
+    assert results and results[0]["step"] == 24

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 
 import jax
 
@@ -33,6 +34,8 @@ class StopSignals:
         self._previous = {}
 
     def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is not threading.main_thread():
+            return self  # signals reach the main thread only; a run in a thread has no handlers
         handled = [signal.SIGINT] if self._multiprocess else [signal.SIGINT, signal.SIGTERM]
         for signum in handled:
             self._previous[signum] = signal.signal(signum, self._handle)
