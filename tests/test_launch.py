@@ -139,9 +139,15 @@ def processes(commands, env, timeout_s):
 
 @pytest.mark.slow
 def test_two_processes_match_one_and_resume_elastically(tmp_path, cache_dir):
-    """2 processes x 2 devices train exactly as 1 process x 4 devices (same global batch, global
-    batch norm, every eval example counted once), write one set of metrics and checkpoints, and
-    their checkpoint continues in 1 process x 2 devices exactly where it stopped.
+    """2 processes x 2 devices train as 1 process x 2 devices does with the same global batch
+    (global batch norm, every eval example counted once), write one set of metrics and
+    checkpoints, and their checkpoint continues in 1 process x 2 devices exactly where it
+    stopped.
+
+    Never more simulated devices in one process than this machine's 2 cores: XLA:CPU runs the
+    in-process collectives of all its devices on one thread pool of the core count, and with 4
+    devices on 2 busy cores a collective waited past XLA's 40 s limit and aborted the process
+    (2 of 14 runs of the 1 x 4 command with 3 CPU hogs beside it; 0 of 14 with 2 devices).
 
     float64, as in test_sharding.py: in float32 the reduction order alone moves parameters by
     ~1e-3 relative within a few steps, which would blur the comparison. Measured worst relative
@@ -156,7 +162,7 @@ def test_two_processes_match_one_and_resume_elastically(tmp_path, cache_dir):
         log_every_steps=6, checkpoint_every_steps=12, eval_every_steps=12, dtype="float64",
         compilation_cache_dir=cache_dir).items()]
     reference, multi = str(tmp_path / "one_process"), str(tmp_path / "two_processes")
-    proc = run_cli(common, reference, devices=4)
+    proc = run_cli(common, reference, devices=2)
     assert proc.returncode == 0, proc.stderr[-2000:]
 
     address = f"127.0.0.1:{free_port()}"

@@ -5,7 +5,9 @@ holder (host, pid, start time), created with O_EXCL (atomic on local disks and N
 the shared filesystem of a multi-host run, where process 0 holds it for all). A second run is
 refused with one line naming the holder. A lock whose holder is gone is taken over with a
 warning: on the same host when its pid no longer runs, from any host when its heartbeat (the
-holder touches the file every `HEARTBEAT_S`) is older than `STALE_AFTER_S`.
+holder touches the file every `HEARTBEAT_S`) is older than `STALE_AFTER_S`. (Two runs that
+take over the same dead lock within milliseconds of each other could both succeed: taking over
+is unlink + O_EXCL create, not one atomic step.)
 """
 
 from __future__ import annotations
