@@ -27,7 +27,7 @@ def test_cli_writes_json_with_every_field(tmp_path):
                     "--repeats", "2", "--json", str(path)])
     result = json.loads(path.read_text())
     assert result["device"] and result["versions"]["jax"]
-    # 4 simulated CPU devices in the test session: "auto" keeps to the pure-JAX CPU kernels
+    # 2 simulated CPU devices in the test session: "auto" keeps to the pure-JAX CPU kernels
     # (or to XLA's own under RESNET_JAX_KERNELS=xla)
     expected = "xla" if extension_available.XLA_ONLY else "patches"
     assert (result["kernels"], result["kernels_used"]) == ("auto", expected)

@@ -125,7 +125,7 @@ def test_other_dtypes_and_forms_fall_back():
 
 def test_kernel_names_select_the_implementation(monkeypatch):
     """"auto" on the CPU: native for float32 on one device, else the patches (these tests run
-    with 4 simulated CPU devices, see conftest); RESNET_JAX_KERNELS says what "auto" means;
+    with 2 simulated CPU devices, see conftest); RESNET_JAX_KERNELS says what "auto" means;
     explicit names are honoured."""
     monkeypatch.delenv("RESNET_JAX_KERNELS", raising=False)
     assert kernels.resolve("native", jnp.float32).conv_general_dilated is \

@@ -1,4 +1,4 @@
-"""Data-parallel maths on 4 simulated devices (see conftest.py): global batch norm, batch-norm
+"""Data-parallel maths on 2 simulated devices (see conftest.py): global batch norm, batch-norm
 groups against pmap's per-device statistics, gradient accumulation against the large batch.
 
 In float64, so that a wrong reduction shows and a reordered one does not.
@@ -20,10 +20,10 @@ from tests import closeness
 BATCH, IMAGE = 32, (8, 8, 1)
 
 
-def four_devices():
-    if jax.device_count() < 4:
+def simulated_devices():
+    if jax.device_count() < 2:
         pytest.fail("conftest.py simulates 4 CPU devices; XLA_FLAGS overrides that")
-    return jax.devices()[:4]
+    return jax.devices()[:2]
 
 
 def make_state(tx, **model_options):
@@ -67,11 +67,11 @@ def assert_trees_close(ours, reference, tolerance=1e-10):
     closeness.assert_trees_close(ours, reference, tolerance)
 
 
-def test_global_batch_norm_on_four_devices_equals_one_device_holding_the_batch():
+def test_global_batch_norm_on_two_devices_equals_one_device_holding_the_batch():
     with jax.enable_x64(True):
         state = make_state(optax.sgd(0.1, momentum=0.9))
         batches = [make_batch(0), make_batch(1)]
-        sharded, sharded_sums = run_steps(state, four_devices(), batches)
+        sharded, sharded_sums = run_steps(state, simulated_devices(), batches)
         single, single_sums = run_steps(state, jax.devices()[:1], batches)
     assert_trees_close((sharded.params, sharded.batch_stats),
                        (single.params, single.batch_stats))
@@ -82,7 +82,7 @@ def test_batch_norm_groups_of_the_per_device_batch_equal_pmap_without_cross_devi
     """bn_group_size = per-device batch on a sharded jit is what PyTorch DDP computes: pmap with
     per-device statistics and only the gradients averaged across devices. Running statistics:
     the mean over devices of each device's update."""
-    devices = four_devices()
+    devices = simulated_devices()
     local = BATCH // len(devices)
     with jax.enable_x64(True):
         tx = optax.sgd(1.0)  # new params = params - grads: the gradients are compared exactly
@@ -114,7 +114,7 @@ def test_batch_norm_groups_of_the_per_device_batch_equal_pmap_without_cross_devi
     assert min(jax.tree_util.tree_leaves(spread)) > 1e-3
 
 
-@pytest.mark.parametrize("num_devices", [1, 4])
+@pytest.mark.parametrize("num_devices", [1, 2])
 def test_gradient_accumulation_with_groups_of_the_micro_batch_equals_the_large_batch(
         num_devices):
     """Two micro-batches with BN groups of a per-device micro-batch give the large batch's
