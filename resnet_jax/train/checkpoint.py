@@ -21,6 +21,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from resnet_jax.errors import StorageError, UserError
+from resnet_jax.train import metrics
 
 
 class CheckpointMismatch(UserError):
@@ -97,7 +98,8 @@ def _restore_latest(workdir, manager, keep, abstract_state, description):
     return manager, None, None, None
 
 
-_SUM_DTYPES = {"nonfinite_steps": np.int32, "first_nonfinite_step": np.int32}
+# The integer sums (see metrics.nonfinite_sums); every other sum is float32.
+_SUM_DTYPES = {metrics.NONFINITE_STEPS: np.int32, metrics.FIRST_NONFINITE_STEP: np.int32}
 
 
 def _item_path(manager, step: int, item: str) -> str:
