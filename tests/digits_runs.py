@@ -1,6 +1,6 @@
 """Small training runs on the embedded digits, shared by the training and fault tests."""
 
-from configs import digits
+from resnet_jax.configs import digits
 
 
 def small_digits_config(cache_dir, **overrides):

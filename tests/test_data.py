@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from configs import default
+from resnet_jax.configs import default
 from resnet_jax.bench import input_pipeline as pipeline_benchmark
 from resnet_jax.data import batching, datasets, preprocessing
 

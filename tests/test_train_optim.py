@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from configs import cifar10_resnet20, default, imagenet_resnet50
+from resnet_jax.configs import cifar10_resnet20, default, imagenet_resnet50
 from resnet_jax.train import optim, steps
 
 

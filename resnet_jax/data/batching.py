@@ -37,7 +37,7 @@ def train_batches(source: Source, global_batch: int, start_step: int, num_steps:
         example, tf.stack([tf.constant(seed, tf.int64), position])),
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(global_batch // process_count, drop_remainder=True)
-    return _numpy_batches(ds.prefetch(2))
+    return _numpy_batches(ds.prefetch(2), source)
 
 
 def num_eval_batches(source: Source, global_batch: int) -> int:
@@ -60,10 +60,16 @@ def eval_batches(source: Source, global_batch: int, process_index: int = 0,
     ds = tf.data.Dataset.zip(tf.data.Dataset.range(num_batches * global_batch), ds)
     ds = _process_slice(ds, global_batch, process_index, process_count).map(lambda _, ex: ex)
     ds = ds.batch(global_batch // process_count, drop_remainder=True)
-    return _numpy_batches(ds.prefetch(2))
+    return _numpy_batches(ds.prefetch(2), source)
 
 
-def _numpy_batches(ds) -> Iterator[dict]:
-    for batch in ds.as_numpy_iterator():
-        batch["label"] = batch["label"].astype(np.int32, copy=False)
-        yield batch
+def _numpy_batches(ds, source: Source) -> Iterator[dict]:
+    try:
+        for batch in ds.as_numpy_iterator():
+            batch["label"] = batch["label"].astype(np.int32, copy=False)
+            yield batch
+    except tf.errors.InvalidArgumentError as error:  # e.g. an image file that cannot be decoded
+        explained = source.explain_read_error and source.explain_read_error(error)
+        if explained is None:
+            raise
+        raise explained from None

@@ -1,4 +1,5 @@
-"""Input pipelines: digits, fake, CIFAR-10/100, ImageNet, Imagenette -> host-local numpy batches.
+"""Input pipelines: digits, fake, CIFAR-10/100, ImageNet, Imagenette, image folders -> host-local
+numpy batches.
 
 Determinism, so that a resumed run sees exactly the batches of an uninterrupted one:
 - the training stream is the concatenation of epochs; epoch e's order is a pure function of
@@ -9,7 +10,7 @@ Determinism, so that a resumed run sees exactly the batches of an uninterrupted 
 Evaluation visits every example exactly once, in a fixed order, padded to whole global batches
 with `mask == False` examples.
 
-Images arrive normalised (float32), except from the JPEG datasets (ImageNet, Imagenette): their
+Images arrive normalised (float32), except from image files (ImageNet, Imagenette, folders): their
 batches hold uint8 pixels and `DatasetInfo.pixel_normalization` says how the train and eval steps
 normalise them on the device, which keeps host work and host-to-device bytes 4x smaller.
 
@@ -23,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from resnet_jax.data import preprocessing
+from resnet_jax.data import folders, preprocessing
 from resnet_jax.data.lazy_tf import tf, tfds
 from resnet_jax.data.preprocessing import (CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD,
                                            CIFAR100_MEAN, CIFAR100_STD,
@@ -48,6 +49,10 @@ class DatasetInfo:
     # None: batches hold normalised float32 images. (mean, std) per channel: batches hold uint8
     # pixels, normalised by the steps on the device as (pixels - mean) / std.
     pixel_normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    # How an image file becomes the model's input at evaluation (for exports and serving);
+    # None for the datasets that are arrays, not image files.
+    eval_preprocessing: dict | None = None
+    eval_from: str = ""  # the split or folder evaluated
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +64,11 @@ class Source:
     eval_examples: Callable[[], tf.data.Dataset]    # raw examples, fixed order
     preprocess_train: Callable  # (raw example, stateless seed) -> {"image", "label"}
     preprocess_eval: Callable   # raw example -> {"image", "label"}
+    # An image file's path (a string tensor) -> a raw example that preprocess_eval takes; None
+    # where the dataset is arrays, not files (predict needs it).
+    example_from_file: Callable | None = None
+    # A tf.data error raised while reading -> a UserError naming the file (or None: a bug).
+    explain_read_error: Callable[[Exception], Exception | None] | None = None
 
 
 
@@ -103,7 +113,14 @@ def digits_arrays():
     return (train_x, train_y), (eval_x, eval_y)
 
 
+def _arrays_eval_split(config, name: str) -> None:
+    if config.eval_split not in ("", "test"):
+        raise DataError(f"{name} has one held-out split; eval_split={config.eval_split!r} "
+                        f"must be '' or 'test'")
+
+
 def _digits(config, seed) -> Source:
+    _arrays_eval_split(config, "digits")
     train, evaluation = digits_arrays()
     mean, std = float(train[0].mean()), float(train[0].std())
 
@@ -120,6 +137,7 @@ def _digits(config, seed) -> Source:
 
 
 def _fake(config, seed) -> Source:
+    _arrays_eval_split(config, "fake")
     size, num_classes, n = config.image_size, config.fake_num_classes, config.fake_num_examples
     shape = (size, size, 3)
 
@@ -141,10 +159,22 @@ def _fake(config, seed) -> Source:
     return Source(info, train_epoch, eval_examples, lambda ex, rng: ex, lambda ex: ex)
 
 
-def prepared_builder(name: str, data_dir: str | None):
-    """The TFDS builder of `name`, prepared; DataError if it is not and cannot be."""
+def prepared_builder(name: str, data_dir: str | None, download: bool = False):
+    """The TFDS builder of `name`, prepared; DataError if it is not (at once: TFDS's own
+    download retries the network for minutes where there is none), or, with `download`, if it
+    cannot be prepared."""
     data_dir = data_dir or None  # "" means TFDS's default
     builder = tfds.builder(name, data_dir=data_dir)
+    if builder.is_prepared():
+        return builder
+    if not download:
+        where = data_dir or tfds.core.constants.DATA_DIR
+        how = (f"put ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in "
+               f"{where}/downloads/manual, then run `tfds build {name} --data_dir {where}`"
+               if name == "imagenet2012" else
+               f"run `tfds build {name} --data_dir {where}` (on a machine with network access, "
+               f"then copy {where}/{name} here), or pass --config.data_dir")
+        raise DataError(f"dataset {name} is not prepared in {where}: {how}")
     try:
         builder.download_and_prepare()
     except Exception as error:  # noqa: BLE001  (TFDS raises many kinds; all mean "not ready")
@@ -167,7 +197,7 @@ def prepared_builder(name: str, data_dir: str | None):
 def _cifar(config, seed, name) -> Source:
     builder = prepared_builder(name, config.data_dir)
     arrays = []
-    for split in ("train", "test"):
+    for split in ("train", config.eval_split or "test"):
         ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False).batch(4096)
         images, labels = zip(*tfds.as_numpy(ds))
         arrays.append((np.concatenate(images).astype(np.uint8),
@@ -197,7 +227,7 @@ def _streamed_jpeg(config, seed, name) -> Source:
     deterministic, but only as random as the buffer allows (the usual ImageNet compromise).
     """
     builder = prepared_builder(name, config.data_dir)
-    eval_split = "validation"
+    eval_split = config.eval_split or "validation"
     num_classes = builder.info.features["label"].num_classes
     size, resize = config.image_size, config.eval_resize
     decoders = {"image": tfds.decode.SkipDecoding()}
@@ -218,19 +248,77 @@ def _streamed_jpeg(config, seed, name) -> Source:
 
     def preprocess_train(example, rng):
         seeds = tf.random.experimental.stateless_split(rng, 2)
-        image = preprocessing.to_pixels(preprocessing.inception_crop(example["image"], seeds[0], size))
-        image = tf.image.stateless_random_flip_left_right(image, seed=seeds[1])
+        image = preprocessing.to_pixels(preprocessing.inception_crop(
+            example["image"], seeds[0], size, config.crop_min_area))
+        if config.random_flip:
+            image = tf.image.stateless_random_flip_left_right(image, seed=seeds[1])
         return {"image": image, "label": tf.cast(example["label"], tf.int32)}
 
     def preprocess_eval(example):
-        image = preprocessing.to_pixels(preprocessing.resize_center_crop(example["image"], size, resize))
+        image = preprocessing.to_pixels(preprocessing.resize_center_crop(
+            preprocessing.decode_rgb(example["image"]), size, resize))
         return {"image": image, "label": tf.cast(example["label"], tf.int32)}
 
     info = DatasetInfo(name, num_classes, _num_examples(builder, "train", decoders),
                        _num_examples(builder, eval_split, decoders), (size, size, 3),
                        tuple(builder.info.features["label"].names),
-                       pixel_normalization=(IMAGENET_MEAN, IMAGENET_STD))
-    return Source(info, train_epoch, eval_examples, preprocess_train, preprocess_eval)
+                       pixel_normalization=(IMAGENET_MEAN, IMAGENET_STD),
+                       eval_preprocessing=preprocessing.eval_preprocessing_spec(
+                           size, resize, IMAGENET_MEAN, IMAGENET_STD),
+                       eval_from=eval_split)
+    return Source(info, train_epoch, eval_examples, preprocess_train, preprocess_eval,
+                  example_from_file=lambda path: {"image": tf.io.read_file(path), "label": 0})
+
+
+def _folder(config, seed) -> Source:
+    """Image files in class folders (`resnet_jax.data.folders`), ImageNet preprocessing."""
+    splits = folders.read_splits(config.data_dir, config.holdout_fraction, config.eval_split)
+    size, resize = config.image_size, config.eval_resize
+    train, evaluation = splits.train, splits.eval
+
+    def read(paths, labels):
+        return lambda index: {"path": tf.gather(paths, index), "label": tf.gather(labels, index)}
+
+    train_paths, train_labels = tf.constant(train.paths), tf.constant(train.labels)
+
+    def train_epoch(epoch):
+        order = _epoch_permutation(seed, epoch, len(train.paths))
+        return tf.data.Dataset.from_tensor_slices(order).map(read(train_paths, train_labels))
+
+    def eval_examples():
+        return tf.data.Dataset.from_tensor_slices({"path": list(evaluation.paths),
+                                                   "label": evaluation.labels})
+
+    def preprocess_train(example, rng):
+        seeds = tf.random.experimental.stateless_split(rng, 2)
+        image = preprocessing.decode_rgb(tf.io.read_file(example["path"]))
+        image = preprocessing.to_pixels(preprocessing.random_resized_crop(
+            image, seeds[0], size, config.crop_min_area))
+        if config.random_flip:
+            image = tf.image.stateless_random_flip_left_right(image, seed=seeds[1])
+        return {"image": tf.ensure_shape(image, (size, size, 3)), "label": example["label"]}
+
+    def preprocess_eval(example):
+        image = preprocessing.decode_rgb(tf.io.read_file(example["path"]))
+        image = preprocessing.to_pixels(preprocessing.resize_center_crop(image, size, resize))
+        return {"image": image, "label": tf.cast(example["label"], tf.int32)}
+
+    def explain_read_error(error):
+        found = folders.find_undecodable(train.paths + evaluation.paths)
+        if found is None:
+            return None
+        return folders.FolderError(f"cannot read image {found[0]}: {found[1]}; fix or remove "
+                                   f"the file")
+
+    info = DatasetInfo("folder", len(splits.class_names), len(train.paths),
+                       len(evaluation.paths), (size, size, 3), splits.class_names,
+                       pixel_normalization=(IMAGENET_MEAN, IMAGENET_STD),
+                       eval_preprocessing=preprocessing.eval_preprocessing_spec(
+                           size, resize, IMAGENET_MEAN, IMAGENET_STD),
+                       eval_from=splits.eval_from)
+    return Source(info, train_epoch, eval_examples, preprocess_train, preprocess_eval,
+                  example_from_file=lambda path: {"path": path, "label": 0},
+                  explain_read_error=explain_read_error)
 
 
 def _num_examples(builder, split: str, decoders) -> int:
@@ -249,6 +337,7 @@ _SOURCES: dict[str, Callable] = {
     "imagenet2012": lambda config, seed: _streamed_jpeg(config, seed, "imagenet2012"),
     "imagenette": lambda config, seed: _streamed_jpeg(config, seed, "imagenette"),
     "fake": _fake,
+    "folder": _folder,
 }
 
 

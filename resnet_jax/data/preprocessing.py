@@ -50,25 +50,51 @@ def to_pixels(image):
     return tf.saturate_cast(tf.round(image), tf.uint8)
 
 
-def inception_crop(jpeg_bytes, seed, size: int):
-    """Random-resized crop (area 8%-100%, aspect 3/4-4/3) decoded straight from the JPEG."""
+def inception_crop(jpeg_bytes, seed, size: int, min_area: float = 0.08):
+    """Random-resized crop (area min_area-100%, aspect 3/4-4/3) decoded straight from the
+    JPEG."""
     shape = tf.image.extract_jpeg_shape(jpeg_bytes)
     begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
         shape, bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], shape=(1, 1, 4)), seed=seed,
-        min_object_covered=0.1, aspect_ratio_range=(3 / 4, 4 / 3), area_range=(0.08, 1.0),
+        min_object_covered=0.1, aspect_ratio_range=(3 / 4, 4 / 3), area_range=(min_area, 1.0),
         max_attempts=10, use_image_if_no_bounding_boxes=True)
     window = tf.stack([begin[0], begin[1], crop_size[0], crop_size[1]])
     image = tf.io.decode_and_crop_jpeg(jpeg_bytes, window, channels=3)
     return tf.image.resize(image, (size, size), method="bilinear", antialias=False)
 
 
-def resize_center_crop(jpeg_bytes, size: int, resize: int):
-    """ImageNet eval: resize the shorter side to `resize`, then center-crop `size`."""
-    image = tf.io.decode_jpeg(jpeg_bytes, channels=3)
+def random_resized_crop(image, seed, size: int, min_area: float = 0.08):
+    """The same random-resized crop on an already decoded image (any format)."""
+    begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        tf.shape(image), bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], shape=(1, 1, 4)),
+        seed=seed, min_object_covered=0.1, aspect_ratio_range=(3 / 4, 4 / 3),
+        area_range=(min_area, 1.0), max_attempts=10, use_image_if_no_bounding_boxes=True)
+    image = tf.slice(image, begin, crop_size)
+    return tf.image.resize(image, (size, size), method="bilinear", antialias=False)
+
+
+def decode_rgb(image_bytes):
+    """JPEG, PNG, BMP or GIF (first frame) -> (H, W, 3) uint8; grayscale and RGBA become RGB."""
+    return tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+
+
+def resize_center_crop(image, size: int, resize: int):
+    """ImageNet eval on a decoded image: resize the shorter side to `resize` (bilinear,
+    antialiased), then center-crop `size` x `size`."""
     shape = tf.cast(tf.shape(image)[:2], tf.float32)
     scale = resize / tf.reduce_min(shape)
-    new_shape = tf.cast(tf.round(shape * scale), tf.int32)
+    new_shape = tf.maximum(tf.cast(tf.round(shape * scale), tf.int32), size)
     image = tf.image.resize(image, new_shape, method="bilinear", antialias=True)
     top = (new_shape[0] - size) // 2
     left = (new_shape[1] - size) // 2
     return tf.ensure_shape(image[top:top + size, left:left + size, :], (size, size, 3))
+
+
+def eval_preprocessing_spec(size: int, resize: int, mean, std) -> dict:
+    """What `resize_center_crop` + normalisation do, for a serving stack to repeat."""
+    return {"decode": "RGB (grayscale and alpha converted), uint8 0..255",
+            "resize_shorter_side": resize, "resize_method": "bilinear, antialiased",
+            "center_crop": [size, size], "mean": [float(m) for m in mean],
+            "std": [float(s) for s in std],
+            "normalize": "(pixel - mean) / std, pixels in 0..255",
+            "channel_order": "RGB"}

@@ -48,7 +48,7 @@ def _to_torch_layout(value: np.ndarray) -> np.ndarray:
     return value
 
 
-def _from_torch_layout(value: np.ndarray) -> np.ndarray:
+def from_torch_layout(value: np.ndarray) -> np.ndarray:
     if value.ndim == 4:  # OIHW -> HWIO
         return np.transpose(value, (2, 3, 1, 0))
     if value.ndim == 2:
@@ -73,7 +73,7 @@ def _expected_torch_shapes(name: str, num_classes: int, in_channels: int,
     return expected
 
 
-def _as_numpy(value) -> np.ndarray:
+def as_numpy(value) -> np.ndarray:
     if hasattr(value, "detach"):  # a torch tensor
         return value.detach().cpu().numpy()
     return np.asarray(value)
@@ -117,7 +117,7 @@ def from_torchvision(name: str, state_dict: Mapping[str, Any], **options) -> dic
 
     flat = {}
     for key, ((collection, path), _) in expected.items():
-        flat[(collection,) + path] = jax.numpy.asarray(_from_torch_layout(_as_numpy(state_dict[key])))
+        flat[(collection,) + path] = jax.numpy.asarray(from_torch_layout(as_numpy(state_dict[key])))
     return traverse_util.unflatten_dict(flat)
 
 

@@ -172,6 +172,16 @@ def _move_aside(workdir: str, manager, steps, keep: int) -> ocp.CheckpointManage
 def load_state(workdir: str, step: int | None = None) -> dict:
     """The saved TrainState of `workdir` (latest step by default) as a plain pytree of arrays,
     without building a model: for inspection, export and tests."""
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    absl_logger.setLevel(logging.ERROR)  # Orbax's notes on read-only managers and items unread
+    try:
+        return _load_state(workdir, step)
+    finally:
+        absl_logger.setLevel(level)
+
+
+def _load_state(workdir: str, step: int | None) -> dict:
     manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")),
                                     options=ocp.CheckpointManagerOptions(read_only=True),
                                     item_handlers={"state": ocp.StandardCheckpointHandler()})

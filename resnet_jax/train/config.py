@@ -45,10 +45,21 @@ def validate_config(config) -> None:
         raise ConfigError(f"unknown dtype {config.dtype!r}; valid: {', '.join(DTYPES)}")
     if config.num_train_steps <= 0 and config.num_epochs <= 0:
         raise ConfigError("set num_train_steps > 0 or num_epochs > 0")
+    if config.freeze_backbone and not config.init_from:
+        raise ConfigError("freeze_backbone=True trains only the classifier head: set init_from "
+                          "to the weights of the backbone to keep (a .pth/.safetensors file "
+                          "or a workdir)")
+    if config.dataset in FILE_DATASETS and config.eval_resize < config.image_size:
+        raise ConfigError(f"eval_resize={config.eval_resize} must be >= image_size="
+                          f"{config.image_size} (eval resizes the shorter side to eval_resize, "
+                          f"then crops image_size)")
     for key, (works, valid) in VALUE_RANGES.items():
         if not works(config[key]):
             raise ConfigError(f"{key} must be {valid}, got {config[key]}")
 
+
+# Datasets of image files, preprocessed with random-resized crops and resize + center crop.
+FILE_DATASETS = ("folder", "imagenet2012", "imagenette")
 
 # Values that cannot work, refused before anything runs: key -> (test, the valid range).
 VALUE_RANGES = {
@@ -61,6 +72,9 @@ VALUE_RANGES = {
     "bn_momentum": (lambda v: 0 <= v <= 1, "in [0, 1]"),
     "bn_epsilon": (lambda v: v > 0, "> 0"),
     "image_size": (lambda v: v >= 1, ">= 1"),
+    "holdout_fraction": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "crop_min_area": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "progress_interval_s": (lambda v: v > 0, "> 0"),
     "log_every_steps": (lambda v: v >= 1, ">= 1"),
     "checkpoint_every_steps": (lambda v: v >= 1, ">= 1 (a run also saves whenever it stops)"),
     "keep_checkpoints": (lambda v: v >= 1, ">= 1 (with none kept, nothing could resume)"),

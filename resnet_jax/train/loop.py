@@ -18,44 +18,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
-from tqdm import tqdm
 
 from resnet_jax import errors
 from resnet_jax.data import batching, datasets
 from resnet_jax.launch import sharding
-from resnet_jax.train import checkpoint, metrics, optim, preemption, steps
+from resnet_jax.train import (checkpoint, evaluation, metrics, optim, preemption, progress,
+                              records, steps, warm_start)
 from resnet_jax.train import workdir as workdir_lib
 from resnet_jax.train.config import model_from_config, validate_config
-
-
-def evaluate(eval_fn, state, source, config, mesh, show_progress: bool):
-    """Every eval example exactly once; returns (means, labels, predictions) on the host."""
-    sums, labels, predictions = None, [], []
-    batches = batching.eval_batches(source, config.eval_batch_size, jax.process_index(),
-                                          jax.process_count())
-    total = batching.num_eval_batches(source, config.eval_batch_size)
-    for batch in tqdm(sharding.prefetch_to_mesh(batches, mesh), total=total, desc="eval",
-                      leave=False, disable=not show_progress):
-        batch_sums, batch_predictions = eval_fn(state, batch)
-        sums = batch_sums if sums is None else jax.tree_util.tree_map(jnp.add, sums, batch_sums)
-        mask = np.asarray(jax.device_get(_replicated_value(batch["mask"])))
-        labels.append(np.asarray(jax.device_get(_replicated_value(batch["label"])))[mask])
-        predictions.append(np.asarray(batch_predictions)[mask])
-    sums = jax.device_get(sums)
-    return sums, np.concatenate(labels), np.concatenate(predictions)
-
-
-def _eval_values(sums) -> dict:
-    """Mean loss/top-1/top-5, and how many examples they are over (every one exactly once)."""
-    return {**metrics.means(sums), "count": int(sums["count"])}
-
-
-def _replicated_value(array):
-    """A global (sharded) batch array as a host numpy array, on every process."""
-    if jax.process_count() == 1:
-        return array
-    from jax.experimental import multihost_utils
-    return multihost_utils.process_allgather(array, tiled=True)
 
 
 def _setup_compilation_cache(path: str) -> None:
@@ -74,12 +44,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
     validate_config(config)
     source = datasets.create_source(config)  # DataError if not prepared
     with workdir_lib.claim(workdir), preemption.StopSignals() as stop:
+        records.record_config(workdir, config, write=jax.process_index() == 0)
+        if jax.process_index() == 0:
+            records.write_class_names(workdir, source.info.class_names)
         return _train_and_evaluate(config, workdir, source, stop, wall_start)
 
 
 def _train_and_evaluate(config, workdir, source, stop, wall_start) -> dict:
     is_main = jax.process_index() == 0
-    show_progress = bool(config.progress_bar) and is_main
     info = source.info
     steps_per_epoch = info.num_train / config.batch_size
     total_steps = (config.num_train_steps if config.num_train_steps > 0
@@ -109,6 +81,11 @@ def _train_and_evaluate(config, workdir, source, stop, wall_start) -> dict:
             return {**finished, "step": total_steps}
     if state is None:
         start_step, state = 0, init(rng)
+        if config.init_from:
+            state, loaded = warm_start.apply(state, config.init_from, config.model,
+                                             sharding.replicated(mesh))
+            if is_main:
+                print(loaded, flush=True)
     else:
         logging.info("resumed from step %d", start_step)
 
@@ -117,7 +94,7 @@ def _train_and_evaluate(config, workdir, source, stop, wall_start) -> dict:
     local_batch = config.batch_size // jax.process_count()
     train_fn, compile_s = steps.compile_train_step(
         state, mesh, (local_batch, *info.image_shape), config.label_smoothing,
-        config.grad_accumulation_steps, info.pixel_normalization)
+        config.grad_accumulation_steps, info.pixel_normalization, config.freeze_backbone)
     eval_fn, _ = steps.compile_eval_step(
         state, mesh, (config.eval_batch_size // jax.process_count(), *info.image_shape),
         info.pixel_normalization)
@@ -138,9 +115,23 @@ def _train_and_evaluate(config, workdir, source, stop, wall_start) -> dict:
                                            end_step - start_step, config.seed,
                                            jax.process_index(), jax.process_count())
     batches = sharding.prefetch_to_mesh(batches, mesh)
-    progress = tqdm(total=total_steps, initial=start_step, desc="train", unit="step",
-                    disable=not show_progress, dynamic_ncols=True,
-                    mininterval=0.5 if sys.stderr.isatty() else 10.0)
+    shown = progress.Progress(total_steps, start_step, enabled=is_main,
+                              bar=bool(config.progress_bar), interval_s=config.progress_interval_s)
+    title = f"{config.model} on {info.name}"
+
+    def evaluate_and_record(done, name_suffix=""):
+        values, labels, predictions = evaluation.evaluate(
+            eval_fn, state, source, config.eval_batch_size, mesh, shown.is_bar)
+        if is_main:
+            writer.write(done, "eval", values)
+            header = (f"{title}, step {done} of {total_steps}, evaluated on "
+                      f"{info.eval_from or 'the held-out split'}")
+            report = evaluation.record(workdir, name_suffix, labels, predictions, values,
+                                       info.class_names, header)
+            evaluation.plot_curves(workdir, title)
+            print(f"step {done}: eval {evaluation.summary(values)}", flush=True)
+            return values, report
+        return values, None
 
     state_is_finite = jax.jit(steps.all_finite)
 
@@ -161,7 +152,7 @@ def _train_and_evaluate(config, workdir, source, stop, wall_start) -> dict:
         sums = metrics.accumulate(sums, step_sums)
         interval_steps += 1
         done = step + 1
-        progress.update(1)
+        shown.update(done)
         if done % config.log_every_steps == 0 or done == total_steps:
             interval = jax.device_get(sums)  # the only host sync in the loop
             _raise_if_diverged(interval, done, manager)
@@ -171,21 +162,19 @@ def _train_and_evaluate(config, workdir, source, stop, wall_start) -> dict:
             values["images_per_sec"] = interval_steps * config.batch_size / elapsed
             values["input_wait_fraction"] = min(input_wait / elapsed, 1.0)
             writer.write(done, "train", values)
-            progress.set_postfix(loss=f"{values['loss']:.4f}",
-                                 lr=f"{values['learning_rate']:.4g}",
-                                 img_s=f"{values['images_per_sec']:.0f}")
+            shown.note(loss=values["loss"], lr=values["learning_rate"],
+                       img_s=values["images_per_sec"])
             sums, interval_start, interval_steps, input_wait = (None, time.perf_counter(),
                                                                 0, 0.0)
         if (config.eval_every_steps > 0 and done % config.eval_every_steps == 0
                 and done < total_steps):
-            eval_sums, _, _ = evaluate(eval_fn, state, source, config, mesh, show_progress)
-            writer.write(done, "eval", _eval_values(eval_sums))
+            evaluate_and_record(done)
         stopping = stop.requested(done)  # every step: processes agree on where to stop
         if done % config.checkpoint_every_steps == 0 or done == end_step or stopping:
             save(done)
         if stopping:
             break
-    progress.close()
+    shown.close()
     manager.wait_until_finished()
     if stopping:
         raise errors.Interrupted(
@@ -199,21 +188,11 @@ def _train_and_evaluate(config, workdir, source, stop, wall_start) -> dict:
                   f"same command again to continue", flush=True)
         return {"step": end_step}
 
-    eval_sums, labels, predictions = evaluate(eval_fn, state, source, config, mesh,
-                                              show_progress)
-    eval_result = _eval_values(eval_sums)
+    eval_result, report = evaluate_and_record(total_steps)
     wall_s = time.perf_counter() - wall_start
     if is_main:
-        writer.write(total_steps, "eval", eval_result)
-        metrics.write_report(
-            os.path.join(workdir, "report.txt"), labels, predictions, eval_result["top5"],
-            info.class_names,
-            header=f"{config.model} on {info.name}, {total_steps} steps, "
-                   f"{eval_result['count']} held-out examples")
-        print(f"top-1 {eval_result['top1']:.4f}, top-5 {eval_result['top5']:.4f} on "
-              f"{eval_result['count']} held-out examples; wall time {wall_s:.1f} s "
-              f"(train-step compile {compile_s:.1f} s); report: "
-              f"{os.path.join(workdir, 'report.txt')}", flush=True)
+        print(f"done: wall time {wall_s:.1f} s (train-step compile {compile_s:.1f} s); "
+              f"report: {report}, figures: {os.path.join(workdir, 'plots')}", flush=True)
     eval_result.update(step=total_steps, wall_s=wall_s, compile_s=compile_s)
     return eval_result
 

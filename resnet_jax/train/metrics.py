@@ -136,17 +136,40 @@ def final_eval(workdir: str, step: int) -> dict | None:
 
 
 def write_report(path: str, labels: np.ndarray, predictions: np.ndarray, top5: float,
-                 class_names: Sequence[str], header: str) -> str:
-    """Top-1/top-5 and scikit-learn's per-class precision/recall/F1 table, to `path`."""
-    from sklearn.metrics import classification_report
+                 class_names: Sequence[str], header: str) -> np.ndarray:
+    """Top-1/top-5, scikit-learn's per-class precision/recall/F1 table and the confusion matrix
+    (rows: true class, columns: predicted), to `path`; returns the matrix."""
+    from sklearn.metrics import classification_report, confusion_matrix
 
+    classes = list(range(len(class_names)))
     top1 = float(np.mean(labels == predictions))
-    table = classification_report(labels, predictions, labels=list(range(len(class_names))),
+    table = classification_report(labels, predictions, labels=classes,
                                   target_names=list(class_names), digits=4, zero_division=0)
+    matrix = confusion_matrix(labels, predictions, labels=classes)
     text = (f"{header}\n\ntop-1 accuracy: {top1:.4f}\ntop-5 accuracy: {top5:.4f}\n"
-            f"examples: {len(labels)}\n\n{table}")
+            f"examples: {len(labels)}\n\n{table}\n{_confusion_text(matrix, class_names)}")
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         f.write(text)
     os.replace(tmp, path)
-    return text
+    return matrix
+
+
+_CONFUSION_TEXT_CLASSES = 40
+
+
+def _confusion_text(matrix: np.ndarray, class_names: Sequence[str]) -> str:
+    n = len(class_names)
+    if n > _CONFUSION_TEXT_CLASSES:
+        return (f"confusion matrix: {n} classes, too many to print; see "
+                f"plots/confusion_matrix*.png\n")
+    # Columns are numbered; rows name their class and its number.
+    width = max(len(str(int(matrix.max()))) if matrix.size else 1, len(str(n - 1)))
+    name_width = max(len(name) for name in class_names) + len(str(n - 1)) + 3
+    lines = ["confusion matrix (rows: true class, columns: predicted class number)",
+             " " * name_width + " ".join(f"{j:>{width}}" for j in range(n))]
+    for i, name in enumerate(class_names):
+        label = f"{i}: {name}"
+        lines.append(f"{label:<{name_width}}" + " ".join(f"{int(c):>{width}}"
+                                                         for c in matrix[i]))
+    return "\n".join(lines) + "\n"

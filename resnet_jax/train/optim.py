@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import jax
 import optax
 
 from resnet_jax.errors import UserError
@@ -72,6 +73,17 @@ def decay_mask(params):
 
 
 def create_optimizer(config, schedule: optax.Schedule) -> optax.GradientTransformation:
-    return sgd(schedule, momentum=config.momentum, nesterov=config.nesterov,
-               weight_decay=config.weight_decay,
-               decay_mask=None if config.decay_bn_and_bias else decay_mask)
+    """SGD as torch's; with `freeze_backbone`, for the classifier head only (the rest is left
+    exactly as it is: no update, no weight decay)."""
+    tx = sgd(schedule, momentum=config.momentum, nesterov=config.nesterov,
+             weight_decay=config.weight_decay,
+             decay_mask=None if config.decay_bn_and_bias else decay_mask)
+    if not config.freeze_backbone:
+        return tx
+    from resnet_jax.train.steps import HEAD
+
+    def labels(params):
+        return {name: jax.tree_util.tree_map(lambda _: "train" if name == HEAD else "frozen",
+                                             value) for name, value in params.items()}
+
+    return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)

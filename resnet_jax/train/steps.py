@@ -43,8 +43,12 @@ def normalize_images(images, normalization):
     return (images.astype(jnp.float32) - mean) / std
 
 
+HEAD = "fc"  # the classifier's parameters: what `freeze_backbone` trains
+
+
 def train_step(state: TrainState, batch: dict, *, label_smoothing: float = 0.0,
-               accumulation_steps: int = 1, num_shards: int = 1, normalization=None):
+               accumulation_steps: int = 1, num_shards: int = 1, normalization=None,
+               frozen_backbone: bool = False):
     """One SGD step on a global batch; returns the new state and metric sums (on device).
 
     Whether the loss and gradients were finite is counted in the sums (`metrics.
@@ -59,15 +63,27 @@ def train_step(state: TrainState, batch: dict, *, label_smoothing: float = 0.0,
     running statistics and the new ones are averaged, so that with batch-norm groups no larger
     than a per-device micro-batch the step equals the whole batch's step (see `BatchNorm`).
     `normalization`: see `normalize_images`.
+
+    `frozen_backbone`: only the classifier head (`HEAD`) learns: the backbone runs in eval
+    mode (batch norm with its running statistics, which stay as they are) and no gradient
+    flows into it (XLA drops its backward pass); the optimizer leaves it unchanged
+    (`optim.create_optimizer`).
     """
 
     def loss_fn(params, images, labels):
-        logits, new_variables = state.apply_fn(
-            {"params": params, "batch_stats": state.batch_stats},
-            normalize_images(images, normalization), train=True,
-            mutable=["batch_stats"])
+        images = normalize_images(images, normalization)
+        variables = {"params": params, "batch_stats": state.batch_stats}
+        if frozen_backbone:
+            variables["params"] = {name: value if name == HEAD else
+                                   jax.lax.stop_gradient(value) for name, value in params.items()}
+            logits, batch_stats = state.apply_fn(variables, images, train=False), \
+                state.batch_stats
+        else:
+            logits, new_variables = state.apply_fn(variables, images, train=True,
+                                                   mutable=["batch_stats"])
+            batch_stats = new_variables["batch_stats"]
         loss = cross_entropy(logits, labels, logits.shape[-1], label_smoothing)
-        return loss, (logits, new_variables["batch_stats"])
+        return loss, (logits, batch_stats)
 
     def micro_step(images, labels):
         (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -146,12 +162,13 @@ def _image_dtype(normalization):
 
 
 def compile_train_step(state, mesh, local_batch_shape, label_smoothing,
-                       accumulation_steps: int = 1, normalization=None):
+                       accumulation_steps: int = 1, normalization=None,
+                       frozen_backbone: bool = False):
     """The training step, compiled once with explicit shardings and donated state, timed.
     `normalization` (mean, std): the batches hold uint8 pixels (`normalize_images`)."""
     step_fn = functools.partial(train_step, label_smoothing=label_smoothing,
                                 accumulation_steps=accumulation_steps, num_shards=mesh.size,
-                                normalization=normalization)
+                                normalization=normalization, frozen_backbone=frozen_backbone)
     return _compile(step_fn, state, mesh, local_batch_shape, ("image", "label"), train=True,
                     image_dtype=_image_dtype(normalization))
 

@@ -6,7 +6,7 @@
 Expected: >= 98% top-1 on the held-out split, in about a minute on a 2-core CPU (compile included).
 """
 
-from configs import default
+from resnet_jax.configs import default
 
 
 def get_config():

@@ -11,7 +11,7 @@ crop + flip, eval resize 256 / center crop 224. Expected: ~76.5-77% top-1 (torch
 weights, 76.13%, came from a step schedule without label smoothing).
 """
 
-from configs import default
+from resnet_jax.configs import default
 
 
 def get_config():

@@ -9,7 +9,7 @@ Expected test error (paper, Table 6): resnet20 8.75%, resnet32 7.51%, resnet44 7
 resnet56 6.97%, resnet110 6.43% (best of 5). TFDS downloads CIFAR-10 on first use.
 """
 
-from configs import default
+from resnet_jax.configs import default
 
 
 def get_config():

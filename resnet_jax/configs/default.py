@@ -26,14 +26,29 @@ def get_config() -> ml_collections.ConfigDict:
     c.dtype = "float32"           # float32 | bfloat16 (compute; float32 params and BN
                                   # statistics) | float64 (everything; a CPU reference run)
 
-    # Data: digits | cifar10 | cifar100 | imagenet2012 | imagenette | fake.
+    # Data: digits | cifar10 | cifar100 | imagenet2012 | imagenette | fake | folder.
     c.dataset = "imagenet2012"
-    c.data_dir = ""               # TFDS data dir ("": TFDS's default, ~/tensorflow_datasets)
+    c.data_dir = ""               # TFDS data dir ("": TFDS's default, ~/tensorflow_datasets);
+                                  # folder: DIR with train/CLASS/* and val/CLASS/* images
+    c.eval_split = ""             # the split evaluated ("": validation/test; a folder: the
+                                  # first of val/, validation/, test/, else the held-out images)
+    c.holdout_fraction = 0.2      # folder without val/: share of each class held out for eval
     c.image_size = 224            # training crop / eval crop; CIFAR 32, digits 8
     c.eval_resize = 256           # ImageNet-style eval: resize shorter side, then center crop
+    c.crop_min_area = 0.08        # image files: random-resized crop of 8%..100% of the area
+                                  # (ImageNet's); raise it for small or centred images
+    c.random_flip = True          # image files: random horizontal flips (False for digits,
+                                  # text, anything not mirror-symmetric)
     c.fake_num_classes = 1000     # fake data only
     c.fake_num_examples = 1024    # fake data only: examples per "epoch"
     c.shuffle_buffer = 16_384     # streamed datasets (imagenet2012, imagenette)
+
+    # Fine-tuning.
+    c.init_from = ""              # start from weights: a torchvision state dict (.pth, .pt,
+                                  # .safetensors) or a workdir of this project; a head of
+                                  # another class count is re-initialised
+    c.freeze_backbone = False     # train only the classifier head (backbone weights and
+                                  # batch-norm statistics fixed, batch norm in eval mode)
 
     # Optimisation (torch.optim.SGD semantics: coupled weight decay, momentum on the gradient).
     c.batch_size = 256            # global batch, over all devices and processes
@@ -64,6 +79,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.keep_checkpoints = 3
     c.stop_after_steps = -1       # > 0: end this invocation at that step (checkpointed), as
                                   # a preempted job would; running again continues the run
-    c.progress_bar = True
+    c.progress_bar = True         # a bar on a terminal; without one (a log file), or with
+                                  # False, a plain line every progress_interval_s instead
+    c.progress_interval_s = 30.0
     c.compilation_cache_dir = "~/.cache/resnet_jax/xla"  # "" disables the persistent cache
     return c

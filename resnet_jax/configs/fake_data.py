@@ -6,7 +6,7 @@
 Expected: runs; the loss means nothing (random labels).
 """
 
-from configs import default
+from resnet_jax.configs import default
 
 
 def get_config():

@@ -1,0 +1,80 @@
+"""What the command-line tools share: flag parsing with one-line errors (exit 2), configs by
+file or by the name of one shipped in `resnet_jax/configs`, and running a command so that a
+user's mistake is one line and a bug a traceback."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags, logging
+
+FLAGS = flags.FLAGS
+SHIPPED_CONFIGS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs")
+
+
+def shipped_config(value: str) -> str:
+    """`value` if it is a file; else the shipped config it names (`digits`, `digits.py`,
+    `configs/digits.py` from any directory after a plain `pip install`)."""
+    path, overrides = (value.split(":", 1) + [""])[:2] if ":" in value else (value, "")
+    if os.path.exists(path):
+        return value
+    name = os.path.basename(path)
+    shipped = os.path.join(SHIPPED_CONFIGS, name if name.endswith(".py") else f"{name}.py")
+    if os.path.exists(shipped):
+        return shipped + (f":{overrides}" if overrides else "")
+    return value
+
+
+def _with_shipped_configs(argv: list[str]) -> list[str]:
+    argv = list(argv)
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            argv[i] = "--config=" + shipped_config(arg.split("=", 1)[1])
+        elif arg == "--config" and i + 1 < len(argv):
+            argv[i + 1] = shipped_config(argv[i + 1])
+    return argv
+
+
+def parse_flags(argv):
+    """absl's flag parsing, with bad flags and config overrides as one line and exit status 2."""
+    try:
+        argv = FLAGS(_with_shipped_configs(argv))
+        if "config" in FLAGS and FLAGS.config is not None:
+            FLAGS.config.keys  # ml_collections defers a load error to the first use
+        return argv
+    except OSError as error:  # the config file is missing or cannot be read
+        reason = [line.strip() for line in str(error).splitlines() if line.strip()][-1]
+        print(f"error: cannot load the --config file: {reason} (shipped configs: "
+              f"{', '.join(sorted(n[:-3] for n in os.listdir(SHIPPED_CONFIGS) if n.endswith('.py') and not n.startswith('_')))})",
+              file=sys.stderr)
+    except SyntaxError as error:
+        print(f"error: the --config file {error.filename}, line {error.lineno}: {error.msg}",
+              file=sys.stderr)
+    except (AttributeError, KeyError) as error:  # ml_collections: no such config key
+        key = str(error.args[0] if error.args else error).strip("'\"")
+        print(f"error: invalid config override: {key!r} is not a config key (every key is "
+              f"listed in resnet_jax/configs/default.py)", file=sys.stderr)
+    except (flags.Error, ValueError, TypeError) as error:
+        print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
+    sys.exit(2)
+
+
+def quiet_logs() -> None:
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
+
+
+def run(main) -> None:
+    """Runs `main(argv)` as a command: absl's flags, then `errors.reported()` around it."""
+    def wrapped(argv):
+        if len(argv) > 1 and not getattr(main, "takes_arguments", False):
+            raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+        quiet_logs()
+        from resnet_jax import errors
+        from resnet_jax.train import checkpoint
+        checkpoint.report_errors_once()
+        with errors.reported():  # a UserError: one line, exit 2; anything else: traceback
+            return main(argv)
+
+    app.run(wrapped, flags_parser=parse_flags)

@@ -1,0 +1,103 @@
+"""Classifies image files with a run's latest checkpoint.
+
+    python predict.py --workdir W [--top_k 5] [--json] PATH...
+
+PATH: image files (JPEG, PNG, BMP, GIF) or folders (searched recursively). Each image is
+preprocessed exactly as the run's evaluation preprocesses its images. Per image: the top-k
+class names with their probabilities; with --json, one JSON object per line:
+{"path": ..., "top_k": [{"class": NAME, "probability": P}, ...]}.
+"""
+
+import json
+import os
+
+from absl import app, flags
+
+from resnet_jax.cli import flags as cli
+
+flags.DEFINE_string("workdir", None, "The run whose model classifies the images.")
+flags.mark_flag_as_required("workdir")
+flags.DEFINE_integer("top_k", 5, "How many classes to show per image.")
+flags.DEFINE_bool("json", False, "One JSON object per image and line.")
+flags.DEFINE_integer("batch_size", 32, "Images per forward pass.")
+FLAGS = flags.FLAGS
+
+
+def image_paths(paths) -> list[str]:
+    from resnet_jax.data.folders import IMAGE_EXTENSIONS
+    from resnet_jax.errors import UserError
+
+    found = []
+    for path in paths:
+        if os.path.isdir(path):
+            for root, dirs, files in os.walk(path):
+                dirs.sort()
+                found += [os.path.join(root, f) for f in sorted(files)
+                          if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")]
+        elif os.path.isfile(path):
+            found.append(path)
+        else:
+            raise UserError(f"{path} does not exist")
+    if not found:
+        raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {', '.join(paths)}")
+    return found
+
+
+def load_pixels(path: str, size: int, resize: int):
+    """The image at `path` as the run's evaluation sees it: uint8 (size, size, 3)."""
+    from resnet_jax.data import preprocessing
+    from resnet_jax.data.lazy_tf import tf
+    from resnet_jax.errors import UserError
+
+    try:
+        image = preprocessing.decode_rgb(tf.io.read_file(path))
+    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as error:
+        reason = (str(error.message).strip().splitlines() or ["unreadable"])[0]
+        raise UserError(f"cannot read image {path}: {reason}") from None
+    return preprocessing.to_pixels(preprocessing.resize_center_crop(image, size, resize)).numpy()
+
+
+def main(argv):
+    import numpy as np
+
+    from resnet_jax.errors import UserError
+    from resnet_jax.train import inference
+
+    if len(argv) < 2:
+        raise app.UsageError("give image files or folders to classify")
+    if FLAGS.top_k < 1:
+        raise UserError(f"--top_k must be >= 1, got {FLAGS.top_k}")
+    run = inference.from_workdir(FLAGS.workdir)
+    inference.eval_preprocessing(run.config)  # UserError for runs on arrays
+    paths = image_paths(argv[1:])
+    logits_of = inference.logits_fn(run)
+    size, resize, k = run.config.image_size, run.config.eval_resize, FLAGS.top_k
+    k = min(k, len(run.class_names))
+    for start in range(0, len(paths), FLAGS.batch_size):
+        chunk = paths[start:start + FLAGS.batch_size]
+        pixels = np.stack([load_pixels(p, size, resize) for p in chunk])
+        # A fixed batch shape (padded), so that one compilation serves every chunk.
+        padded = np.zeros((FLAGS.batch_size, *pixels.shape[1:]), pixels.dtype)
+        padded[:len(chunk)] = pixels
+        logits = logits_of(inference.normalized_inputs(padded))[:len(chunk)]
+        probabilities = np.exp(logits - logits.max(-1, keepdims=True))
+        probabilities /= probabilities.sum(-1, keepdims=True)
+        for path, p in zip(chunk, probabilities):
+            best = np.argsort(-p, kind="stable")[:k]
+            top = [{"class": run.class_names[i], "probability": float(p[i])} for i in best]
+            if FLAGS.json:
+                print(json.dumps({"path": path, "top_k": top}), flush=True)
+            else:
+                shown = ", ".join(f"{t['class']} {t['probability']:.4f}" for t in top)
+                print(f"{path}: {shown}", flush=True)
+
+
+main.takes_arguments = True
+
+
+def run():
+    cli.run(main)
+
+
+if __name__ == "__main__":
+    run()

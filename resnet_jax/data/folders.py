@@ -1,0 +1,141 @@
+"""Image folders: DIR/train/CLASS/*.jpg (and DIR/val, validation or test) as a dataset source.
+
+The layout of torchvision's `ImageFolder`, timm and Keras: one sub-folder per class, class
+names sorted as `ImageFolder` sorts them, so that label i means the same class everywhere.
+Without an evaluation folder (only DIR/train, or class folders directly in DIR) a fixed,
+stratified `holdout_fraction` of each class is held out for evaluation: the same files whatever
+the seed, so a resumed or repeated run evaluates on the same images.
+
+Files are listed here; reading and decoding (JPEG, PNG, BMP, GIF) is tf.data's. A file that
+cannot be decoded stops the run with its path named (`find_undecodable`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+
+from resnet_jax.errors import UserError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+EVAL_FOLDERS = ("val", "validation", "test")
+
+
+class FolderError(UserError):
+    """An image folder that cannot be used: missing, empty, inconsistent classes, bad files."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageList:
+    paths: tuple[str, ...]
+    labels: np.ndarray  # int32, one per path
+
+
+@dataclasses.dataclass(frozen=True)
+class FolderSplits:
+    class_names: tuple[str, ...]
+    train: ImageList
+    eval: ImageList
+    eval_from: str  # the folder evaluated, or how the held-out images were chosen
+
+
+def _image_files(folder: str) -> list[str]:
+    return sorted(os.path.join(folder, name) for name in os.listdir(folder)
+                  if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
+                  and os.path.isfile(os.path.join(folder, name)))
+
+
+def _class_folders(folder: str) -> list[str]:
+    return sorted(name for name in os.listdir(folder)
+                  if not name.startswith(".") and os.path.isdir(os.path.join(folder, name)))
+
+
+def _read_classes(folder: str, class_names: tuple[str, ...] | None = None) -> tuple:
+    """(class names, ImageList) of FOLDER/CLASS/*; with `class_names` given, every class folder
+    must be one of them (an evaluation folder's classes are the training folder's)."""
+    found = _class_folders(folder)
+    if not found:
+        raise FolderError(f"{folder} has no class folders: put each class's images in "
+                          f"{folder}/CLASS_NAME/ (JPEG, PNG, BMP or GIF)")
+    if class_names is None:
+        class_names = tuple(found)
+    unknown = [name for name in found if name not in class_names]
+    if unknown:
+        raise FolderError(f"{folder} has class folder(s) {', '.join(map(repr, unknown))} that "
+                          f"the training folder does not have (its classes: "
+                          f"{', '.join(class_names)})")
+    paths, labels = [], []
+    for name in found:
+        files = _image_files(os.path.join(folder, name))
+        if not files:
+            raise FolderError(f"class folder {os.path.join(folder, name)} has no images "
+                              f"({', '.join(IMAGE_EXTENSIONS)}); add some or remove it")
+        paths += files
+        labels += [class_names.index(name)] * len(files)
+    return class_names, ImageList(tuple(paths), np.asarray(labels, np.int32))
+
+
+def _held_out(images: ImageList, fraction: float) -> tuple[ImageList, ImageList]:
+    """(train, eval): from each class, a fixed `fraction` (at least one image of a class that
+    has two or more) chosen by a fixed permutation, so the split never depends on the seed."""
+    keep, hold = [], []
+    for label in np.unique(images.labels):
+        members = np.flatnonzero(images.labels == label)
+        count = 0 if len(members) < 2 else min(len(members) - 1,
+                                               max(1, round(fraction * len(members))))
+        order = np.random.default_rng([0, int(label)]).permutation(members)
+        hold += sorted(order[:count].tolist())
+        keep += sorted(order[count:].tolist())
+    pick = lambda idx: ImageList(tuple(images.paths[i] for i in idx),  # noqa: E731
+                                 images.labels[np.asarray(idx, np.int64)])
+    return pick(sorted(keep)), pick(sorted(hold))
+
+
+def read_splits(data_dir: str, holdout_fraction: float, eval_split: str = "") -> FolderSplits:
+    """The classes and images of DATA_DIR. `eval_split`: the folder to evaluate ('' for the
+    first of val/validation/test, or the held-out images; 'train' for the training images)."""
+    if not data_dir:
+        raise FolderError("dataset=folder needs --config.data_dir=DIR, a folder holding train/ "
+                          "(and val/) with one sub-folder of images per class")
+    if not os.path.isdir(data_dir):
+        raise FolderError(f"data_dir {data_dir} is not a directory")
+    train_dir = os.path.join(data_dir, "train")
+    if not os.path.isdir(train_dir):
+        train_dir = data_dir  # class folders directly in DIR
+    class_names, train = _read_classes(train_dir)
+    if eval_split == "train":
+        return FolderSplits(class_names, train, train, train_dir)
+    candidates = [eval_split] if eval_split else list(EVAL_FOLDERS)
+    for name in candidates:
+        folder = os.path.join(data_dir, name)
+        if train_dir != data_dir and os.path.isdir(folder):
+            _, evaluation = _read_classes(folder, class_names)
+            return FolderSplits(class_names, train, evaluation, folder)
+    if eval_split:
+        raise FolderError(f"there is no {os.path.join(data_dir, eval_split)} folder to "
+                          f"evaluate (eval_split={eval_split!r})")
+    if not 0 < holdout_fraction < 1:
+        raise FolderError(f"{data_dir} has no val/ folder and holdout_fraction="
+                          f"{holdout_fraction}: set it in (0, 1) to hold out images for "
+                          f"evaluation, or add {os.path.join(data_dir, 'val')}/CLASS/")
+    train, evaluation = _held_out(train, holdout_fraction)
+    if not len(evaluation.paths):
+        raise FolderError(f"{train_dir}: too few images to hold any out for evaluation (each "
+                          f"class needs two or more); add {os.path.join(data_dir, 'val')}/")
+    return FolderSplits(class_names, train, evaluation,
+                        f"{holdout_fraction:.0%} of each class of {train_dir}, held out")
+
+
+def find_undecodable(paths) -> tuple[str, str] | None:
+    """(path, reason) of the first file that TensorFlow cannot decode as an image, or None."""
+    from resnet_jax.data.lazy_tf import tf
+    from resnet_jax.data.preprocessing import decode_rgb
+
+    for path in paths:
+        try:
+            decode_rgb(tf.io.read_file(path))
+        except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as error:
+            return path, (str(error.message).strip().splitlines() or ["unreadable"])[0]
+    return None

@@ -1,0 +1,80 @@
+"""A finished (or running) run's model for inference: its recorded config, class names and the
+weights of its latest checkpoint, without the training data. Used by evaluate, predict and
+export."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from resnet_jax import models
+from resnet_jax.data import preprocessing
+from resnet_jax.errors import UserError
+from resnet_jax.train import checkpoint, records
+from resnet_jax.train.config import FILE_DATASETS, model_from_config
+
+
+@dataclasses.dataclass
+class RunModel:
+    config: object
+    class_names: tuple[str, ...]
+    model: models.ResNet
+    variables: dict  # {"params": ..., "batch_stats": ...}, host arrays
+    step: int | None  # the checkpoint's step; None for weights from a file
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        in_channels = self.variables["params"]["conv1"]["kernel"].shape[2]
+        return (self.config.image_size, self.config.image_size, in_channels)
+
+
+def from_workdir(workdir: str, kernels: str | None = None) -> RunModel:
+    """WORKDIR's model at its latest checkpoint. UserError if WORKDIR is not a run, or has no
+    checkpoint yet."""
+    config = records.load_config(workdir)
+    if kernels is not None:
+        config.kernels = kernels
+    try:
+        state = checkpoint.load_state(workdir)
+    except FileNotFoundError:
+        raise UserError(f"{workdir} has no checkpoint yet: train first (or wait for the "
+                        f"first checkpoint)") from None
+    variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+    variables = jax.tree_util.tree_map(np.asarray, variables)
+    num_classes = variables["params"]["fc"]["kernel"].shape[-1]
+    class_names = records.read_class_names(workdir) or tuple(str(i) for i in range(num_classes))
+    if len(class_names) != num_classes:
+        raise UserError(f"{os.path.join(workdir, records.CLASSES_FILE)} names "
+                        f"{len(class_names)} classes; the checkpoint has {num_classes}")
+    in_channels = variables["params"]["conv1"]["kernel"].shape[2]
+    model = model_from_config(config, num_classes, in_channels)
+    return RunModel(config, class_names, model, variables, int(state["step"]))
+
+
+def eval_preprocessing(config) -> dict:
+    """How an image file becomes this run's input (for predict and the exports' JSON)."""
+    if config.dataset not in FILE_DATASETS:
+        raise UserError(f"runs on {config.dataset!r} take arrays, not image files: predict and "
+                        f"the exports' preprocessing serve runs on "
+                        f"{', '.join(FILE_DATASETS)}")
+    return preprocessing.eval_preprocessing_spec(
+        config.image_size, config.eval_resize, preprocessing.IMAGENET_MEAN,
+        preprocessing.IMAGENET_STD)
+
+
+def normalized_inputs(pixels: np.ndarray) -> np.ndarray:
+    """uint8 RGB pixels (N, H, W, 3) -> the model's float32 input, as the training steps do."""
+    mean = np.asarray(preprocessing.IMAGENET_MEAN, np.float32)
+    std = np.asarray(preprocessing.IMAGENET_STD, np.float32)
+    return (pixels.astype(np.float32) - mean) / std
+
+
+def logits_fn(run: RunModel):
+    """A jitted (images -> float32 logits) in eval mode."""
+    apply = jax.jit(lambda variables, images: run.model.apply(variables, images, train=False)
+                    .astype(jnp.float32))
+    return lambda images: np.asarray(apply(run.variables, images))

@@ -1,0 +1,69 @@
+"""Training progress for a person watching: a tqdm bar on a terminal; in a log file or under a
+scheduler (no terminal), or with `progress_bar=False`, one plain line every `interval_s`
+instead of a bar's carriage returns."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from tqdm import tqdm
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+class Progress:
+    def __init__(self, total: int, initial: int, enabled: bool, bar: bool, interval_s: float,
+                 stream=None):
+        self.total, self.done, self.enabled = total, initial, enabled
+        self._stream = stream or sys.stderr
+        self._bar = None
+        if enabled and bar and self._stream.isatty():
+            self._bar = tqdm(total=total, initial=initial, desc="train", unit="step",
+                             dynamic_ncols=True, file=self._stream)
+        self._interval_s = interval_s
+        self._start = self._last_line = time.monotonic()
+        self._start_step = initial
+        self._values: dict = {}
+
+    @property
+    def is_bar(self) -> bool:
+        return self._bar is not None
+
+    def update(self, done: int) -> None:
+        """Step `done` finished (dispatched)."""
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.update(done - self.done)
+        self.done = done
+        now = time.monotonic()
+        if self._bar is None and now - self._last_line >= self._interval_s:
+            self._last_line = now
+            self._line(now)
+
+    def note(self, **values: float) -> None:
+        """The latest metrics (loss, learning rate, ...) to show."""
+        self._values = values
+        if self._bar is not None:
+            self._bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()})
+
+    def _line(self, now: float) -> None:
+        rate = (self.done - self._start_step) / max(now - self._start, 1e-9)
+        eta = (self.total - self.done) / rate if rate > 0 else float("nan")
+        shown = "".join(f", {k} {v:.4g}" for k, v in self._values.items())
+        print(f"train: step {self.done}/{self.total} ({self.done / self.total:.0%}), "
+              f"{rate:.2f} steps/s, eta {_duration(eta) if eta == eta else '?'}{shown}",
+              file=self._stream, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()

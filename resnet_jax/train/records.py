@@ -1,0 +1,107 @@
+"""A run's record in its workdir, besides checkpoints and metrics: the resolved config
+(`config.json`, written when the run starts, checked when it resumes) and its class names
+(`classes.txt`, one per line), which evaluate, predict and export read back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import ml_collections
+
+from resnet_jax.errors import UserError
+
+CONFIG_FILE, CLASSES_FILE = "config.json", "classes.txt"
+
+# Keys a resumed run may change: where data and caches are, how it reports and saves, how far
+# this invocation goes. Any other key changes the run itself, and is refused.
+CHANGEABLE_ON_RESUME = frozenset({
+    "data_dir", "compilation_cache_dir", "kernels", "progress_bar", "progress_interval_s",
+    "log_every_steps", "eval_every_steps", "eval_batch_size", "eval_split",
+    "checkpoint_every_steps", "keep_checkpoints", "stop_after_steps"})
+
+
+class ConfigConflict(UserError):
+    """A resumed run whose config differs from the one its workdir was started with."""
+
+
+class NotARun(UserError):
+    """A path that is not the workdir of a run (no config.json)."""
+
+
+def _as_json(config) -> dict:
+    return json.loads(json.dumps(config.to_dict() if hasattr(config, "to_dict") else config))
+
+
+def _write_atomically(path: str, text: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def record_config(workdir: str, config, write: bool = True) -> None:
+    """Writes WORKDIR/config.json (if `write`: process 0 does), or, if it is there, checks that
+    `config` continues it: ConfigConflict naming every key that differs (the workdir is left
+    as it was)."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    current = _as_json(config)
+    if os.path.exists(path):
+        recorded = read_config_json(path)
+        different = sorted(k for k in set(recorded) | set(current)
+                           if k not in CHANGEABLE_ON_RESUME
+                           and recorded.get(k, "<unset>") != current.get(k, "<unset>"))
+        if different:
+            detail = ", ".join(f"{k}={recorded.get(k, '<unset>')!r} there, "
+                               f"{current.get(k, '<unset>')!r} here" for k in different)
+            raise ConfigConflict(
+                f"{path} records another config for this run ({detail}); use another "
+                f"--workdir for a new run, or the recorded value(s) to continue it")
+        if recorded == current:
+            return
+    if write:
+        _write_atomically(path, json.dumps(current, indent=2, sort_keys=True) + "\n")
+
+
+def read_config_json(path: str) -> dict:
+    try:
+        with open(path) as f:
+            values = json.load(f)
+    except ValueError as error:
+        raise UserError(f"{path} is not valid JSON ({error}); restore it or start a new "
+                        f"workdir") from None
+    if not isinstance(values, dict):
+        raise UserError(f"{path} is not a config (a JSON object)")
+    return values
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+    """The resolved config a run was started with, on top of today's defaults (keys added to
+    the package since fill in with their defaults)."""
+    from resnet_jax.configs import default
+
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.isdir(workdir):
+        raise NotARun(f"workdir {workdir} does not exist")
+    if not os.path.exists(path):
+        raise NotARun(f"{workdir} has no {CONFIG_FILE}: not the workdir of a run (or of a "
+                      f"run started before runs recorded their config)")
+    config = default.get_config()
+    for key, value in read_config_json(path).items():
+        if key in config:
+            config[key] = tuple(value) if isinstance(value, list) else value
+    return config
+
+
+def write_class_names(workdir: str, class_names) -> None:
+    _write_atomically(os.path.join(workdir, CLASSES_FILE),
+                      "".join(f"{name}\n" for name in class_names))
+
+
+def read_class_names(workdir: str) -> tuple[str, ...] | None:
+    path = os.path.join(workdir, CLASSES_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return tuple(line.rstrip("\n") for line in f if line.strip())

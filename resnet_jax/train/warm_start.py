@@ -1,0 +1,178 @@
+"""`init_from`: a run's starting weights from a torchvision state dict (.pth/.pt, .safetensors)
+or from another workdir of this project.
+
+Every tensor whose name and shape fit the model is loaded, bit for bit; the others keep their
+fresh initialisation. That is how a classifier head of another class count (ImageNet's 1000
+classes, a new task's 9) is re-initialised. What was loaded and what was not is reported. Weights
+that fit less than half of the model are refused: they are another architecture's.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+from flax import traverse_util
+
+from resnet_jax.errors import UserError
+from resnet_jax.interop import torchvision_weights
+
+TORCH_SUFFIXES = (".pth", ".pt")
+SAFETENSORS_SUFFIX = ".safetensors"
+
+
+class InitError(UserError):
+    """init_from names weights that cannot be read or do not fit the model."""
+
+
+def _read_torch(path: str) -> Mapping[str, Any]:
+    try:
+        import torch
+    except ImportError:
+        raise InitError(f"reading {path} needs PyTorch: pip install 'resnet-jax[torch]'") \
+            from None
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001  (pickle, zip and torch errors alike)
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise InitError(f"cannot read {path} as a PyTorch state dict ({first})") from None
+    # Training scripts often wrap the weights: {"model": ...} or {"state_dict": ...}.
+    for key in ("state_dict", "model"):
+        if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
+            loaded = loaded[key]
+    if not isinstance(loaded, dict):
+        raise InitError(f"{path} holds a {type(loaded).__name__}, not a state dict")
+    # torch.nn.DataParallel / DistributedDataParallel save their keys under "module.".
+    return {k.removeprefix("module."): v for k, v in loaded.items()}
+
+
+def _read_safetensors(path: str) -> Mapping[str, Any]:
+    try:
+        from safetensors.numpy import load_file
+    except ImportError:
+        raise InitError(f"reading {path} needs safetensors: pip install safetensors") from None
+    try:
+        return load_file(path)
+    except Exception as error:  # noqa: BLE001
+        raise InitError(f"cannot read {path} as safetensors ({error})") from None
+
+
+def _flax_arrays_from_torch(state_dict: Mapping[str, Any], expected_keys) -> dict:
+    """{(collection, *flax path): array in Flax layout} for the torch keys we know."""
+    flat = {}
+    for key, value in state_dict.items():
+        if key in expected_keys:
+            flat[expected_keys[key]] = torchvision_weights.from_torch_layout(
+                torchvision_weights.as_numpy(value))
+        elif not key.endswith("num_batches_tracked"):  # torch's counter has no twin here
+            flat[(_UNKNOWN, key)] = np.asarray(())
+    return flat
+
+
+_UNKNOWN = "not a variable of this model"
+
+
+def _flax_arrays_from_workdir(path: str) -> dict:
+    from resnet_jax.train import checkpoint
+
+    try:
+        state = checkpoint.load_state(path)
+    except FileNotFoundError:
+        raise InitError(f"init_from={path} is a directory without checkpoints: give a "
+                        f"workdir of this project or a .pth/.pt/.safetensors file") from None
+    return {(collection,) + p: np.asarray(v)
+            for collection in ("params", "batch_stats")
+            for p, v in traverse_util.flatten_dict(dict(state[collection])).items()}
+
+
+def read(path: str, model_name: str, variables) -> dict:
+    """The weights at `path` as {(collection, *flax path): numpy array}, for `model_name`'s
+    variables (whose shapes it is matched against later)."""
+    path = os.path.expanduser(path)
+    if os.path.isdir(path):
+        return _flax_arrays_from_workdir(path)
+    if not os.path.exists(path):
+        raise InitError(f"init_from={path} does not exist")
+    if path.endswith(SAFETENSORS_SUFFIX):
+        state_dict = _read_safetensors(path)
+    elif path.endswith(TORCH_SUFFIXES):
+        state_dict = _read_torch(path)
+    else:
+        raise InitError(f"init_from={path}: expected a workdir, or a {', '.join(TORCH_SUFFIXES)} "
+                        f"or {SAFETENSORS_SUFFIX} file")
+    expected = {}
+    for collection in ("params", "batch_stats"):
+        for p in traverse_util.flatten_dict(dict(variables[collection])):
+            expected[torchvision_weights.torch_key(collection, p)] = (collection,) + p
+    return _flax_arrays_from_torch(state_dict, expected)
+
+
+def merge(variables, loaded: dict, source: str, complete: bool = False) -> tuple[dict, str]:
+    """`variables` with every loaded array of the same path and shape put in (cast to the
+    variable's dtype); returns the new variables and a summary of what was and was not loaded.
+    `complete`: every variable must be loaded (to evaluate weights as they are)."""
+    flat = {}
+    for collection in ("params", "batch_stats"):
+        for p, v in traverse_util.flatten_dict(dict(variables[collection])).items():
+            flat[(collection,) + p] = v
+    taken, misshapen = [], []
+    merged = dict(flat)
+    for key, target in flat.items():
+        if key not in loaded:
+            continue
+        value = loaded[key]
+        if tuple(value.shape) != tuple(target.shape):
+            misshapen.append((key, value.shape, target.shape))
+            continue
+        merged[key] = np.asarray(value).astype(target.dtype, copy=False)
+        taken.append(key)
+    absent = [k for k in flat if k not in loaded]
+    unused = [k for k in loaded if k not in flat]
+    if len(taken) * 2 < len(flat):
+        raise InitError(
+            f"init_from={source} fits only {len(taken)} of the model's {len(flat)} tensors "
+            f"(by name and shape): weights of another architecture? (first that do not fit: "
+            f"{_names(misshapen and [k for k, *_ in misshapen] or absent)})")
+    if complete and len(taken) < len(flat):
+        raise InitError(
+            f"{source} does not fit the model completely ({len(flat) - len(taken)} of "
+            f"{len(flat)} tensors do not: {_names(misshapen and [k for k, *_ in misshapen] or absent)}); "
+            f"evaluating needs weights for every layer, the classifier head included (the "
+            f"same num_classes)")
+    lines = [f"init_from {source}: loaded {len(taken)} of {len(flat)} tensors"]
+    if misshapen:
+        lines.append("re-initialised (another shape there): " + ", ".join(
+            f"{_name(k)} {tuple(a)} there, {tuple(b)} here" for k, a, b in misshapen[:6]))
+    if absent:
+        lines.append(f"initialised fresh (not there): {_names(absent)}")
+    if unused:
+        lines.append(f"not used (not in this model): {_names(unused)}")
+    result = {collection: {} for collection in ("params", "batch_stats")}
+    for (collection, *p), value in merged.items():
+        result[collection][tuple(p)] = value
+    return ({c: traverse_util.unflatten_dict(v) for c, v in result.items()},
+            "\n  ".join(lines))
+
+
+def _name(key) -> str:
+    collection, *p = key
+    if collection not in ("params", "batch_stats"):
+        return p[0]
+    return torchvision_weights.torch_key(collection, tuple(p))
+
+
+def _names(keys, limit: int = 6) -> str:
+    names = [_name(k) for k in keys]
+    more = f", ... ({len(names)} in all)" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def apply(state, path: str, model_name: str, replicated) -> tuple[Any, str]:
+    """`state` (freshly initialised) with the weights at `path`; returns it and the summary."""
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    host = jax.device_get(variables)
+    merged, summary = merge(host, read(path, model_name, host), path)
+    merged = jax.device_put(merged, replicated)
+    return state.replace(params=merged["params"], batch_stats=merged["batch_stats"]), summary
