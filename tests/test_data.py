@@ -1,6 +1,8 @@
 """Input pipelines: deterministic order, exact-once evaluation, TFDS sources, augmentations."""
 
+import contextlib
 import os
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -109,8 +111,17 @@ def _config(dataset, **overrides):
     return config
 
 
+@contextlib.contextmanager
+def _mock_tfds(num_examples):
+    """TFDS's mock data; its builders are not `is_prepared()` (no files), which
+    `prepared_builder` checks before anything else: that check is told yes."""
+    with tfds.testing.mock_data(num_examples=num_examples), mock.patch.object(
+            tfds.core.DatasetBuilder, "is_prepared", return_value=True):
+        yield
+
+
 def test_cifar10_on_tfds_mock_data():
-    with tfds.testing.mock_data(num_examples=20):
+    with _mock_tfds(20):
         source = datasets.create_source(_config("cifar10", image_size=32))
         assert source.info.num_classes == 10 and source.info.class_names[0] == "airplane"
         batch = next(batching.train_batches(source, 8, 0, 1, seed=0))
@@ -122,7 +133,7 @@ def test_cifar10_on_tfds_mock_data():
 
 
 def test_imagenet2012_on_tfds_mock_data():
-    with tfds.testing.mock_data(num_examples=6):
+    with _mock_tfds(6):
         source = datasets.create_source(_config("imagenet2012", image_size=32, eval_resize=36))
         assert source.info.num_classes == 1000
         batch = next(batching.train_batches(source, 3, 0, 1, seed=0))
@@ -130,6 +141,19 @@ def test_imagenet2012_on_tfds_mock_data():
         batches = list(batching.eval_batches(source, 4))
         assert sum(int(b["mask"].sum()) for b in batches) == 6
         assert batches[0]["image"].shape == (4, 32, 32, 3)
+
+
+def test_an_unprepared_tfds_dataset_fails_at_once_with_the_command(tmp_path):
+    # TFDS's own download_and_prepare retries the network for minutes where there is none:
+    # it must not be reached.
+    with pytest.raises(datasets.DataError) as error, mock.patch.object(
+            tfds.core.DatasetBuilder, "download_and_prepare",
+            side_effect=AssertionError("tried to download")):
+        datasets.create_source(_config("cifar10", data_dir=str(tmp_path)))
+    assert str(error.value) == (
+        f"dataset cifar10 is not prepared in {tmp_path}: run `tfds build cifar10 --data_dir "
+        f"{tmp_path}` (on a machine with network access, then copy {tmp_path}/cifar10 here), "
+        f"or pass --config.data_dir")
 
 
 def test_jpeg_decoding_crops_and_flips_to_uint8_pixels_on_a_written_tfds_dataset(tmp_path):

@@ -23,8 +23,15 @@ def cli_args(args, workdir, config="configs/digits.py") -> list:
             "--config.progress_bar=False", *args]
 
 
-def run_cli(args, workdir, devices=1, timeout=300) -> subprocess.CompletedProcess:
-    return subprocess.run(cli_args(args, workdir), cwd=REPO, env=cli_env(devices),
+def run_cli(args, workdir, devices=1, timeout=300,
+            config="configs/digits.py") -> subprocess.CompletedProcess:
+    return subprocess.run(cli_args(args, workdir, config), cwd=REPO, env=cli_env(devices),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def run_tool(script: str, args, devices=1, timeout=300) -> subprocess.CompletedProcess:
+    """One of the repository's command-line scripts (evaluate.py, predict.py, export.py...)."""
+    return subprocess.run([sys.executable, script, *args], cwd=REPO, env=cli_env(devices),
                           capture_output=True, text=True, timeout=timeout)
 
 

@@ -57,19 +57,19 @@ def photo_like_images(count: int, seed: int = 0) -> list[np.ndarray]:
 
 def run(batch_size: int = 256, image_size: int = 224, num_images: int = 512,
         batches: int = 16, repeats: int = 5) -> dict:
-    import ml_collections
-
+    from resnet_jax.configs import default
     from resnet_jax.data import batching, datasets
 
     cores = len(os.sched_getaffinity(0))
     with tempfile.TemporaryDirectory() as data_dir:
         write_jpeg_dataset(data_dir, {"train": photo_like_images(num_images),
                                       "validation": photo_like_images(10, seed=1)})
-        config = ml_collections.ConfigDict(dict(
+        config = default.get_config()  # every key: the pipeline reads what it needs
+        config.update(
             dataset="imagenette", data_dir=data_dir, image_size=image_size, eval_resize=256,
             # Each epoch refills the shuffle buffer before its first image: with ImageNet's
             # 1,281,167 images that is rare, with 512 it would be every few batches.
-            shuffle_buffer=64, seed=0))
+            shuffle_buffer=64, seed=0)
         source = datasets.create_source(config)
         rates, cpu_ms = [], []
         for repeat in range(repeats):

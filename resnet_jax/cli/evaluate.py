@@ -76,7 +76,8 @@ def main(argv):
             jax.random.PRNGKey(0), jax.numpy.zeros((1, *info.image_shape)), train=False)
         fresh = jax.device_get(fresh)
         loaded = warm_start.read(config.init_from, config.model, fresh)
-        variables, summary = warm_start.merge(fresh, loaded, config.init_from, complete=True)
+        variables, summary = warm_start.merge(fresh, loaded, config.init_from, config.model,
+                                              complete=True)
         print(summary, flush=True)
         what = config.init_from
     state = steps.TrainState.create(apply_fn=model.apply, tx=_no_optimizer(),

@@ -18,6 +18,7 @@ from flax import traverse_util
 
 from resnet_jax.errors import UserError
 from resnet_jax.interop import torchvision_weights
+from resnet_jax.train.steps import HEAD
 
 TORCH_SUFFIXES = (".pth", ".pt")
 SAFETENSORS_SUFFIX = ".safetensors"
@@ -109,7 +110,8 @@ def read(path: str, model_name: str, variables) -> dict:
     return _flax_arrays_from_torch(state_dict, expected)
 
 
-def merge(variables, loaded: dict, source: str, complete: bool = False) -> tuple[dict, str]:
+def merge(variables, loaded: dict, source: str, model_name: str = "the model",
+          complete: bool = False) -> tuple[dict, str]:
     """`variables` with every loaded array of the same path and shape put in (cast to the
     variable's dtype); returns the new variables and a summary of what was and was not loaded.
     `complete`: every variable must be loaded (to evaluate weights as they are)."""
@@ -130,11 +132,13 @@ def merge(variables, loaded: dict, source: str, complete: bool = False) -> tuple
         taken.append(key)
     absent = [k for k in flat if k not in loaded]
     unused = [k for k in loaded if k not in flat]
-    if len(taken) * 2 < len(flat):
-        raise InitError(
-            f"init_from={source} fits only {len(taken)} of the model's {len(flat)} tensors "
-            f"(by name and shape): weights of another architecture? (first that do not fit: "
-            f"{_names(misshapen and [k for k, *_ in misshapen] or absent)})")
+    backbone_misshapen = [m for m in misshapen if m[0][1] != HEAD]
+    if backbone_misshapen or len(taken) * 2 < len(flat):
+        detail = ", ".join(f"{_name(k)} {_torch_shape(a)} there, {_torch_shape(b)} here"
+                           for k, a, b in backbone_misshapen[:3]) or (
+            f"only {len(taken)} of the model's {len(flat)} tensors are there")
+        raise InitError(f"init_from={source} does not fit {model_name}: {detail}; weights of "
+                        f"another model? (only the classifier head, {HEAD}.*, may differ)")
     if complete and len(taken) < len(flat):
         raise InitError(
             f"{source} does not fit the model completely ({len(flat) - len(taken)} of "
@@ -144,7 +148,8 @@ def merge(variables, loaded: dict, source: str, complete: bool = False) -> tuple
     lines = [f"init_from {source}: loaded {len(taken)} of {len(flat)} tensors"]
     if misshapen:
         lines.append("re-initialised (another shape there): " + ", ".join(
-            f"{_name(k)} {tuple(a)} there, {tuple(b)} here" for k, a, b in misshapen[:6]))
+            f"{_name(k)} {_torch_shape(a)} there, {_torch_shape(b)} here"
+            for k, a, b in misshapen[:6]))
     if absent:
         lines.append(f"initialised fresh (not there): {_names(absent)}")
     if unused:
@@ -154,6 +159,14 @@ def merge(variables, loaded: dict, source: str, complete: bool = False) -> tuple
         result[collection][tuple(p)] = value
     return ({c: traverse_util.unflatten_dict(v) for c, v in result.items()},
             "\n  ".join(lines))
+
+
+def _torch_shape(shape) -> tuple:
+    """A Flax shape in torch's layout, as the names in the summary are torch's."""
+    shape = tuple(shape)
+    if len(shape) == 4:
+        return (shape[3], shape[2], shape[0], shape[1])
+    return shape[::-1] if len(shape) == 2 else shape
 
 
 def _name(key) -> str:
@@ -173,6 +186,6 @@ def apply(state, path: str, model_name: str, replicated) -> tuple[Any, str]:
     """`state` (freshly initialised) with the weights at `path`; returns it and the summary."""
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     host = jax.device_get(variables)
-    merged, summary = merge(host, read(path, model_name, host), path)
+    merged, summary = merge(host, read(path, model_name, host), path, model_name)
     merged = jax.device_put(merged, replicated)
     return state.replace(params=merged["params"], batch_stats=merged["batch_stats"]), summary

@@ -1,0 +1,123 @@
+"""Image folders as a dataset: layouts, class names, held-out split, formats, determinism, and
+the one-line errors for folders that cannot be used."""
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from resnet_jax.configs import default
+from resnet_jax.data import batching, datasets, folders
+
+
+def _image(path, size, mode="RGB", seed=0):
+    rng = np.random.default_rng(seed)
+    channels = {"L": 1, "RGB": 3, "RGBA": 4}[mode]
+    pixels = rng.integers(0, 256, (size[1], size[0], channels), dtype=np.uint8)
+    image = Image.fromarray(pixels[..., 0] if channels == 1 else pixels, mode)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    image.save(path)
+
+
+def _write(root, layout: dict):
+    """layout: {"train/cat": 3, ...} -> that many JPEGs of mixed sizes in each folder."""
+    for folder, count in layout.items():
+        for i in range(count):
+            _image(os.path.join(root, folder, f"{i}.jpg"), (20 + 7 * i, 30 - 3 * i), seed=i)
+    return str(root)
+
+
+def _config(data_dir, **overrides):
+    config = default.get_config()
+    config.update(dataset="folder", data_dir=str(data_dir), image_size=16, eval_resize=18)
+    config.update(overrides)
+    return config
+
+
+def test_classes_are_sorted_folder_names_and_val_is_evaluated(tmp_path):
+    root = _write(tmp_path, {"train/zebra": 3, "train/ant": 2, "train/moth": 2,
+                             "val/ant": 1, "val/zebra": 2})
+    splits = folders.read_splits(root, 0.2)
+    assert splits.class_names == ("ant", "moth", "zebra")
+    assert splits.eval_from == os.path.join(root, "val")
+    assert len(splits.train.paths) == 7 and list(splits.eval.labels) == [0, 2, 2]
+    assert all(p.startswith(os.path.join(root, "val", "")) for p in splits.eval.paths)
+
+
+@pytest.mark.parametrize("name", ["validation", "test"])
+def test_other_eval_folder_names_are_accepted(tmp_path, name):
+    root = _write(tmp_path, {"train/a": 2, "train/b": 2, f"{name}/b": 1})
+    assert folders.read_splits(root, 0.2).eval_from == os.path.join(root, name)
+
+
+@pytest.mark.parametrize("layout", [{"train/a": 10, "train/b": 5, "train/c": 1},
+                                    {"a": 10, "b": 5, "c": 1}])
+def test_without_val_a_fixed_stratified_share_is_held_out(tmp_path, layout):
+    root = _write(tmp_path, layout)
+    first = folders.read_splits(root, 0.2)
+    again = folders.read_splits(root, 0.2)
+    assert first.eval.paths == again.eval.paths  # fixed: no seed involved
+    assert sorted(np.bincount(first.eval.labels, minlength=3)) == [0, 1, 2]  # 20% of 10, of 5
+    assert set(first.train.paths).isdisjoint(first.eval.paths)
+    assert len(first.train.paths) + len(first.eval.paths) == 16
+    assert "held out" in first.eval_from
+
+
+def test_every_format_and_mode_becomes_rgb_pixels_of_the_crop_size(tmp_path):
+    for i, (ext, mode) in enumerate([("png", "L"), ("png", "RGBA"), ("bmp", "RGB"),
+                                     ("gif", "L"), ("jpeg", "RGB"), ("JPG", "RGB")]):
+        for split in ("train", "val"):
+            _image(os.path.join(tmp_path, split, f"c{i % 2}", f"{i}.{ext}"), (13 + i, 25),
+                   mode, seed=i)
+    (tmp_path / "train" / "c0" / "notes.txt").write_text("not an image: ignored")
+    source = datasets.create_source(_config(tmp_path))
+    assert (source.info.num_train, source.info.num_eval) == (6, 6)
+    batch = next(batching.train_batches(source, 6, 0, 1, seed=0))
+    assert batch["image"].shape == (6, 16, 16, 3) and batch["image"].dtype == np.uint8
+    evals = list(batching.eval_batches(source, 4))
+    assert [int(b["mask"].sum()) for b in evals] == [4, 2]  # every image once, then padding
+    gray = np.concatenate([b["image"][b["mask"]] for b in evals])[0]  # 0.png: grayscale
+    assert np.array_equal(gray[..., 0], gray[..., 1]) and np.array_equal(gray[..., 1],
+                                                                         gray[..., 2])
+
+
+def test_training_order_is_a_function_of_seed_and_step(tmp_path):
+    source = datasets.create_source(_config(_write(tmp_path, {"train/a": 5, "train/b": 4,
+                                                               "val/a": 1})))
+    whole = list(batching.train_batches(source, 4, 0, 5, seed=3))
+    resumed = list(batching.train_batches(source, 4, 2, 3, seed=3))
+    for a, b in zip(whole[2:], resumed):
+        np.testing.assert_array_equal(a["image"], b["image"])
+        np.testing.assert_array_equal(a["label"], b["label"])
+    other = next(batching.train_batches(source, 4, 0, 1, seed=4))
+    assert not np.array_equal(other["image"], whole[0]["image"])
+
+
+@pytest.mark.parametrize("layout, data_dir, message", [
+    ({}, "missing", "data_dir {root}/missing is not a directory"),
+    ({"train/a": 0}, "", "has no images"),
+    ({"train/a": 2, "val/a": 1, "val/b": 1}, "",
+     "{root}/val has class folder(s) 'b' that the training folder does not have"),
+    ({"train/a": 1, "train/b": 1}, "", "too few images to hold any out"),
+    ({"train/a": 2}, "", "there is no {root}/test folder to evaluate"),
+])
+def test_unusable_folders_are_one_line_errors(tmp_path, layout, data_dir, message):
+    root = _write(tmp_path, layout)
+    for folder in layout:
+        os.makedirs(os.path.join(root, folder), exist_ok=True)
+    overrides = {"eval_split": "test"} if "test folder" in message else {}
+    with pytest.raises(folders.FolderError) as error:
+        datasets.create_source(_config(os.path.join(root, data_dir), **overrides))
+    assert message.format(root=root) in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_an_image_that_cannot_be_decoded_is_named(tmp_path):
+    root = _write(tmp_path, {"train/a": 3, "train/b": 3, "val/a": 1})
+    broken = os.path.join(root, "train", "b", "1.jpg")
+    with open(broken, "r+b") as f:
+        f.truncate(100)
+    source = datasets.create_source(_config(root))
+    with pytest.raises(folders.FolderError, match=f"cannot read image {broken}: "):
+        list(batching.train_batches(source, 6, 0, 2, seed=0))

@@ -1,0 +1,214 @@
+"""Your own images end to end, through the command-line tools as a user runs them: fine-tune
+from a torchvision state dict on an image folder, then evaluate, predict and export the run.
+
+One small run serves every test (resnet18 at 32x32 on 3 classes of photo crops). It starts from
+a torchvision resnet18's state dict and trains at learning rate 0 with `bn_momentum=0`, so its
+checkpoint must hold that state dict's tensors bit for bit.
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from image_folders import write_photo_crops
+from train_cli import read_metrics, reported_lines, run_cli, run_tool
+
+torch = pytest.importorskip("torch", reason="the torchvision side of the round trip")
+torchvision = pytest.importorskip("torchvision")
+
+CLASSES = 3
+
+
+def _fresh_tree(path):
+    return {os.path.relpath(os.path.join(d, f), path): os.path.getsize(os.path.join(d, f))
+            for d, _, files in os.walk(path) for f in files}
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    return write_photo_crops(str(tmp_path_factory.mktemp("photos")), classes=CLASSES,
+                             train=16, val=6)
+
+
+@pytest.fixture(scope="module")
+def fine_tuned(tmp_path_factory, photos):
+    """(workdir, the .pth it started from, the run's stdout)."""
+    root = tmp_path_factory.mktemp("own_images")
+    torch.manual_seed(0)
+    weights = str(root / "resnet18.pth")
+    model = torchvision.models.resnet18(num_classes=CLASSES)
+    with torch.no_grad():  # running statistics that are not the defaults 0 and 1
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.1, 0.1)
+                module.running_var.uniform_(0.5, 2.0)
+    torch.save(model.state_dict(), weights)
+    workdir = str(root / "run")
+    proc = run_cli(["--config.dataset=folder", f"--config.data_dir={photos}",
+                    "--config.model=resnet18", "--config.image_size=32",
+                    "--config.eval_resize=36", f"--config.init_from={weights}",
+                    "--config.learning_rate=0", "--config.bn_momentum=0",
+                    "--config.num_train_steps=2", "--config.batch_size=8",
+                    "--config.eval_batch_size=8", "--config.log_every_steps=1"],
+                   workdir, config="configs/folder.py")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return workdir, weights, proc.stdout
+
+
+def test_the_run_says_what_it_loaded_and_records_itself(fine_tuned):
+    workdir, weights, stdout = fine_tuned
+    assert f"init_from {weights}: loaded 102 of 102 tensors" in stdout
+    config = json.load(open(os.path.join(workdir, "config.json")))
+    assert config["init_from"] == weights and config["model"] == "resnet18"
+    assert open(os.path.join(workdir, "classes.txt")).read().split() == [
+        f"class_{k}" for k in range(CLASSES)]
+    report = open(os.path.join(workdir, "report.txt")).read()
+    assert "confusion matrix (rows: true class" in report
+    assert all(f"{k}: class_{k}" in report for k in range(CLASSES))
+    for figure in ("training_curves.png", "confusion_matrix.png"):
+        with open(os.path.join(workdir, "plots", figure), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_learning_rate_zero_round_trip_is_bitwise(fine_tuned, tmp_path):
+    workdir, weights, _ = fine_tuned
+    output = str(tmp_path / "exported.pth")
+    proc = run_tool("export.py", ["--workdir", workdir, "--format", "torchvision",
+                                  "--output", output])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    original = torch.load(weights, weights_only=True)
+    exported = torch.load(output, weights_only=True)
+    model = torchvision.models.resnet18(num_classes=CLASSES)
+    model.load_state_dict(exported, strict=True)
+    compared = [k for k in original if not k.endswith("num_batches_tracked")]
+    assert len(compared) == 102
+    for key in compared:
+        assert torch.equal(original[key], exported[key]), key
+
+
+def test_evaluate_repeats_the_final_eval_and_leaves_the_metrics(fine_tuned):
+    workdir, _, _ = fine_tuned
+    metrics = os.path.join(workdir, "metrics.jsonl")
+    before = open(metrics).read()
+    final = [row for row in read_metrics(workdir) if row["split"] == "eval"][-1]
+    proc = run_tool("evaluate.py", ["--workdir", workdir])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"top-1 {final['top1']:.4f}, top-5 {final['top5']:.4f}" in proc.stdout
+    assert open(metrics).read() == before
+    report = open(os.path.join(workdir, "report_val.txt")).read()
+    assert f"top-1 accuracy: {final['top1']:.4f}" in report
+    assert os.path.exists(os.path.join(workdir, "plots", "confusion_matrix_val.png"))
+
+
+def test_predict_json_agrees_with_the_evaluation(fine_tuned, photos):
+    workdir, _, _ = fine_tuned
+    final = [row for row in read_metrics(workdir) if row["split"] == "eval"][-1]
+    proc = run_tool("predict.py", ["--workdir", workdir, "--json", "--top_k", "2",
+                                   os.path.join(photos, "val")])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(rows) == CLASSES * 6
+    assert all(len(r["top_k"]) == 2 and r["top_k"][0]["probability"] >=
+               r["top_k"][1]["probability"] for r in rows)
+    right = [r["top_k"][0]["class"] == os.path.basename(os.path.dirname(r["path"]))
+             for r in rows]
+    assert np.mean(right) == pytest.approx(final["top1"])
+
+
+def test_onnx_export_gives_our_logits(fine_tuned, tmp_path):
+    onnxruntime = pytest.importorskip("onnxruntime", reason="the [export] extra")
+    from resnet_jax.train import inference
+
+    workdir, _, _ = fine_tuned
+    output = str(tmp_path / "model.onnx")
+    proc = run_tool("export.py", ["--workdir", workdir, "--format", "onnx", "--output", output])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sidecar = json.load(open(output + ".json"))
+    assert sidecar["classes"] == [f"class_{k}" for k in range(CLASSES)]
+    assert sidecar["preprocessing"]["center_crop"] == [32, 32]
+    assert sidecar["preprocessing"]["resize_shorter_side"] == 36
+    images = np.random.default_rng(1).standard_normal((4, 32, 32, 3), dtype=np.float32)
+    ours = inference.logits_fn(inference.from_workdir(workdir, kernels="xla"))(images)
+    session = onnxruntime.InferenceSession(output, providers=["CPUExecutionProvider"])
+    theirs = session.run(None, {"images": images.transpose(0, 3, 1, 2).copy()})[0]
+    assert np.max(np.abs(theirs - ours)) <= 1e-4 * np.max(np.abs(ours))
+
+
+def test_jax_export_deserialises_and_runs(fine_tuned, tmp_path):
+    import jax
+
+    from resnet_jax.train import inference
+
+    workdir, _, _ = fine_tuned
+    output = str(tmp_path / "model.jax")
+    proc = run_tool("export.py", ["--workdir", workdir, "--format", "jax", "--output", output])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    exported = jax.export.deserialize(bytearray(open(output, "rb").read()))
+    images = np.random.default_rng(2).standard_normal((5, 32, 32, 3), dtype=np.float32)
+    ours = inference.logits_fn(inference.from_workdir(workdir, kernels="xla"))(images)
+    np.testing.assert_allclose(np.asarray(exported.call(images)), ours, rtol=1e-5, atol=1e-5)
+
+
+def test_torchvision_with_the_exported_preprocessing_classifies_alike(fine_tuned, photos,
+                                                                       tmp_path):
+    from PIL import Image
+    from torchvision.transforms import v2
+
+    workdir, _, _ = fine_tuned
+    output = str(tmp_path / "model.pth")
+    proc = run_tool("export.py", ["--workdir", workdir, "--format", "torchvision",
+                                  "--output", output])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.load(open(output + ".json"))
+    spec = record["preprocessing"]
+    model = torchvision.models.resnet18(num_classes=len(record["classes"]))
+    model.load_state_dict(torch.load(output, weights_only=True), strict=True)
+    transform = v2.Compose([
+        v2.PILToTensor(), v2.Resize(spec["resize_shorter_side"], antialias=True),
+        v2.CenterCrop(spec["center_crop"]), v2.ToDtype(torch.float32),
+        v2.Normalize(spec["mean"], spec["std"])])
+    right = []
+    for k, name in enumerate(record["classes"]):
+        folder = os.path.join(photos, "val", name)
+        for file in sorted(os.listdir(folder)):
+            image = transform(Image.open(os.path.join(folder, file)).convert("RGB"))
+            with torch.no_grad():
+                right.append(int(model.eval()(image[None]).argmax()) == k)
+    final = [row for row in read_metrics(workdir) if row["split"] == "eval"][-1]
+    assert abs(np.mean(right) - final["top1"]) <= 1 / len(right) + 1e-9
+
+
+def test_a_resume_with_another_config_is_refused_untouched(fine_tuned, photos):
+    workdir, weights, _ = fine_tuned
+    before = _fresh_tree(workdir)
+    proc = run_cli(["--config.dataset=folder", f"--config.data_dir={photos}",
+                    "--config.model=resnet18", "--config.image_size=32",
+                    "--config.eval_resize=36", f"--config.init_from={weights}",
+                    "--config.learning_rate=0.5", "--config.bn_momentum=0",
+                    "--config.num_train_steps=2", "--config.batch_size=8",
+                    "--config.eval_batch_size=8"], workdir, config="configs/folder.py")
+    assert proc.returncode == 2
+    assert reported_lines(proc.stderr) == [
+        f"error: {workdir}/config.json records another config for this run (learning_rate=0.0 "
+        f"there, 0.5 here); use another --workdir for a new run, or the recorded value(s) to "
+        f"continue it"]
+    assert _fresh_tree(workdir) == before
+
+
+@pytest.mark.parametrize("tool, args, message", [
+    ("evaluate.py", ["--workdir", "{missing}"], "error: workdir {missing} does not exist"),
+    ("predict.py", ["--workdir", "{workdir}", "{missing}"], "error: {missing} does not exist"),
+    ("export.py", ["--workdir", "{workdir}", "--format", "jax", "--output",
+                   "{workdir}/config.json"],
+     "error: {workdir}/config.json exists; choose another --output or pass --overwrite"),
+])
+def test_tool_mistakes_are_one_line_and_exit_2(fine_tuned, tmp_path, tool, args, message):
+    workdir, _, _ = fine_tuned
+    before = _fresh_tree(workdir)
+    names = {"workdir": workdir, "missing": str(tmp_path / "missing")}
+    proc = run_tool(tool, [a.format(**names) for a in args])
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert reported_lines(proc.stderr) == [message.format(**names)]
+    assert _fresh_tree(workdir) == before
