@@ -8,12 +8,14 @@ checkpoint must hold that state dict's tensors bit for bit.
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from image_folders import write_photo_crops
-from train_cli import read_metrics, reported_lines, run_cli, run_tool
+from tools.image_folders import write_photo_crops
+from tests.train_cli import read_metrics, reported_lines, run_cli, run_tool
 
 torch = pytest.importorskip("torch", reason="the torchvision side of the round trip")
 torchvision = pytest.importorskip("torchvision")
@@ -34,7 +36,7 @@ def photos(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def fine_tuned(tmp_path_factory, photos):
-    """(workdir, the .pth it started from, the run's stdout)."""
+    """(workdir, the .pth it started from, the run's stdout and stderr)."""
     root = tmp_path_factory.mktemp("own_images")
     torch.manual_seed(0)
     weights = str(root / "resnet18.pth")
@@ -51,15 +53,19 @@ def fine_tuned(tmp_path_factory, photos):
                     "--config.eval_resize=36", f"--config.init_from={weights}",
                     "--config.learning_rate=0", "--config.bn_momentum=0",
                     "--config.num_train_steps=2", "--config.batch_size=8",
-                    "--config.eval_batch_size=8", "--config.log_every_steps=1"],
+                    "--config.eval_batch_size=8", "--config.log_every_steps=1",
+                    "--config.progress_interval_s=0.001"],
                    workdir, config="configs/folder.py")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return workdir, weights, proc.stdout
+    return workdir, weights, proc.stdout, proc.stderr
 
 
 def test_the_run_says_what_it_loaded_and_records_itself(fine_tuned):
-    workdir, weights, stdout = fine_tuned
+    workdir, weights, stdout, stderr = fine_tuned
     assert f"init_from {weights}: loaded 102 of 102 tensors" in stdout
+    # No terminal (and progress_bar=False): plain progress lines, no carriage returns.
+    assert "\r" not in stderr and "train: step 2/2 (100%)" in stderr
+    assert "step 2: eval top-1 " in stdout
     config = json.load(open(os.path.join(workdir, "config.json")))
     assert config["init_from"] == weights and config["model"] == "resnet18"
     assert open(os.path.join(workdir, "classes.txt")).read().split() == [
@@ -73,7 +79,7 @@ def test_the_run_says_what_it_loaded_and_records_itself(fine_tuned):
 
 
 def test_learning_rate_zero_round_trip_is_bitwise(fine_tuned, tmp_path):
-    workdir, weights, _ = fine_tuned
+    workdir, weights, *_ = fine_tuned
     output = str(tmp_path / "exported.pth")
     proc = run_tool("export.py", ["--workdir", workdir, "--format", "torchvision",
                                   "--output", output])
@@ -89,7 +95,7 @@ def test_learning_rate_zero_round_trip_is_bitwise(fine_tuned, tmp_path):
 
 
 def test_evaluate_repeats_the_final_eval_and_leaves_the_metrics(fine_tuned):
-    workdir, _, _ = fine_tuned
+    workdir, *_ = fine_tuned
     metrics = os.path.join(workdir, "metrics.jsonl")
     before = open(metrics).read()
     final = [row for row in read_metrics(workdir) if row["split"] == "eval"][-1]
@@ -102,8 +108,31 @@ def test_evaluate_repeats_the_final_eval_and_leaves_the_metrics(fine_tuned):
     assert os.path.exists(os.path.join(workdir, "plots", "confusion_matrix_val.png"))
 
 
+def test_evaluate_takes_a_weights_file_without_a_workdir(fine_tuned, photos):
+    """The run trained at learning rate 0 from these weights: the same numbers."""
+    workdir, weights, *_ = fine_tuned
+    final = [row for row in read_metrics(workdir) if row["split"] == "eval"][-1]
+    proc = run_tool("evaluate.py", [
+        "--config", "configs/folder.py", f"--config.data_dir={photos}",
+        "--config.model=resnet18", "--config.image_size=32", "--config.eval_resize=36",
+        "--config.eval_batch_size=6", f"--config.init_from={weights}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"top-1 {final['top1']:.4f}, top-5 {final['top5']:.4f}" in proc.stdout
+
+
+def test_installed_commands_find_the_shipped_configs_by_name(tmp_path):
+    """After `pip install`, from any directory: `resnet-jax-train --config digits`."""
+    command = os.path.join(os.path.dirname(sys.executable), "resnet-jax-train")
+    proc = subprocess.run([command, "--config", "digits", "--workdir", str(tmp_path / "w"),
+                           "--config.learning_rate=-1"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2
+    assert reported_lines(proc.stderr) == [
+        "error: learning_rate must be >= 0 (a negative rate climbs the loss), got -1.0"]
+
+
 def test_predict_json_agrees_with_the_evaluation(fine_tuned, photos):
-    workdir, _, _ = fine_tuned
+    workdir, *_ = fine_tuned
     final = [row for row in read_metrics(workdir) if row["split"] == "eval"][-1]
     proc = run_tool("predict.py", ["--workdir", workdir, "--json", "--top_k", "2",
                                    os.path.join(photos, "val")])
@@ -121,7 +150,7 @@ def test_onnx_export_gives_our_logits(fine_tuned, tmp_path):
     onnxruntime = pytest.importorskip("onnxruntime", reason="the [export] extra")
     from resnet_jax.train import inference
 
-    workdir, _, _ = fine_tuned
+    workdir, *_ = fine_tuned
     output = str(tmp_path / "model.onnx")
     proc = run_tool("export.py", ["--workdir", workdir, "--format", "onnx", "--output", output])
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -141,7 +170,7 @@ def test_jax_export_deserialises_and_runs(fine_tuned, tmp_path):
 
     from resnet_jax.train import inference
 
-    workdir, _, _ = fine_tuned
+    workdir, *_ = fine_tuned
     output = str(tmp_path / "model.jax")
     proc = run_tool("export.py", ["--workdir", workdir, "--format", "jax", "--output", output])
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -156,7 +185,7 @@ def test_torchvision_with_the_exported_preprocessing_classifies_alike(fine_tuned
     from PIL import Image
     from torchvision.transforms import v2
 
-    workdir, _, _ = fine_tuned
+    workdir, *_ = fine_tuned
     output = str(tmp_path / "model.pth")
     proc = run_tool("export.py", ["--workdir", workdir, "--format", "torchvision",
                                   "--output", output])
@@ -181,7 +210,7 @@ def test_torchvision_with_the_exported_preprocessing_classifies_alike(fine_tuned
 
 
 def test_a_resume_with_another_config_is_refused_untouched(fine_tuned, photos):
-    workdir, weights, _ = fine_tuned
+    workdir, weights, *_ = fine_tuned
     before = _fresh_tree(workdir)
     proc = run_cli(["--config.dataset=folder", f"--config.data_dir={photos}",
                     "--config.model=resnet18", "--config.image_size=32",
@@ -205,7 +234,7 @@ def test_a_resume_with_another_config_is_refused_untouched(fine_tuned, photos):
      "error: {workdir}/config.json exists; choose another --output or pass --overwrite"),
 ])
 def test_tool_mistakes_are_one_line_and_exit_2(fine_tuned, tmp_path, tool, args, message):
-    workdir, _, _ = fine_tuned
+    workdir, *_ = fine_tuned
     before = _fresh_tree(workdir)
     names = {"workdir": workdir, "missing": str(tmp_path / "missing")}
     proc = run_tool(tool, [a.format(**names) for a in args])

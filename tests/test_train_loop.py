@@ -11,7 +11,7 @@ import pytest
 from resnet_jax.train import checkpoint, loop
 from resnet_jax.train import config as train_config
 from tests.digits_runs import small_digits_config
-from tests.train_cli import read_metrics, run_cli
+from tests.train_cli import read_metrics, reported_lines, run_cli
 
 
 def test_run_writes_metrics_report_events_and_checkpoints(finished_run):
@@ -135,8 +135,10 @@ def test_workdir_of_another_model_is_refused_untouched(finished_run):
     before = _tree_digest(workdir)
     proc = run_cli(["--config.model=resnet32"], workdir)
     assert proc.returncode == 2
-    assert "holds checkpoints of another run (model: checkpoint 'resnet8' vs config " \
-           "'resnet32'" in proc.stderr
+    [line] = reported_lines(proc.stderr)  # every key that differs, named, in one line
+    assert line.startswith(f"error: {workdir}/config.json records another config for this "
+                           f"run (")
+    assert "model='resnet8' there, 'resnet32' here" in line
     assert _tree_digest(workdir) == before
 
 

@@ -1,4 +1,8 @@
-"""Image-folder datasets that tests (and the README's figures) write themselves, offline.
+"""Writes image-folder datasets from data shipped with scikit-learn and matplotlib, offline:
+what the tests and the README's "Your own images" figures train on.
+
+    python tools/image_folders.py digits DIR
+    python tools/image_folders.py photos DIR [--classes 9 --train 60 --val 20]
 
 - `write_digits`: scikit-learn's digits as 8x8 grayscale PNGs, DIR/{train,val}/DIGIT/*.png, with
   the fixed stratified split of `datasets.digits_arrays`.
@@ -62,3 +66,20 @@ def write_photo_crops(root: str, classes: int = 9, train: int = 60, val: int = 2
                 crop = crop.resize((max(8, int(w * scale)), max(8, int(h * scale))))
                 crop.save(os.path.join(folder, f"{i:03d}.jpg"), quality=90)
     return root
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("kind", choices=("digits", "photos"))
+    parser.add_argument("dir")
+    parser.add_argument("--classes", type=int, default=9)
+    parser.add_argument("--train", type=int, default=60)
+    parser.add_argument("--val", type=int, default=20)
+    args = parser.parse_args()
+    if args.kind == "digits":
+        write_digits(args.dir)
+    else:
+        write_photo_crops(args.dir, args.classes, args.train, args.val)
+    print(f"wrote {args.dir}/train and {args.dir}/val")
