@@ -6,9 +6,10 @@
 DIR holds train/CLASS/*.jpg (JPEG, PNG, BMP or GIF) and val/CLASS/* (or validation/, test/;
 without one, 20% of each class is held out). The defaults suit fine-tuning an ImageNet ResNet-50
 on a few thousand images: 30 epochs, cosine schedule with one epoch of warm-up, batch 64,
-learning rate 0.01, 224x224 crops. From torchvision's ImageNet weights (`init_from`, see the
-README, "Your own images") expect most of ImageNet-like photos right within a few epochs;
-without them (from scratch) raise num_epochs and learning_rate.
+learning rate 0.01, 224x224 crops, ImageNet's augmentation (random-resized crops of 8-100% of
+the area, flips). Measured results on small offline image sets, and the settings for small or
+not mirror-symmetric images (digits: crop_min_area=0.5, random_flip=False), are in the README,
+"Your own images".
 """
 
 from resnet_jax.configs import default
