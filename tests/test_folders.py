@@ -113,11 +113,22 @@ def test_unusable_folders_are_one_line_errors(tmp_path, layout, data_dir, messag
     assert "\n" not in str(error.value)
 
 
+def test_a_file_that_is_not_an_image_is_named_before_anything_trains(tmp_path):
+    root = _write(tmp_path, {"train/a": 2, "train/b": 2, "val/a": 1})
+    impostor = os.path.join(root, "val", "a", "notes.jpg")
+    with open(impostor, "w") as f:
+        f.write("meeting notes")
+    with pytest.raises(folders.FolderError, match=f"^cannot read image {impostor}: "):
+        datasets.create_source(_config(root))
+
+
 def test_an_image_that_cannot_be_decoded_is_named(tmp_path):
+    """A truncated JPEG: its header reads, its pixels do not; named when the pipeline meets
+    it."""
     root = _write(tmp_path, {"train/a": 3, "train/b": 3, "val/a": 1})
     broken = os.path.join(root, "train", "b", "1.jpg")
     with open(broken, "r+b") as f:
-        f.truncate(100)
-    source = datasets.create_source(_config(root))
+        f.truncate(os.path.getsize(broken) - 40)  # the end of the pixel data
+    source = datasets.create_source(_config(root))  # headers are fine
     with pytest.raises(folders.FolderError, match=f"cannot read image {broken}: "):
         list(batching.train_batches(source, 6, 0, 2, seed=0))

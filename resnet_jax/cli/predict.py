@@ -52,8 +52,8 @@ def load_pixels(path: str, size: int, resize: int):
     try:
         image = preprocessing.decode_rgb(tf.io.read_file(path))
     except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as error:
-        reason = (str(error.message).strip().splitlines() or ["unreadable"])[0]
-        raise UserError(f"cannot read image {path}: {reason}") from None
+        from resnet_jax.data.folders import tf_error_reason
+        raise UserError(f"cannot read image {path}: {tf_error_reason(error)}") from None
     return preprocessing.to_pixels(preprocessing.resize_center_crop(image, size, resize)).numpy()
 
 

@@ -105,6 +105,14 @@ def read_splits(data_dir: str, holdout_fraction: float, eval_split: str = "") ->
     if not os.path.isdir(train_dir):
         train_dir = data_dir  # class folders directly in DIR
     class_names, train = _read_classes(train_dir)
+    splits = _eval_split(data_dir, train_dir, class_names, train, holdout_fraction, eval_split)
+    every = splits.train.paths + (() if splits.eval is splits.train else splits.eval.paths)
+    if len(every) <= HEADER_CHECK_LIMIT:
+        check_headers(every)
+    return splits
+
+
+def _eval_split(data_dir, train_dir, class_names, train, holdout_fraction, eval_split):
     if eval_split == "train":
         return FolderSplits(class_names, train, train, train_dir)
     candidates = [eval_split] if eval_split else list(EVAL_FOLDERS)
@@ -128,6 +136,35 @@ def read_splits(data_dir: str, holdout_fraction: float, eval_split: str = "") ->
                         f"{holdout_fraction:.0%} of each class of {train_dir}, held out")
 
 
+# Up to this many files, every header is read when the folder is listed (~0.1 ms a file): a
+# file that is not an image at all is named before anything trains. Larger sets skip it; a
+# file that fails to decode later is named then (`find_undecodable`).
+HEADER_CHECK_LIMIT = 50_000
+
+
+def check_headers(paths) -> None:
+    """FolderError naming the first file whose header is not an image's (an empty file, a
+    text file named .jpg, ...)."""
+    from PIL import Image, UnidentifiedImageError
+
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                image.size  # noqa: B018  (the header is parsed by open)
+        except (UnidentifiedImageError, OSError) as error:
+            raise FolderError(f"cannot read image {path}: {error}; fix or remove the file") \
+                from None
+
+
+def tf_error_reason(error) -> str:
+    """TensorFlow's error message without its op and device decorations."""
+    import re
+
+    message = (str(error.message).strip().splitlines() or ["unreadable"])[0]
+    message = re.sub(r"^\{\{[^}]*\}\}\s*", "", message)
+    return re.sub(r"\s*\[Op:\w+\].*$", "", message)
+
+
 def find_undecodable(paths) -> tuple[str, str] | None:
     """(path, reason) of the first file that TensorFlow cannot decode as an image, or None."""
     from resnet_jax.data.lazy_tf import tf
@@ -137,5 +174,5 @@ def find_undecodable(paths) -> tuple[str, str] | None:
         try:
             decode_rgb(tf.io.read_file(path))
         except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as error:
-            return path, (str(error.message).strip().splitlines() or ["unreadable"])[0]
+            return path, tf_error_reason(error)
     return None
