@@ -77,4 +77,10 @@ def run(main) -> None:
         with errors.reported():  # a UserError: one line, exit 2; anything else: traceback
             return main(argv)
 
+    # --helpshort lists the flags of the program's main module: the command's own flags are
+    # defined in its module under resnet_jax/cli, whether started as train.py or as an
+    # installed resnet-jax-train.
+    sys.modules["__main__"].__doc__ = sys.modules[main.__module__].__doc__  # the usage text
+    for flag in FLAGS.get_flags_for_module(main.__module__):
+        FLAGS.register_key_flag_for_module(sys.argv[0], flag)  # absl's name of the main module
     app.run(wrapped, flags_parser=parse_flags)

@@ -119,17 +119,17 @@ def _train_and_evaluate(config, workdir, source, stop, wall_start) -> dict:
                               bar=bool(config.progress_bar), interval_s=config.progress_interval_s)
     title = f"{config.model} on {info.name}"
 
-    def evaluate_and_record(done, name_suffix=""):
+    def evaluate_and_record(done):
         values, labels, predictions = evaluation.evaluate(
             eval_fn, state, source, config.eval_batch_size, mesh, shown.is_bar)
         if is_main:
             writer.write(done, "eval", values)
             header = (f"{title}, step {done} of {total_steps}, evaluated on "
                       f"{info.eval_from or 'the held-out split'}")
-            report = evaluation.record(workdir, name_suffix, labels, predictions, values,
+            report = evaluation.record(workdir, "", labels, predictions, values,
                                        info.class_names, header)
             evaluation.plot_curves(workdir, title)
-            print(f"step {done}: eval {evaluation.summary(values)}", flush=True)
+            shown.write(f"step {done}: eval {evaluation.summary(values)}")
             return values, report
         return values, None
 

@@ -64,6 +64,13 @@ class Progress:
               f"{rate:.2f} steps/s, eta {_duration(eta) if eta == eta else '?'}{shown}",
               file=self._stream, flush=True)
 
+    def write(self, line: str) -> None:
+        """A line for the user (on stdout), kept clear of the bar."""
+        if self._bar is not None:
+            self._bar.write(line, file=sys.stdout)
+        else:
+            print(line, flush=True)
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()

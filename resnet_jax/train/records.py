@@ -47,6 +47,8 @@ def record_config(workdir: str, config, write: bool = True) -> None:
     as it was)."""
     path = os.path.join(workdir, CONFIG_FILE)
     current = _as_json(config)
+    if current.get("data_dir"):  # evaluate and predict may run from another directory
+        current["data_dir"] = os.path.abspath(os.path.expanduser(current["data_dir"]))
     if os.path.exists(path):
         recorded = read_config_json(path)
         different = sorted(k for k in set(recorded) | set(current)
