@@ -133,7 +133,8 @@ def _eval_split(data_dir, train_dir, class_names, train, holdout_fraction, eval_
         raise FolderError(f"{train_dir}: too few images to hold any out for evaluation (each "
                           f"class needs two or more); add {os.path.join(data_dir, 'val')}/")
     return FolderSplits(class_names, train, evaluation,
-                        f"{holdout_fraction:.0%} of each class of {train_dir}, held out")
+                        f"{holdout_fraction:.0%} of each class of {train_dir}, held out (there "
+                        f"is no {'/, '.join(EVAL_FOLDERS)}/ folder; holdout_fraction)")
 
 
 # Up to this many files, every header is read when the folder is listed (~0.1 ms a file): a

@@ -107,6 +107,10 @@ def _train_and_evaluate(config, workdir, source, stop, wall_start) -> dict:
         print(f"{config.model} on {info.name}: {info.num_train} train / {info.num_eval} eval "
               f"examples, batch {config.batch_size} over {where}, steps {start_step}.."
               f"{total_steps}, train step compiled in {compile_s:.1f} s", flush=True)
+        if info.name == "folder":
+            print(f"classes: {', '.join(info.class_names[:20])}"
+                  f"{' ...' if len(info.class_names) > 20 else ''}; evaluating on "
+                  f"{info.eval_from}", flush=True)
 
     end_step = total_steps if config.stop_after_steps <= 0 else min(total_steps,
                                                                      config.stop_after_steps)
