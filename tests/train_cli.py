@@ -57,9 +57,10 @@ class BackgroundRun:
     def pid(self) -> int:
         return self.proc.pid
 
-    def wait_for_row(self, step: int, timeout: float = 180) -> None:
-        """Returns once metrics.jsonl has a row of `step` (the run is training past it)."""
-        path = os.path.join(self.workdir, "metrics.jsonl")
+    def wait_for_row(self, step: int, timeout: float = 180, workdir: str | None = None) -> None:
+        """Returns once metrics.jsonl (of `workdir`, by default the run's) has a row of `step`
+        (the run is training past it)."""
+        path = os.path.join(workdir or self.workdir, "metrics.jsonl")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

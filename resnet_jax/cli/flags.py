@@ -60,6 +60,33 @@ def parse_flags(argv):
     sys.exit(2)
 
 
+def define_launch_flags() -> None:
+    """The flags of a command that trains: how its processes find each other."""
+    flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0, for a "
+                        "multi-process run JAX cannot detect itself.")
+    flags.DEFINE_integer("num_processes", None, "Number of processes in a multi-process run.")
+    flags.DEFINE_integer("process_id", None, "This process's index, 0..num_processes-1.")
+    flags.DEFINE_float("distributed_timeout_s", 60.0,
+                       "How long processes wait for each other at start-up before giving up.")
+
+
+def launch() -> None:
+    """Brings the processes together (one line and exit 1 if they cannot be), before the
+    input pipeline and XLA allocate; process 0 alone logs."""
+    from resnet_jax.launch import host_memory, multiprocess
+
+    try:
+        multiprocess.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
+                                FLAGS.process_id, FLAGS.distributed_timeout_s)
+    except multiprocess.LaunchError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+    host_memory.reuse_freed_memory()
+    import jax
+    if jax.process_index() != 0 and not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.ERROR)  # one voice: process 0 logs for the run
+
+
 def quiet_logs() -> None:
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
@@ -81,6 +108,7 @@ def run(main) -> None:
     # defined in its module under resnet_jax/cli, whether started as train.py or as an
     # installed resnet-jax-train.
     sys.modules["__main__"].__doc__ = sys.modules[main.__module__].__doc__  # the usage text
-    for flag in FLAGS.get_flags_for_module(main.__module__):
+    for flag in (FLAGS.get_flags_for_module(main.__module__)
+                 + FLAGS.get_flags_for_module(__name__)):  # define_launch_flags' 
         FLAGS.register_key_flag_for_module(sys.argv[0], flag)  # absl's name of the main module
     app.run(wrapped, flags_parser=parse_flags)

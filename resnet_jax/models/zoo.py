@@ -94,5 +94,9 @@ def create_model(name: str, *, num_classes: int, **options) -> ResNet:
                         f"num_classes, {', '.join(MODEL_OPTIONS)}")
     if options.get("shortcut", "A") not in ("A", "B", None):
         raise UserError(f"shortcut must be 'A', 'B' or None, got {options['shortcut']!r}")
+    if name.startswith("plain") and options.get("shortcut") is not None:
+        # A shortcut would silently make the plain baseline a residual net.
+        raise UserError(f"{name} is a plain net: it has no shortcuts (shortcut="
+                        f"{options['shortcut']!r} given)")
     kernels.check_name(options.get("kernels", "xla"))
     return MODELS[name](num_classes=num_classes, **options)

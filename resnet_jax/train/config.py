@@ -94,6 +94,6 @@ def model_from_config(config, num_classes: int, in_channels: int) -> models.ResN
                "bn_group_size": config.bn_group_size or None,
                "kernels": config.kernels,
                "dtype": DTYPES[config.dtype][0], "param_dtype": DTYPES[config.dtype][1]}
-    if models.is_cifar(config.model):
-        options["shortcut"] = config.shortcut
+    if models.is_cifar(config.model) and not config.model.startswith("plain"):
+        options["shortcut"] = config.shortcut  # plain nets have none
     return models.create_model(config.model, num_classes=num_classes, **options)

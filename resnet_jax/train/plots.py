@@ -12,22 +12,23 @@ import numpy as np
 _LABELLED_CLASSES = 40
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
     matplotlib.use("Agg")  # headless: no display on servers and schedulers
     import matplotlib.pyplot as plt
     return plt
 
 
-def _save(figure, path: str) -> None:
-    tmp = path + ".tmp.png"
+def save(figure, path: str) -> None:
+    root, extension = os.path.splitext(path)
+    tmp = f"{root}.tmp{extension}"  # the extension names the format
     figure.savefig(tmp, dpi=100, bbox_inches="tight")
     os.replace(tmp, path)
 
 
 def training_curves(rows: Sequence[dict], path: str, title: str) -> None:
     """Loss, top-1 and learning rate against step; training rows as lines, evals as dots."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for split, style in (("train", dict(linewidth=1.2)), ("eval", dict(marker="o",
                                                                       linewidth=2))):
@@ -45,14 +46,14 @@ def training_curves(rows: Sequence[dict], path: str, title: str) -> None:
         axis.grid(alpha=0.3)
     axes[0].legend()
     figure.suptitle(title, y=1.03)
-    _save(figure, path)
+    save(figure, path)
     plt.close(figure)
 
 
 def confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: str,
                      title: str) -> None:
     """Rows: true class; columns: predicted class; counts in the cells of small matrices."""
-    plt = _pyplot()
+    plt = pyplot()
     n = len(class_names)
     size = min(4 + 0.45 * n, 16)
     figure, axis = plt.subplots(figsize=(size, size))
@@ -68,5 +69,5 @@ def confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: str,
     axis.set_xlabel("predicted")
     axis.set_ylabel("true")
     axis.set_title(title)
-    _save(figure, path)
+    save(figure, path)
     plt.close(figure)

@@ -1,0 +1,239 @@
+"""Runs a grid of configs, one training per sub-workdir, and summarises them.
+
+    python -m resnet_jax.experiments.sweep --config configs/digits.py --workdir W \
+        --set learning_rate=0.05,0.1 --set weight_decay=0,5e-4 [--random N] [--commands]
+
+Each combination trains through the normal training path in W/runs/KEY=VALUE,... (checkpoints,
+resume, metrics), one at a time on all devices. Running the same command again skips finished
+runs and resumes an interrupted one. At the end: W/results.csv and W/results.md (one row per
+run, best eval top-1 first) and W/sweep.png (every run's curves overlaid). `--random N` trains a
+seeded sample of N combinations; `--commands` prints one train.py command per combination (for
+a SLURM array or another scheduler) and trains nothing. Several processes: start the same
+command in each, with the flags train.py takes.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import itertools
+import os
+import shlex
+
+import numpy as np
+
+from resnet_jax.errors import UserError
+
+
+class SweepError(UserError):
+    """A --set that cannot be swept."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    name: str            # the sub-workdir's name: KEY=VALUE,...
+    overrides: dict      # config key -> value
+
+
+def _parse_value(key: str, text: str, default):
+    if isinstance(default, bool):
+        if text.lower() in ("true", "1", "yes"):
+            return True
+        if text.lower() in ("false", "0", "no"):
+            return False
+        raise SweepError(f"--set {key}: {text!r} is not a boolean")
+    if isinstance(default, (int, float)) and not isinstance(default, bool):
+        try:
+            value = float(text)
+        except ValueError:
+            raise SweepError(f"--set {key}: {text!r} is not a number") from None
+        if isinstance(default, int) and value.is_integer():
+            return int(value)
+        return value
+    if isinstance(default, str):
+        return text
+    raise SweepError(f"--set {key}: keys of type {type(default).__name__} cannot be swept")
+
+
+def parse_sets(sets: list[str], config) -> dict[str, list]:
+    """['lr=0.1,0.2', ...] -> {'lr': [0.1, 0.2], ...}, values typed as the config's."""
+    grid = {}
+    for item in sets:
+        key, separator, values = item.partition("=")
+        key = key.strip()
+        if not separator or not values:
+            raise SweepError(f"--set {item!r}: expected KEY=VALUE1,VALUE2,...")
+        if key not in config:
+            raise SweepError(f"--set {key}: not a config key (every key is listed in "
+                             f"resnet_jax/configs/default.py)")
+        if key in grid:
+            raise SweepError(f"--set {key} is given twice")
+        grid[key] = [_parse_value(key, v.strip(), config[key]) for v in values.split(",")]
+    if not grid:
+        raise SweepError("give at least one --set KEY=VALUE1,VALUE2")
+    return grid
+
+
+def runs(grid: dict[str, list], sample: int = 0, seed: int = 0) -> list[Run]:
+    """Every combination of `grid` (or a seeded sample of `sample` of them), in grid order."""
+    keys = list(grid)
+    combinations = list(itertools.product(*(grid[k] for k in keys)))
+    if sample:
+        if sample > len(combinations):
+            raise SweepError(f"--random {sample}: the grid has only {len(combinations)} "
+                             f"combinations")
+        chosen = np.random.default_rng(seed).choice(len(combinations), sample, replace=False)
+        combinations = [combinations[i] for i in sorted(chosen)]
+    return [Run(",".join(f"{k}={v}" for k, v in zip(keys, values)), dict(zip(keys, values)))
+            for values in combinations]
+
+
+def run_workdir(workdir: str, run: Run) -> str:
+    return os.path.join(workdir, "runs", run.name.replace("/", "_"))
+
+
+def config_overrides(argv: list[str]) -> list[str]:
+    """The --config.KEY=VALUE (or --config.KEY VALUE) arguments of a command line."""
+    found = []
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config."):
+            if "=" in arg or i + 1 == len(argv):
+                found.append(arg)
+            else:
+                found.append(f"{arg}={argv[i + 1]}")
+    return found
+
+
+def train_command(config_path: str, workdir: str, run: Run, base: list[str] = ()) -> str:
+    args = ["python", "train.py", "--config", config_path, "--workdir", run_workdir(workdir, run)]
+    args += list(base) + [f"--config.{k}={v}" for k, v in run.overrides.items()]
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def train_all(config, workdir: str, planned: list[Run], train=None) -> None:
+    """Trains every run in turn (finished ones say so and return at once). `train`: the
+    training function (the loop's `train_and_evaluate`)."""
+    if train is None:
+        from resnet_jax.train.loop import train_and_evaluate as train
+    for index, run in enumerate(planned, 1):
+        print(f"sweep: run {index} of {len(planned)}: {run.name}", flush=True)
+        run_config = config.copy_and_resolve_references()
+        run_config.update(run.overrides)
+        train(run_config, run_workdir(workdir, run))
+
+
+def final_values(run_dir: str) -> dict | None:
+    """The last eval row and the last train row of a run's metrics, or None if unfinished."""
+    from resnet_jax.train import metrics, records
+
+    rows = metrics.read_rows(os.path.join(run_dir, "metrics.jsonl"))
+    evals = [r for r in rows if r["split"] == "eval"]
+    trains = [r for r in rows if r["split"] == "train"]
+    if not evals or not os.path.exists(os.path.join(run_dir, records.CONFIG_FILE)):
+        return None
+    return {"step": evals[-1]["step"], "eval_top1": evals[-1]["top1"],
+            "eval_loss": evals[-1]["loss"],
+            "train_top1": trains[-1]["top1"] if trains else float("nan"),
+            "train_loss": trains[-1]["loss"] if trains else float("nan")}
+
+
+def write_results(workdir: str, planned: list[Run]) -> list[dict]:
+    """W/results.csv and W/results.md, best eval top-1 first; returns the rows."""
+    rows = []
+    for run in planned:
+        values = final_values(run_workdir(workdir, run))
+        if values is not None:
+            rows.append({"run": run.name, **run.overrides, **values})
+    rows.sort(key=lambda r: -r["eval_top1"])
+    if not rows:
+        return rows
+    columns = list(rows[0])
+    with open(os.path.join(workdir, "results.csv.tmp"), "w", newline="") as f:
+        writer = csv.DictWriter(f, columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(os.path.join(workdir, "results.csv.tmp"), os.path.join(workdir, "results.csv"))
+    shown = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(shown(r[c]) for c in columns) + " |" for r in rows]
+    with open(os.path.join(workdir, "results.md.tmp"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    os.replace(os.path.join(workdir, "results.md.tmp"), os.path.join(workdir, "results.md"))
+    return rows
+
+
+def plot(workdir: str, planned: list[Run], path: str) -> None:
+    """Every run's training loss and eval top-1 against step, overlaid."""
+    from resnet_jax.train import metrics, plots
+
+    plt = plots.pyplot()
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4))
+    for run in planned:
+        rows = metrics.read_rows(os.path.join(run_workdir(workdir, run), "metrics.jsonl"))
+        train = [r for r in rows if r["split"] == "train"]
+        evals = [r for r in rows if r["split"] == "eval"]
+        line, = axes[0].plot([r["step"] for r in train], [r["loss"] for r in train],
+                             linewidth=1, label=run.name)
+        axes[1].plot([r["step"] for r in evals], [r["top1"] for r in evals], marker="o",
+                     color=line.get_color(), label=run.name)
+    for axis, title in zip(axes, ("training loss", "eval top-1")):
+        axis.set_xlabel("step")
+        axis.set_title(title)
+        axis.grid(alpha=0.3)
+    axes[0].set_yscale("log")
+    axes[1].legend(fontsize=8)
+    plots.save(figure, path)
+    plt.close(figure)
+
+
+def define_flags() -> None:
+    from absl import flags
+    from ml_collections import config_flags
+
+    from resnet_jax.cli import flags as cli
+
+    flags.DEFINE_string("workdir", None, "The sweep's directory: runs/, results, figure.")
+    flags.mark_flag_as_required("workdir")
+    config_flags.DEFINE_config_file("config", None, "The config every run starts from "
+                                    "(a file or a shipped config's name).", lock_config=True)
+    flags.mark_flag_as_required("config")
+    flags.DEFINE_multi_string("set", [], "KEY=VALUE1,VALUE2,...: a swept config key.")
+    flags.DEFINE_integer("random", 0, "Train a seeded random sample of this many "
+                         "combinations instead of the whole grid.")
+    flags.DEFINE_integer("random_seed", 0, "The seed of --random's sample.")
+    flags.DEFINE_bool("commands", False, "Print one train.py command per run and exit.")
+    cli.define_launch_flags()
+
+
+def main(argv) -> None:
+    import jax
+    from absl import flags
+
+    from resnet_jax.cli import flags as cli
+
+    FLAGS = flags.FLAGS
+    grid = parse_sets(FLAGS.set, FLAGS.config)
+    planned = runs(grid, FLAGS.random, FLAGS.random_seed)
+    if FLAGS.commands:
+        import sys
+
+        config_path = FLAGS["config"].config_filename
+        base = config_overrides(sys.argv[1:])
+        for run in planned:
+            print(train_command(config_path, FLAGS.workdir, run, base))
+        return
+    cli.launch()
+    train_all(FLAGS.config, FLAGS.workdir, planned)
+    if jax.process_index() == 0:
+        rows = write_results(FLAGS.workdir, planned)
+        plot(FLAGS.workdir, planned, os.path.join(FLAGS.workdir, "sweep.png"))
+        print(open(os.path.join(FLAGS.workdir, "results.md")).read() if rows else "",
+              f"results: {FLAGS.workdir}/results.csv, results.md; figure: "
+              f"{FLAGS.workdir}/sweep.png", sep="", flush=True)
+
+
+if __name__ == "__main__":
+    from resnet_jax.cli import flags as _cli
+
+    define_flags()
+    _cli.run(main)
