@@ -69,6 +69,37 @@ def test_a_killed_sweep_reruns_only_what_is_unfinished(tmp_path):
         os.path.join(workdir, "results.md")).read()
 
 
+def test_a_diverged_run_is_recorded_and_the_sweep_goes_on(tmp_path):
+    """With a stand-in for the training function: the sweep's own bookkeeping."""
+    import json
+
+    from resnet_jax import errors
+
+    workdir = str(tmp_path)
+    planned = sweep.runs({"learning_rate": [0.1, 100.0, 0.2]})
+    calls = []
+
+    def train(config, run_dir):
+        calls.append(config.learning_rate)
+        if config.learning_rate > 10:
+            raise errors.Diverged("training diverged at step 3: ...")
+        os.makedirs(run_dir, exist_ok=True)
+        open(os.path.join(run_dir, "config.json"), "w").write("{}")
+        with open(os.path.join(run_dir, "metrics.jsonl"), "w") as f:
+            for split in ("train", "eval"):
+                f.write(json.dumps({"step": 5, "split": split, "loss": 1.0,
+                                    "top1": config.learning_rate}) + "\n")
+
+    sweep.train_all(digits.get_config(), workdir, planned, train=train)
+    assert calls == [0.1, 100.0, 0.2]
+    sweep.train_all(digits.get_config(), workdir, planned, train=train)
+    assert calls == [0.1, 100.0, 0.2, 0.1, 0.2]  # the diverged run is not retried
+    rows = sweep.write_results(workdir, planned)
+    assert [(r["run"], r["status"]) for r in rows] == [
+        ("learning_rate=0.2", "finished"), ("learning_rate=0.1", "finished"),
+        ("learning_rate=100.0", "diverged")]
+
+
 def test_sweep_commands_for_a_scheduler(tmp_path):
     proc = run_tool("-m", ["resnet_jax.experiments.sweep", "--config", "configs/digits.py",
                            "--workdir", "W", "--set", "seed=0,1", "--commands",

@@ -110,16 +110,37 @@ def train_command(config_path: str, workdir: str, run: Run, base: list[str] = ()
     return " ".join(shlex.quote(a) for a in args)
 
 
+DIVERGED_FILE = "DIVERGED"  # in a run's workdir: why it stopped; the sweep does not retry it
+
+
 def train_all(config, workdir: str, planned: list[Run], train=None) -> None:
-    """Trains every run in turn (finished ones say so and return at once). `train`: the
-    training function (the loop's `train_and_evaluate`)."""
+    """Trains every run in turn (finished ones say so and return at once). A run that diverges
+    (a learning rate too high is a common point of a grid) is recorded as such and the sweep
+    goes on; it is not retried when the sweep is run again. `train`: the training function (the
+    loop's `train_and_evaluate`)."""
+    from resnet_jax import errors
+
     if train is None:
         from resnet_jax.train.loop import train_and_evaluate as train
     for index, run in enumerate(planned, 1):
+        run_dir = run_workdir(workdir, run)
+        marker = os.path.join(run_dir, DIVERGED_FILE)
+        if os.path.exists(marker):
+            print(f"sweep: run {index} of {len(planned)}: {run.name} diverged before "
+                  f"({marker}); not retried", flush=True)
+            continue
         print(f"sweep: run {index} of {len(planned)}: {run.name}", flush=True)
         run_config = config.copy_and_resolve_references()
         run_config.update(run.overrides)
-        train(run_config, run_workdir(workdir, run))
+        try:
+            train(run_config, run_dir)
+        except errors.Diverged as error:
+            print(f"sweep: {run.name}: {error}; going on with the next run", flush=True)
+            import jax
+            if jax.process_index() == 0:
+                os.makedirs(run_dir, exist_ok=True)
+                with open(marker, "w") as f:
+                    f.write(f"{error}\n")
 
 
 def final_values(run_dir: str) -> dict | None:
@@ -143,8 +164,13 @@ def write_results(workdir: str, planned: list[Run]) -> list[dict]:
     for run in planned:
         values = final_values(run_workdir(workdir, run))
         if values is not None:
-            rows.append({"run": run.name, **run.overrides, **values})
-    rows.sort(key=lambda r: -r["eval_top1"])
+            rows.append({"run": run.name, **run.overrides, "status": "finished", **values})
+        elif os.path.exists(os.path.join(run_workdir(workdir, run), DIVERGED_FILE)):
+            nan = float("nan")
+            rows.append({"run": run.name, **run.overrides, "status": "diverged", "step": "",
+                         "eval_top1": nan, "eval_loss": nan, "train_top1": nan,
+                         "train_loss": nan})
+    rows.sort(key=lambda r: -r["eval_top1"] if r["eval_top1"] == r["eval_top1"] else 1.0)
     if not rows:
         return rows
     columns = list(rows[0])
