@@ -91,7 +91,8 @@ def main(argv):
                                                       config.eval_batch_size, mesh,
                                                       sys.stderr.isatty())
     header = f"{what}: {config.model} on {info.name}, evaluated on {info.eval_from}"
-    print(f"{header}\n{evaluation.summary(values)}", flush=True)
+    examples = "training examples" if config.eval_split == "train" else "held-out examples"
+    print(f"{header}\n{evaluation.summary(values, examples)}", flush=True)
     if jax.process_index() != 0:
         return
     if FLAGS.workdir:

@@ -43,9 +43,9 @@ def _replicated_value(array):
     return multihost_utils.process_allgather(array, tiled=True)
 
 
-def summary(values: dict) -> str:
+def summary(values: dict, examples: str = "held-out examples") -> str:
     return (f"top-1 {values['top1']:.4f}, top-5 {values['top5']:.4f}, loss "
-            f"{values['loss']:.4f} on {values['count']} held-out examples")
+            f"{values['loss']:.4f} on {values['count']} {examples}")
 
 
 def record(workdir: str, name: str, labels, predictions, values: dict, class_names,
