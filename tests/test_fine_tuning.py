@@ -35,7 +35,7 @@ def test_an_imagenet_state_dict_fills_all_but_a_head_of_another_class_count(tmp_
     path = str(tmp_path / "resnet18.pth")
     torch.save(state_dict, path)
     fresh = _resnet18_variables(9)
-    merged, summary = warm_start.merge(fresh, warm_start.read(path, "resnet18", fresh), path)
+    merged, summary = warm_start.merge(fresh, warm_start.read(path, fresh), path)
     assert summary.splitlines()[0] == f"init_from {path}: loaded 100 of 102 tensors"
     assert ("re-initialised (another shape there): fc.bias (1000,) there, (9,) here, "
             "fc.weight (1000, 512) there, (9, 512) here") in summary
@@ -57,7 +57,7 @@ def test_safetensors_and_wrapped_checkpoints_load_the_same(tmp_path):
     safetensors_torch.save_file(state_dict, str(tmp_path / "w.safetensors"))
     torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in state_dict.items()}},
                str(tmp_path / "w.pt"))
-    loaded = [warm_start.merge(fresh, warm_start.read(str(tmp_path / name), "resnet18", fresh),
+    loaded = [warm_start.merge(fresh, warm_start.read(str(tmp_path / name), fresh),
                                name, "resnet18", complete=True)[0]
               for name in ("w.safetensors", "w.pt")]
     for a, b in zip(jax.tree_util.tree_leaves(loaded[0]), jax.tree_util.tree_leaves(loaded[1])):
@@ -80,7 +80,7 @@ def test_weights_that_cannot_be_used_are_refused(tmp_path, make, message):
     make(path)
     fresh = _resnet18_variables(9)
     with pytest.raises(warm_start.InitError) as error:
-        warm_start.merge(fresh, warm_start.read(path, "resnet18", fresh), path, "resnet18")
+        warm_start.merge(fresh, warm_start.read(path, fresh), path, "resnet18")
     assert message.format(path=path) in str(error.value)
     assert "\n" not in str(error.value)
 

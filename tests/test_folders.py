@@ -64,7 +64,7 @@ def test_without_val_a_fixed_stratified_share_is_held_out(tmp_path, layout):
     assert "held out" in first.eval_from
 
 
-def test_every_format_and_mode_becomes_rgb_pixels_of_the_crop_size(tmp_path):
+def test_every_format_and_mode_becomes_rgb_pixels_of_the_crop_size(tmp_path, capsys):
     for i, (ext, mode) in enumerate([("png", "L"), ("png", "RGBA"), ("bmp", "RGB"),
                                      ("gif", "L"), ("jpeg", "RGB"), ("JPG", "RGB")]):
         for split in ("train", "val"):
@@ -73,6 +73,8 @@ def test_every_format_and_mode_becomes_rgb_pixels_of_the_crop_size(tmp_path):
     (tmp_path / "train" / "c0" / "notes.txt").write_text("not an image: ignored")
     source = datasets.create_source(_config(tmp_path))
     assert (source.info.num_train, source.info.num_eval) == (6, 6)
+    assert (f"warning: {tmp_path}/train: ignored 1 file(s) that are not JPG/JPEG/PNG/BMP/GIF "
+            f"(e.g. {tmp_path}/train/c0/notes.txt)") in capsys.readouterr().err
     batch = next(batching.train_batches(source, 6, 0, 1, seed=0))
     assert batch["image"].shape == (6, 16, 16, 3) and batch["image"].dtype == np.uint8
     evals = list(batching.eval_batches(source, 4))

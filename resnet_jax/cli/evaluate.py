@@ -75,7 +75,7 @@ def main(argv):
         fresh = jax.jit(model.init, static_argnames="train")(
             jax.random.PRNGKey(0), jax.numpy.zeros((1, *info.image_shape)), train=False)
         fresh = jax.device_get(fresh)
-        loaded = warm_start.read(config.init_from, config.model, fresh)
+        loaded = warm_start.read(config.init_from, fresh)
         variables, summary = warm_start.merge(fresh, loaded, config.init_from, config.model,
                                               complete=True)
         print(summary, flush=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 
 import numpy as np
 
@@ -41,10 +42,18 @@ class FolderSplits:
     eval_from: str  # the folder evaluated, or how the held-out images were chosen
 
 
-def _image_files(folder: str) -> list[str]:
-    return sorted(os.path.join(folder, name) for name in os.listdir(folder)
-                  if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
-                  and os.path.isfile(os.path.join(folder, name)))
+def _image_files(folder: str, ignored: list[str] | None = None) -> list[str]:
+    """The image files of `folder`, sorted; other visible files are added to `ignored`."""
+    images = []
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if name.startswith(".") or not os.path.isfile(path):
+            continue
+        if name.lower().endswith(IMAGE_EXTENSIONS):
+            images.append(path)
+        elif ignored is not None:
+            ignored.append(path)
+    return images
 
 
 def _class_folders(folder: str) -> list[str]:
@@ -66,14 +75,18 @@ def _read_classes(folder: str, class_names: tuple[str, ...] | None = None) -> tu
         raise FolderError(f"{folder} has class folder(s) {', '.join(map(repr, unknown))} that "
                           f"the training folder does not have (its classes: "
                           f"{', '.join(class_names)})")
-    paths, labels = [], []
+    paths, labels, ignored = [], [], []
     for name in found:
-        files = _image_files(os.path.join(folder, name))
+        files = _image_files(os.path.join(folder, name), ignored)
         if not files:
             raise FolderError(f"class folder {os.path.join(folder, name)} has no images "
                               f"({', '.join(IMAGE_EXTENSIONS)}); add some or remove it")
         paths += files
         labels += [class_names.index(name)] * len(files)
+    if ignored:  # e.g. WebP or TIFF photos, which would otherwise vanish without a word
+        print(f"warning: {folder}: ignored {len(ignored)} file(s) that are not "
+              f"{'/'.join(e[1:].upper() for e in IMAGE_EXTENSIONS)} (e.g. {ignored[0]})",
+              file=sys.stderr, flush=True)
     return class_names, ImageList(tuple(paths), np.asarray(labels, np.int32))
 
 

@@ -88,9 +88,9 @@ def _flax_arrays_from_workdir(path: str) -> dict:
             for p, v in traverse_util.flatten_dict(dict(state[collection])).items()}
 
 
-def read(path: str, model_name: str, variables) -> dict:
-    """The weights at `path` as {(collection, *flax path): numpy array}, for `model_name`'s
-    variables (whose shapes it is matched against later)."""
+def read(path: str, variables) -> dict:
+    """The weights at `path` as {(collection, *flax path): numpy array}, named as `variables`
+    are (their shapes are matched by `merge`)."""
     path = os.path.expanduser(path)
     if os.path.isdir(path):
         return _flax_arrays_from_workdir(path)
@@ -186,6 +186,6 @@ def apply(state, path: str, model_name: str, replicated) -> tuple[Any, str]:
     """`state` (freshly initialised) with the weights at `path`; returns it and the summary."""
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     host = jax.device_get(variables)
-    merged, summary = merge(host, read(path, model_name, host), path, model_name)
+    merged, summary = merge(host, read(path, host), path, model_name)
     merged = jax.device_put(merged, replicated)
     return state.replace(params=merged["params"], batch_stats=merged["batch_stats"]), summary
