@@ -14,12 +14,14 @@ preprocessing (decode to RGB, resize, center crop, mean, std). Nothing is overwr
 --overwrite; files are written whole or not at all.
 """
 
+import io
 import json
 import os
 
 from absl import flags
 
 from resnet_jax.cli import flags as cli
+from resnet_jax.train.workdir import write_atomically
 
 FORMATS = ("jax", "onnx", "torchvision")
 flags.DEFINE_string("workdir", None, "The run to export (its latest checkpoint).")
@@ -35,18 +37,11 @@ FLAGS = flags.FLAGS
 ONNX_TOLERANCE = 1e-4
 
 
-def _write_bytes(path: str, data: bytes) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
 def _export_jax(run, path: str) -> dict:
     from resnet_jax.interop.export import export_with_weights
 
     exported = export_with_weights(run.model, run.variables, ("b", *run.image_shape))
-    _write_bytes(path, bytes(exported.serialize()))
+    write_atomically(path, bytes(exported.serialize()))
     return {"layout": "NHWC", "shape": ["batch", *run.image_shape], "dtype": "float32"}
 
 
@@ -107,9 +102,9 @@ def _export_torchvision(run, path: str) -> dict:
     from resnet_jax.interop import torchvision_weights
 
     state_dict = torchvision_weights.to_torchvision(run.config.model, run.variables)
-    tmp = path + ".tmp"
-    torch.save(state_dict, tmp)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    torch.save(state_dict, buffer)
+    write_atomically(path, buffer.getvalue())
     height, width, channels = run.image_shape
     load = (f"resnet_jax.interop.torch_models.create_torch_model({run.config.model!r}, "
             f"num_classes={len(run.class_names)})" if run.model_is_cifar else
@@ -144,7 +139,7 @@ def main(argv):
               "workdir": os.path.abspath(FLAGS.workdir), "step": run.step,
               "classes": list(run.class_names), "input": inputs,
               "preprocessing": preprocessing or f"the {run.config.dataset} dataset's arrays"}
-    _write_bytes(sidecar, (json.dumps(record, indent=2) + "\n").encode())
+    write_atomically(sidecar, json.dumps(record, indent=2) + "\n")
     print(f"wrote {output} ({FLAGS.format}) and {sidecar} (classes and preprocessing)")
 
 

@@ -15,7 +15,6 @@ last 10% of the steps (on the augmented training batches, as the paper's curves 
 
 from __future__ import annotations
 
-import csv
 import os
 
 import numpy as np
@@ -65,18 +64,12 @@ def write_table(workdir: str, planned: list[sweep.Run]) -> list[dict]:
             family = "plain" if run.name.startswith("plain") else "resnet"
             rows.append({"model": run.name, "family": family,
                          "depth": int(run.name.removeprefix(family)), **errors})
-    if not rows:
-        return rows
-    with open(os.path.join(workdir, "degradation.csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    lines = ["| model | steps | final training error (last 10% of steps) | eval error |",
-             "|---|---|---|---|"]
-    lines += [f"| {r['model']} | {r['steps']} | {100 * r['train_error']:.2f}% | "
-              f"{100 * r['eval_error']:.2f}% |" for r in rows]
-    with open(os.path.join(workdir, "degradation.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    if rows:
+        sweep.write_tables(
+            os.path.join(workdir, "degradation"), rows,
+            ["model", "steps", "final training error (last 10% of steps)", "eval error"],
+            [[r["model"], str(r["steps"]), f"{100 * r['train_error']:.2f}%",
+              f"{100 * r['eval_error']:.2f}%"] for r in rows])
     return rows
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import itertools
 import os
 import shlex
@@ -171,21 +172,27 @@ def write_results(workdir: str, planned: list[Run]) -> list[dict]:
                          "eval_top1": nan, "eval_loss": nan, "train_top1": nan,
                          "train_loss": nan})
     rows.sort(key=lambda r: -r["eval_top1"] if r["eval_top1"] == r["eval_top1"] else 1.0)
-    if not rows:
-        return rows
-    columns = list(rows[0])
-    with open(os.path.join(workdir, "results.csv.tmp"), "w", newline="") as f:
-        writer = csv.DictWriter(f, columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(os.path.join(workdir, "results.csv.tmp"), os.path.join(workdir, "results.csv"))
-    shown = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(shown(r[c]) for c in columns) + " |" for r in rows]
-    with open(os.path.join(workdir, "results.md.tmp"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(os.path.join(workdir, "results.md.tmp"), os.path.join(workdir, "results.md"))
+    if rows:
+        shown = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
+        columns = list(rows[0])
+        write_tables(os.path.join(workdir, "results"), rows, columns,
+                     [[shown(r[c]) for c in columns] for r in rows])
     return rows
+
+
+def write_tables(stem: str, rows: list[dict], header: list[str], cells: list[list[str]]) -> None:
+    """STEM.csv (`rows`, every value as it is) and STEM.md (`header` over `cells`, the values
+    as a reader wants them), each written whole."""
+    from resnet_jax.train.workdir import write_atomically
+
+    text = io.StringIO()
+    writer = csv.DictWriter(text, list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomically(stem + ".csv", text.getvalue())
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in cells]
+    write_atomically(stem + ".md", "\n".join(lines) + "\n")
 
 
 def plot(workdir: str, planned: list[Run], path: str) -> None:

@@ -11,12 +11,9 @@ from __future__ import annotations
 import functools
 import math
 import os
-import sys
 import time
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 from absl import logging
 
 from resnet_jax import errors

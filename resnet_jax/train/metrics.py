@@ -13,6 +13,7 @@ import numpy as np
 
 from resnet_jax.data.lazy_tf import tf
 from resnet_jax.errors import StorageError
+from resnet_jax.train.workdir import write_atomically
 
 
 def classification_sums(logits, labels, mask=None) -> dict:
@@ -99,10 +100,7 @@ class MetricWriter:
         if not self.enabled:
             return
         kept = [row for row in read_rows(self.path) if row["step"] <= step]
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            f.writelines(json.dumps(row) + "\n" for row in kept)
-        os.replace(tmp, self.path)
+        write_atomically(self.path, "".join(json.dumps(row) + "\n" for row in kept))
         if self._tensorboard:
             for name in os.listdir(self.workdir):
                 if name.startswith("events.out.tfevents."):
@@ -148,10 +146,7 @@ def write_report(path: str, labels: np.ndarray, predictions: np.ndarray, top5: f
     matrix = confusion_matrix(labels, predictions, labels=classes)
     text = (f"{header}\n\ntop-1 accuracy: {top1:.4f}\ntop-5 accuracy: {top5:.4f}\n"
             f"examples: {len(labels)}\n\n{table}\n{_confusion_text(matrix, class_names)}")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    write_atomically(path, text)
     return matrix
 
 

@@ -11,6 +11,7 @@ import os
 import ml_collections
 
 from resnet_jax.errors import UserError
+from resnet_jax.train.workdir import write_atomically
 
 CONFIG_FILE, CLASSES_FILE = "config.json", "classes.txt"
 
@@ -32,13 +33,6 @@ class NotARun(UserError):
 
 def _as_json(config) -> dict:
     return json.loads(json.dumps(config.to_dict() if hasattr(config, "to_dict") else config))
-
-
-def _write_atomically(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def record_config(workdir: str, config, write: bool = True) -> None:
@@ -63,7 +57,7 @@ def record_config(workdir: str, config, write: bool = True) -> None:
         if recorded == current:
             return
     if write:
-        _write_atomically(path, json.dumps(current, indent=2, sort_keys=True) + "\n")
+        write_atomically(path, json.dumps(current, indent=2, sort_keys=True) + "\n")
 
 
 def read_config_json(path: str) -> dict:
@@ -97,7 +91,7 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
 
 
 def write_class_names(workdir: str, class_names) -> None:
-    _write_atomically(os.path.join(workdir, CLASSES_FILE),
+    write_atomically(os.path.join(workdir, CLASSES_FILE),
                       "".join(f"{name}\n" for name in class_names))
 
 
