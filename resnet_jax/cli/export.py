@@ -48,7 +48,7 @@ def _export_jax(run, path: str) -> dict:
 def _torch_model(run):
     from resnet_jax.interop import torch_models, torchvision_weights
 
-    options = {"shortcut": run.config.shortcut} if run.model_is_cifar else {}
+    options = {"shortcut": run.config.shortcut} if _is_cifar(run) else {}
     model = torch_models.create_torch_model(
         run.config.model, num_classes=len(run.class_names), in_channels=run.image_shape[-1],
         **options)
@@ -107,17 +107,22 @@ def _export_torchvision(run, path: str) -> dict:
     write_atomically(path, buffer.getvalue())
     height, width, channels = run.image_shape
     load = (f"resnet_jax.interop.torch_models.create_torch_model({run.config.model!r}, "
-            f"num_classes={len(run.class_names)})" if run.model_is_cifar else
+            f"num_classes={len(run.class_names)})" if _is_cifar(run) else
             f"torchvision.models.{run.config.model}(num_classes={len(run.class_names)})")
     return {"layout": "NCHW", "shape": ["batch", channels, height, width], "dtype": "float32",
             "load": f"{load}.load_state_dict(torch.load(PATH, weights_only=True))"}
+
+
+def _is_cifar(run) -> bool:
+    """CIFAR-family models have no torchvision class: their twin is ours."""
+    from resnet_jax import models
+    return models.is_cifar(run.config.model)
 
 
 _EXPORTERS = {"jax": _export_jax, "onnx": _export_onnx, "torchvision": _export_torchvision}
 
 
 def main(argv):
-    from resnet_jax import models
     from resnet_jax.errors import UserError
     from resnet_jax.train import inference
 
@@ -129,7 +134,6 @@ def main(argv):
     if os.path.dirname(output) and not os.path.isdir(os.path.dirname(output)):
         raise UserError(f"the folder of --output, {os.path.dirname(output)}, does not exist")
     run = inference.from_workdir(FLAGS.workdir, kernels="xla")
-    run.model_is_cifar = models.is_cifar(run.config.model)
     try:
         preprocessing = inference.eval_preprocessing(run.config)
     except UserError:

@@ -16,13 +16,13 @@ SHIPPED_CONFIGS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "conf
 def shipped_config(value: str) -> str:
     """`value` if it is a file; else the shipped config it names (`digits`, `digits.py`,
     `configs/digits.py` from any directory after a plain `pip install`)."""
-    path, overrides = (value.split(":", 1) + [""])[:2] if ":" in value else (value, "")
+    path, colon, overrides = value.partition(":")  # ml_collections' FILE:ARGUMENT form
     if os.path.exists(path):
         return value
     name = os.path.basename(path)
     shipped = os.path.join(SHIPPED_CONFIGS, name if name.endswith(".py") else f"{name}.py")
     if os.path.exists(shipped):
-        return shipped + (f":{overrides}" if overrides else "")
+        return shipped + colon + overrides
     return value
 
 
@@ -45,9 +45,10 @@ def parse_flags(argv):
         return argv
     except OSError as error:  # the config file is missing or cannot be read
         reason = [line.strip() for line in str(error).splitlines() if line.strip()][-1]
+        shipped = sorted(name[:-3] for name in os.listdir(SHIPPED_CONFIGS)
+                         if name.endswith(".py") and not name.startswith("_"))
         print(f"error: cannot load the --config file: {reason} (shipped configs: "
-              f"{', '.join(sorted(n[:-3] for n in os.listdir(SHIPPED_CONFIGS) if n.endswith('.py') and not n.startswith('_')))})",
-              file=sys.stderr)
+              f"{', '.join(shipped)})", file=sys.stderr)
     except SyntaxError as error:
         print(f"error: the --config file {error.filename}, line {error.lineno}: {error.msg}",
               file=sys.stderr)

@@ -50,16 +50,16 @@ def load_pixels(path: str, size: int, resize: int):
     from resnet_jax.errors import UserError
 
     try:
-        image = preprocessing.decode_rgb(tf.io.read_file(path))
+        return preprocessing.eval_pixels(tf.io.read_file(path), size, resize).numpy()
     except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as error:
         from resnet_jax.data.folders import tf_error_reason
         raise UserError(f"cannot read image {path}: {tf_error_reason(error)}") from None
-    return preprocessing.to_pixels(preprocessing.resize_center_crop(image, size, resize)).numpy()
 
 
 def main(argv):
     import numpy as np
 
+    from resnet_jax.data import preprocessing
     from resnet_jax.errors import UserError
     from resnet_jax.train import inference
 
@@ -70,7 +70,9 @@ def main(argv):
     run = inference.from_workdir(FLAGS.workdir)
     inference.eval_preprocessing(run.config)  # UserError for runs on arrays
     paths = image_paths(argv[1:])
-    logits_of = inference.logits_fn(run)
+    # uint8 pixels in, normalised on the device as the evaluation step does
+    logits_of = inference.logits_fn(run, (preprocessing.IMAGENET_MEAN,
+                                          preprocessing.IMAGENET_STD))
     size, resize, k = run.config.image_size, run.config.eval_resize, FLAGS.top_k
     k = min(k, len(run.class_names))
     for start in range(0, len(paths), FLAGS.batch_size):
@@ -79,7 +81,7 @@ def main(argv):
         # A fixed batch shape (padded), so that one compilation serves every chunk.
         padded = np.zeros((FLAGS.batch_size, *pixels.shape[1:]), pixels.dtype)
         padded[:len(chunk)] = pixels
-        logits = logits_of(inference.normalized_inputs(padded))[:len(chunk)]
+        logits = logits_of(padded)[:len(chunk)]
         probabilities = np.exp(logits - logits.max(-1, keepdims=True))
         probabilities /= probabilities.sum(-1, keepdims=True)
         for path, p in zip(chunk, probabilities):

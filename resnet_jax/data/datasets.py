@@ -49,9 +49,6 @@ class DatasetInfo:
     # None: batches hold normalised float32 images. (mean, std) per channel: batches hold uint8
     # pixels, normalised by the steps on the device as (pixels - mean) / std.
     pixel_normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
-    # How an image file becomes the model's input at evaluation (for exports and serving);
-    # None for the datasets that are arrays, not image files.
-    eval_preprocessing: dict | None = None
     eval_from: str = ""  # the split or folder evaluated
 
 
@@ -64,9 +61,6 @@ class Source:
     eval_examples: Callable[[], tf.data.Dataset]    # raw examples, fixed order
     preprocess_train: Callable  # (raw example, stateless seed) -> {"image", "label"}
     preprocess_eval: Callable   # raw example -> {"image", "label"}
-    # An image file's path (a string tensor) -> a raw example that preprocess_eval takes; None
-    # where the dataset is arrays, not files (predict needs it).
-    example_from_file: Callable | None = None
     # A tf.data error raised while reading -> a UserError naming the file (or None: a bug).
     explain_read_error: Callable[[Exception], Exception | None] | None = None
 
@@ -159,39 +153,21 @@ def _fake(config, seed) -> Source:
     return Source(info, train_epoch, eval_examples, lambda ex, rng: ex, lambda ex: ex)
 
 
-def prepared_builder(name: str, data_dir: str | None, download: bool = False):
-    """The TFDS builder of `name`, prepared; DataError if it is not (at once: TFDS's own
-    download retries the network for minutes where there is none), or, with `download`, if it
-    cannot be prepared."""
+def prepared_builder(name: str, data_dir: str | None):
+    """The TFDS builder of `name`, prepared; DataError at once if it is not, with the command
+    that prepares it (training never downloads: TFDS's own download retries the network for
+    minutes where there is none)."""
     data_dir = data_dir or None  # "" means TFDS's default
     builder = tfds.builder(name, data_dir=data_dir)
     if builder.is_prepared():
         return builder
-    if not download:
-        where = data_dir or tfds.core.constants.DATA_DIR
-        how = (f"put ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in "
-               f"{where}/downloads/manual, then run `tfds build {name} --data_dir {where}`"
-               if name == "imagenet2012" else
-               f"run `tfds build {name} --data_dir {where}` (on a machine with network access, "
-               f"then copy {where}/{name} here), or pass --config.data_dir")
-        raise DataError(f"dataset {name} is not prepared in {where}: {how}")
-    try:
-        builder.download_and_prepare()
-    except Exception as error:  # noqa: BLE001  (TFDS raises many kinds; all mean "not ready")
-        where = builder.data_dir
-        if name == "imagenet2012":
-            manual = f"{tfds.core.constants.DATA_DIR if data_dir is None else data_dir}" \
-                     "/downloads/manual"
-            how = (f"ImageNet cannot be downloaded: put ILSVRC2012_img_train.tar and "
-                   f"ILSVRC2012_img_val.tar in {manual} and run again")
-        else:
-            how = (f"run `tfds build {name}` on a machine with network access and copy the "
-                   f"data dir here, or pass --config.data_dir")
-        first_line = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(
-            error).__name__
-        raise DataError(f"dataset {name} is not prepared in {where} and could not be prepared "
-                        f"({first_line}): {how}") from None
-    return builder
+    where = data_dir or tfds.core.constants.DATA_DIR
+    how = (f"put ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in "
+           f"{where}/downloads/manual, then run `tfds build {name} --data_dir {where}`"
+           if name == "imagenet2012" else
+           f"run `tfds build {name} --data_dir {where}` (on a machine with network access, "
+           f"then copy {where}/{name} here), or pass --config.data_dir")
+    raise DataError(f"dataset {name} is not prepared in {where}: {how}")
 
 
 def _cifar(config, seed, name) -> Source:
@@ -255,19 +231,14 @@ def _streamed_jpeg(config, seed, name) -> Source:
         return {"image": image, "label": tf.cast(example["label"], tf.int32)}
 
     def preprocess_eval(example):
-        image = preprocessing.to_pixels(preprocessing.resize_center_crop(
-            preprocessing.decode_rgb(example["image"]), size, resize))
+        image = preprocessing.eval_pixels(example["image"], size, resize)
         return {"image": image, "label": tf.cast(example["label"], tf.int32)}
 
     info = DatasetInfo(name, num_classes, _num_examples(builder, "train", decoders),
                        _num_examples(builder, eval_split, decoders), (size, size, 3),
                        tuple(builder.info.features["label"].names),
-                       pixel_normalization=(IMAGENET_MEAN, IMAGENET_STD),
-                       eval_preprocessing=preprocessing.eval_preprocessing_spec(
-                           size, resize, IMAGENET_MEAN, IMAGENET_STD),
-                       eval_from=eval_split)
-    return Source(info, train_epoch, eval_examples, preprocess_train, preprocess_eval,
-                  example_from_file=lambda path: {"image": tf.io.read_file(path), "label": 0})
+                       pixel_normalization=(IMAGENET_MEAN, IMAGENET_STD), eval_from=eval_split)
+    return Source(info, train_epoch, eval_examples, preprocess_train, preprocess_eval)
 
 
 def _folder(config, seed) -> Source:
@@ -299,8 +270,7 @@ def _folder(config, seed) -> Source:
         return {"image": tf.ensure_shape(image, (size, size, 3)), "label": example["label"]}
 
     def preprocess_eval(example):
-        image = preprocessing.decode_rgb(tf.io.read_file(example["path"]))
-        image = preprocessing.to_pixels(preprocessing.resize_center_crop(image, size, resize))
+        image = preprocessing.eval_pixels(tf.io.read_file(example["path"]), size, resize)
         return {"image": image, "label": tf.cast(example["label"], tf.int32)}
 
     def explain_read_error(error):
@@ -313,11 +283,8 @@ def _folder(config, seed) -> Source:
     info = DatasetInfo("folder", len(splits.class_names), len(train.paths),
                        len(evaluation.paths), (size, size, 3), splits.class_names,
                        pixel_normalization=(IMAGENET_MEAN, IMAGENET_STD),
-                       eval_preprocessing=preprocessing.eval_preprocessing_spec(
-                           size, resize, IMAGENET_MEAN, IMAGENET_STD),
                        eval_from=splits.eval_from)
     return Source(info, train_epoch, eval_examples, preprocess_train, preprocess_eval,
-                  example_from_file=lambda path: {"path": path, "label": 0},
                   explain_read_error=explain_read_error)
 
 

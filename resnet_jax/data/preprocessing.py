@@ -90,8 +90,14 @@ def resize_center_crop(image, size: int, resize: int):
     return tf.ensure_shape(image[top:top + size, left:left + size, :], (size, size, 3))
 
 
+def eval_pixels(image_bytes, size: int, resize: int):
+    """An image file's bytes as evaluation and serving see it: decoded to RGB, resized and
+    center-cropped (`resize_center_crop`), uint8 (size, size, 3)."""
+    return to_pixels(resize_center_crop(decode_rgb(image_bytes), size, resize))
+
+
 def eval_preprocessing_spec(size: int, resize: int, mean, std) -> dict:
-    """What `resize_center_crop` + normalisation do, for a serving stack to repeat."""
+    """What `eval_pixels` + normalisation do, for a serving stack to repeat."""
     return {"decode": "RGB (grayscale and alpha converted), uint8 0..255",
             "resize_shorter_side": resize, "resize_method": "bilinear, antialiased",
             "center_crop": [size, size], "mean": [float(m) for m in mean],

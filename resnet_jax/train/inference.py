@@ -14,7 +14,7 @@ import numpy as np
 from resnet_jax import models
 from resnet_jax.data import preprocessing
 from resnet_jax.errors import UserError
-from resnet_jax.train import checkpoint, records
+from resnet_jax.train import checkpoint, records, steps
 from resnet_jax.train.config import FILE_DATASETS, model_from_config
 
 
@@ -66,15 +66,11 @@ def eval_preprocessing(config) -> dict:
         preprocessing.IMAGENET_STD)
 
 
-def normalized_inputs(pixels: np.ndarray) -> np.ndarray:
-    """uint8 RGB pixels (N, H, W, 3) -> the model's float32 input, as the training steps do."""
-    mean = np.asarray(preprocessing.IMAGENET_MEAN, np.float32)
-    std = np.asarray(preprocessing.IMAGENET_STD, np.float32)
-    return (pixels.astype(np.float32) - mean) / std
-
-
-def logits_fn(run: RunModel):
-    """A jitted (images -> float32 logits) in eval mode."""
-    apply = jax.jit(lambda variables, images: run.model.apply(variables, images, train=False)
-                    .astype(jnp.float32))
+def logits_fn(run: RunModel, normalization=None):
+    """A jitted (images -> float32 logits) in eval mode. `normalization` (mean, std): the
+    images are uint8 pixels, normalised as the training and eval steps do
+    (`steps.normalize_images`)."""
+    apply = jax.jit(lambda variables, images: run.model.apply(
+        variables, steps.normalize_images(images, normalization), train=False)
+        .astype(jnp.float32))
     return lambda images: np.asarray(apply(run.variables, images))
