@@ -60,7 +60,13 @@ def test_bad_arguments_are_rejected():
 def test_input_pipeline_benchmark_runs():
     from resnet_jax.bench import input_pipeline as pipeline_benchmark
     result = pipeline_benchmark.run(batch_size=4, image_size=32, num_images=12, batches=2,
-                                    repeats=1)
+                                    repeats=1, pipelines=("random_access", "sequential_tfrecord"))
     assert result["images_per_sec"] > 0 and result["cores"] >= 1
     assert result["images_per_sec_per_core"] == pytest.approx(
         result["images_per_sec"] / result["cores"])
+    assert result["pipelines"]["sequential_tfrecord"]["images_per_sec"] > 0
+    latency = pipeline_benchmark.resume_latency(num_records=64, batch_size=8, image_size=16,
+                                                repeats=1)
+    assert latency["middle_step"] == 4
+    assert all(latency[f"{name}_step_{at}_s"] > 0 for name in ("random_access",
+               "sequential_tfrecord") for at in ("0", "middle"))

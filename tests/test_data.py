@@ -11,7 +11,7 @@ import tensorflow_datasets as tfds
 
 from resnet_jax.configs import default
 from resnet_jax.bench import input_pipeline as pipeline_benchmark
-from resnet_jax.data import batching, datasets, preprocessing
+from resnet_jax.data import batching, datasets, prepare, preprocessing
 
 N = 10  # examples in the id-carrying source
 
@@ -21,7 +21,7 @@ def id_source(num_train=N, num_eval=N, seed=0):
     train = (np.arange(num_train, dtype=np.float32).reshape(-1, 1, 1, 1), np.zeros(num_train))
     evaluation = (np.arange(num_eval, dtype=np.float32).reshape(-1, 1, 1, 1),
                   np.zeros(num_eval))
-    return datasets._in_memory("ids", train, evaluation, 1, ["0"], (1, 1, 1), seed,
+    return datasets._in_memory("ids", train, evaluation, 1, ["0"], (1, 1, 1),
                          lambda ex, rng: ex, lambda ex: ex)
 
 
@@ -35,7 +35,7 @@ def test_every_example_once_per_epoch_in_a_seeded_order():
     for epoch in range(4):
         window = stream[epoch * N:(epoch + 1) * N]
         assert sorted(window) == list(range(N))
-        assert window == datasets._epoch_permutation(0, epoch, N).tolist()
+        assert window == batching.epoch_permutation(0, epoch, N).tolist()
     assert stream[:N] != stream[N:2 * N]  # reshuffled each epoch
     other_seed = sum((ids(b) for b in batching.train_batches(id_source(seed=1), 4, 0, 3, seed=1)), [])
     assert other_seed[:N] != stream[:N]
@@ -132,15 +132,38 @@ def test_cifar10_on_tfds_mock_data():
         assert counted == source.info.num_eval == 20
 
 
-def test_imagenet2012_on_tfds_mock_data():
-    with _mock_tfds(6):
-        source = datasets.create_source(_config("imagenet2012", image_size=32, eval_resize=36))
-        assert source.info.num_classes == 1000
-        batch = next(batching.train_batches(source, 3, 0, 1, seed=0))
-        assert batch["image"].shape == (3, 32, 32, 3)
-        batches = list(batching.eval_batches(source, 4))
-        assert sum(int(b["mask"].sum()) for b in batches) == 6
-        assert batches[0]["image"].shape == (4, 32, 32, 3)
+def test_imagenet2012_on_a_written_array_record_dataset(tmp_path):
+    images = [np.full((20 + i, 30, 3), 10 * i, np.uint8) for i in range(6)]
+    pipeline_benchmark.write_jpeg_dataset(str(tmp_path), {"train": images, "validation": images},
+                                          name="imagenet2012")
+    source = datasets.create_source(_config("imagenet2012", data_dir=str(tmp_path),
+                                            image_size=32, eval_resize=36))
+    assert source.info.num_classes == 1000 and source.info.num_train == 6
+    batch = next(batching.train_batches(source, 3, 0, 1, seed=0))
+    assert batch["image"].shape == (3, 32, 32, 3)
+    batches = list(batching.eval_batches(source, 4))
+    assert sum(int(b["mask"].sum()) for b in batches) == 6
+    assert batches[0]["image"].shape == (4, 32, 32, 3)
+
+
+def test_a_tfrecord_dataset_is_refused_with_the_conversion_command(tmp_path):
+    images = [np.zeros((8, 8, 3), np.uint8)] * 2
+    pipeline_benchmark.write_jpeg_dataset(str(tmp_path), {"train": images, "validation": images},
+                                          file_format="tfrecord")
+    with pytest.raises(datasets.DataError) as error:
+        datasets.create_source(_config("imagenette", data_dir=str(tmp_path)))
+    version_dir = tmp_path / "imagenette" / "full-size-v2" / "1.0.0"
+    assert str(error.value) == (
+        f"dataset imagenette in {version_dir} is stored as TFRecord, which has no random access; "
+        f"convert it once with `python -m resnet_jax.data.prepare imagenette --data_dir "
+        f"{tmp_path}` (adds ArrayRecord files beside the TFRecord ones)")
+    # ... which then trains: every record once, read by index.
+    assert prepare.main(["imagenette", "--data_dir", str(tmp_path)]) == 0
+    source = datasets.create_source(_config("imagenette", data_dir=str(tmp_path),
+                                            image_size=8))
+    assert (source.info.num_train, source.info.num_eval) == (2, 2)
+    assert next(batching.train_batches(source, 2, 0, 1, seed=0))["image"].shape == (2, 8, 8, 3)
+    assert prepare.main(["imagenette", "--data_dir", str(tmp_path)]) == 0  # nothing to do
 
 
 def test_an_unprepared_tfds_dataset_fails_at_once_with_the_command(tmp_path):
@@ -151,9 +174,9 @@ def test_an_unprepared_tfds_dataset_fails_at_once_with_the_command(tmp_path):
             side_effect=AssertionError("tried to download")):
         datasets.create_source(_config("cifar10", data_dir=str(tmp_path)))
     assert str(error.value) == (
-        f"dataset cifar10 is not prepared in {tmp_path}: run `tfds build cifar10 --data_dir "
-        f"{tmp_path}` (on a machine with network access, then copy {tmp_path}/cifar10 here), "
-        f"or pass --config.data_dir")
+        f"dataset cifar10 is not prepared in {tmp_path}: run `python -m "
+        f"resnet_jax.data.prepare cifar10 --data_dir {tmp_path}` (on a machine with network "
+        f"access, then copy {tmp_path}/cifar10 here), or pass --config.data_dir")
 
 
 def test_jpeg_decoding_crops_and_flips_to_uint8_pixels_on_a_written_tfds_dataset(tmp_path):

@@ -1,12 +1,22 @@
-"""Throughput of the ImageNet training input pipeline, on real JPEG files it writes itself.
+"""Throughput and resume latency of the ImageNet training input pipeline, on real JPEG files
+it writes itself.
 
     python -m resnet_jax.bench --input_pipeline [--batch_size 256] [--image_size 224]
+        [--pipelines random_access,sequential_tfrecord,grain_pil]
+    python -m resnet_jax.bench --resume_latency [--records 100000] [--batch_size 256]
 
-Writes a small TFDS `imagenette`-format dataset of JPEG images at ImageNet-like sizes
-(random sizes around 500x375) into a temporary dir, then times `batching.train_batches`
-(read, JPEG decode + random-resized crop, flip, batch of uint8 pixels; the train step
-normalises them on the device) after a warm-up batch.
+`--input_pipeline` writes a small TFDS `imagenette`-format dataset of JPEG images at
+ImageNet-like sizes (random sizes around 500x375) into a temporary dir, then times each
+pipeline after a warm-up batch, repeats interleaved:
+- random_access: `batching.train_batches`, the project's pipeline (ArrayRecord records fetched
+  by index, tf.data JPEG decode + random-resized crop, flip, batch of uint8 pixels; the train
+  step normalises them on the device);
+- sequential_tfrecord: the pipeline before random access (TFRecord in sequence, shuffle
+  buffer), same decode and crop;
+- grain_pil: Grain over the same ArrayRecord records, PIL decode + crop in worker processes
+  (needs `pip install grain`).
 Reports images/s and images/s per CPU core. Needs TensorFlow (unlike the rest of the benchmark).
+`--resume_latency`: seconds to the first batch at step 0 and mid-epoch (`resume_latency`).
 """
 
 from __future__ import annotations
@@ -21,12 +31,20 @@ import numpy as np
 from resnet_jax.data.lazy_tf import tf, tfds
 
 
-def write_jpeg_dataset(data_dir: str, splits: dict[str, list[np.ndarray]]) -> None:
-    """A real TFDS dataset of JPEG files in `data_dir`, in `imagenette`'s format and version,
-    so that the registered Imagenette builder (and `resnet_jax.data`) reads it.
+# name -> (builder config, number of classes) of the registered TFDS builders written here.
+_WRITABLE = {"imagenette": ("full-size-v2", 10), "imagenet2012": (None, 1000)}
+
+
+def write_jpeg_dataset(data_dir: str, splits: dict[str, list[np.ndarray]],
+                       name: str = "imagenette", file_format: str = "array_record") -> None:
+    """A real TFDS dataset of JPEG images in `data_dir`, in the format and version of the
+    registered builder `name` (imagenette or imagenet2012), so that it (and `resnet_jax.data`)
+    reads it. `file_format`: "array_record" (random access) or "tfrecord".
 
     `splits` maps "train"/"validation" to uint8 (H, W, 3) images; labels cycle through 0..9.
     """
+    config, num_classes = _WRITABLE[name]
+
     def split(images):
         return tf.data.Dataset.from_generator(
             lambda: ({"image": im, "label": i % 10} for i, im in enumerate(images)),
@@ -35,11 +53,11 @@ def write_jpeg_dataset(data_dir: str, splits: dict[str, list[np.ndarray]]) -> No
 
     features = tfds.features.FeaturesDict({
         "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
-        "label": tfds.features.ClassLabel(num_classes=10)})
+        "label": tfds.features.ClassLabel(num_classes=num_classes)})
     tfds.dataset_builders.TfDataBuilder(
-        name="imagenette", config="full-size-v2", version="1.0.0", data_dir=data_dir,
-        split_datasets={name: split(images) for name, images in splits.items()},
-        features=features).download_and_prepare()
+        name=name, config=config, version=str(tfds.builder_cls(name).VERSION),
+        data_dir=data_dir, split_datasets={name: split(images) for name, images in splits.items()},
+        features=features, file_format=file_format).download_and_prepare()
 
 
 def photo_like_images(count: int, seed: int = 0) -> list[np.ndarray]:
@@ -55,39 +73,172 @@ def photo_like_images(count: int, seed: int = 0) -> list[np.ndarray]:
     return images
 
 
+def _sequential_tfrecord_batches(builder, source, batch_size: int, start_step: int,
+                                 num_steps: int, seed: int, shuffle_buffer: int = 64):
+    """The pipeline this project used before random access, kept here as the baseline: TFDS
+    TFRecord files read in a seeded file order through a shuffle buffer, `.skip` to resume,
+    the same decode + crop + flip (`source.preprocess_train`) and batching."""
+    tf_options = tf.data.Options()
+    tf_options.deterministic = True
+    ds = builder.as_dataset(split="train", shuffle_files=True,
+                            decoders={"image": tfds.decode.SkipDecoding()},
+                            read_config=tfds.ReadConfig(shuffle_seed=seed, options=tf_options))
+    ds = ds.shuffle(shuffle_buffer, seed=seed).repeat().skip(start_step * batch_size)
+    ds = tf.data.Dataset.zip(tf.data.Dataset.range(start_step * batch_size, 2**62), ds)
+    ds = ds.map(lambda position, example: source.preprocess_train(
+        {"image": example["image"], "label": tf.cast(example["label"], tf.int32)},
+        tf.stack([tf.constant(seed, tf.int64), position])),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.batch(batch_size, drop_remainder=True).take(num_steps).prefetch(2) \
+        .as_numpy_iterator()
+
+
+def _grain_batches(data_dir: str, batch_size: int, image_size: int, seed: int):
+    """The same source (TFDS ArrayRecord) through Grain: a seeded global shuffle, JPEG decode +
+    random-resized crop + flip with PIL and NumPy in Grain's worker processes (one a core)."""
+    import io
+
+    import grain
+    from absl import flags
+    from PIL import Image
+
+    if not flags.FLAGS.is_parsed():  # Grain reads absl flags; this benchmark uses argparse
+        flags.FLAGS(["benchmark"])
+
+    class DecodeCropFlip(grain.transforms.RandomMap):
+        def random_map(self, example, rng):
+            image = Image.open(io.BytesIO(example["image"])).convert("RGB")
+            width, height = image.size
+            area = width * height * rng.uniform(0.08, 1.0)
+            aspect = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
+            w = min(width, int(round(np.sqrt(area * aspect))))
+            h = min(height, int(round(np.sqrt(area / aspect))))
+            x, y = rng.integers(0, width - w + 1), rng.integers(0, height - h + 1)
+            pixels = np.asarray(image.resize((image_size, image_size), Image.BILINEAR,
+                                             box=(x, y, x + w, y + h)))
+            if rng.random() < 0.5:
+                pixels = pixels[:, ::-1]
+            return {"image": np.ascontiguousarray(pixels), "label": example["label"]}
+
+    records = tfds.builder("imagenette", data_dir=data_dir).as_data_source(
+        "train", decoders={"image": tfds.decode.SkipDecoding()})
+    ds = (grain.MapDataset.source(records).seed(seed).shuffle().repeat()
+          .random_map(DecodeCropFlip()).batch(batch_size).to_iter_dataset())
+    workers = len(os.sched_getaffinity(0))
+    return iter(ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers)))
+
+
+PIPELINES = ("random_access", "sequential_tfrecord", "grain_pil")
+
+
 def run(batch_size: int = 256, image_size: int = 224, num_images: int = 512,
-        batches: int = 16, repeats: int = 5) -> dict:
+        batches: int = 16, repeats: int = 5, pipelines=("random_access",)) -> dict:
+    """Images/s of each pipeline in `pipelines` (PIPELINES) on the same JPEG images, repeats
+    interleaved; median over repeats."""
     from resnet_jax.configs import default
     from resnet_jax.data import batching, datasets
 
     cores = len(os.sched_getaffinity(0))
-    with tempfile.TemporaryDirectory() as data_dir:
-        write_jpeg_dataset(data_dir, {"train": photo_like_images(num_images),
-                                      "validation": photo_like_images(10, seed=1)})
+    images = {"train": photo_like_images(num_images), "validation": photo_like_images(10, seed=1)}
+    rates = {name: [] for name in pipelines}
+    cpu_ms = {name: [] for name in pipelines}
+    with tempfile.TemporaryDirectory() as data_dir, \
+            tempfile.TemporaryDirectory() as tfrecord_dir:
+        write_jpeg_dataset(data_dir, images)
         config = default.get_config()  # every key: the pipeline reads what it needs
-        config.update(
-            dataset="imagenette", data_dir=data_dir, image_size=image_size, eval_resize=256,
-            # Each epoch refills the shuffle buffer before its first image: with ImageNet's
-            # 1,281,167 images that is rare, with 512 it would be every few batches.
-            shuffle_buffer=64, seed=0)
+        config.update(dataset="imagenette", data_dir=data_dir, image_size=image_size,
+                      eval_resize=256, seed=0)
         source = datasets.create_source(config)
-        rates, cpu_ms = [], []
+        if "sequential_tfrecord" in pipelines:
+            write_jpeg_dataset(tfrecord_dir, images, file_format="tfrecord")
+            tfrecord_builder = tfds.builder("imagenette", data_dir=tfrecord_dir)
+        grain_iterator = (_grain_batches(data_dir, batch_size, image_size, seed=0)
+                          if "grain_pil" in pipelines else None)
         for repeat in range(repeats):
-            iterator = batching.train_batches(source, batch_size, repeat * (batches + 1),
-                                                    batches + 1, seed=0)
-            next(iterator)  # warm-up: builds the pipeline, fills the prefetch buffer
-            start, cpu_start = time.perf_counter(), os.times()
-            for _ in range(batches):
-                next(iterator)
-            rates.append(batches * batch_size / (time.perf_counter() - start))
-            cpu_end = os.times()
-            cpu_ms.append({kind: 1e3 * (getattr(cpu_end, kind) - getattr(cpu_start, kind))
-                           / (batches * batch_size) for kind in ("user", "system")})
-    rate = statistics.median(rates)
-    return {"images_per_sec": rate, "images_per_sec_per_core": rate / cores, "cores": cores,
-            "batch_size": batch_size, "image_size": image_size, "repeats": rates,
-            # CPU time of this process per image, median over repeats: user (decode, resize)
-            # and system (page faults, thread wake-ups).
-            "cpu_ms_per_image": {kind: statistics.median(c[kind] for c in cpu_ms)
-                                 for kind in ("user", "system")},
+            start_step = repeat * (batches + 1)
+            for name in pipelines:
+                if name == "random_access":
+                    iterator = batching.train_batches(source, batch_size, start_step,
+                                                      batches + 1, seed=0)
+                elif name == "sequential_tfrecord":
+                    iterator = _sequential_tfrecord_batches(tfrecord_builder, source,
+                                                            batch_size, start_step,
+                                                            batches + 1, seed=0)
+                else:  # Grain's worker processes run on: one iterator for all repeats
+                    iterator = grain_iterator
+                next(iterator)  # warm-up: builds the pipeline, fills the prefetch buffer
+                start, cpu_start = time.perf_counter(), _cpu_times()
+                for _ in range(batches):
+                    next(iterator)
+                rates[name].append(batches * batch_size / (time.perf_counter() - start))
+                cpu_end = _cpu_times()
+                cpu_ms[name].append({kind: 1e3 * (cpu_end[kind] - cpu_start[kind])
+                                     / (batches * batch_size) for kind in ("user", "system")})
+        del grain_iterator  # stops Grain's workers
+    results = {}
+    for name in pipelines:
+        rate = statistics.median(rates[name])
+        results[name] = {
+            "images_per_sec": rate, "images_per_sec_per_core": rate / cores,
+            "repeats": rates[name],
+            # CPU time per image (this process and its finished children, e.g. Grain's
+            # workers are not counted until they exit: compare Grain by images/s),
+            # median over repeats: user (decode, resize) and system (page faults, wake-ups).
+            "cpu_ms_per_image": {kind: statistics.median(c[kind] for c in cpu_ms[name])
+                                 for kind in ("user", "system")}}
+    first = results[pipelines[0]]
+    return {**first, "cores": cores, "batch_size": batch_size, "image_size": image_size,
+            "pipelines": results,
             "pipeline": "JPEG decode + random-resized crop + flip + uint8 batch"}
+
+
+def _cpu_times() -> dict:
+    times = os.times()
+    return {"user": times.user, "system": times.system}
+
+
+def resume_latency(num_records: int = 100_000, batch_size: int = 256, image_size: int = 224,
+                   repeats: int = 3) -> dict:
+    """Seconds to the first training batch when starting at step 0 and at the middle of the
+    first epoch, on a dataset of `num_records` small JPEG records: the random-access pipeline
+    (`batching.train_batches`) and the sequential TFRecord baseline, which skips to its
+    position. Median over repeats."""
+    from resnet_jax.configs import default
+    from resnet_jax.data import batching, datasets
+
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (32, 40, 3), dtype=np.uint8) for _ in range(num_records)]
+    middle = num_records // 2 // batch_size
+    result = {"num_records": num_records, "batch_size": batch_size, "middle_step": middle}
+    with tempfile.TemporaryDirectory() as data_dir, \
+            tempfile.TemporaryDirectory() as tfrecord_dir:
+        split = {"train": images, "validation": images[:10]}
+        write_jpeg_dataset(data_dir, split)
+        write_jpeg_dataset(tfrecord_dir, split, file_format="tfrecord")
+        result["bytes_per_record"] = _split_bytes(data_dir) / num_records
+        del images, split
+        config = default.get_config()
+        config.update(dataset="imagenette", data_dir=data_dir, image_size=image_size, seed=0)
+        source = datasets.create_source(config)
+        tfrecord_builder = tfds.builder("imagenette", data_dir=tfrecord_dir)
+        pipelines = {
+            "random_access": lambda step: batching.train_batches(source, batch_size, step, 1,
+                                                                 seed=0),
+            "sequential_tfrecord": lambda step: _sequential_tfrecord_batches(
+                tfrecord_builder, source, batch_size, step, 1, seed=0)}
+        for name, batches in pipelines.items():
+            for step in (0, middle):
+                seconds = []
+                for _ in range(repeats):
+                    start = time.perf_counter()
+                    next(iter(batches(step)))
+                    seconds.append(time.perf_counter() - start)
+                result[f"{name}_step_{'0' if step == 0 else 'middle'}_s"] = \
+                    statistics.median(seconds)
+    return result
+
+
+def _split_bytes(data_dir: str) -> int:
+    return sum(os.path.getsize(os.path.join(root, name))
+               for root, _, names in os.walk(data_dir) for name in names
+               if "-train." in name)

@@ -12,7 +12,8 @@ untimed interleaved round) is excluded; repeats are interleaved between framewor
 over repeats is reported with the spread (min..max).
 
 Imports only jax, flax, optax, numpy and (optionally) torch: it runs on a bare accelerator image.
-`--input_pipeline` (needs TensorFlow) measures the ImageNet training input pipeline instead.
+`--input_pipeline` and `--resume_latency` (need TensorFlow) measure the ImageNet training input
+pipeline instead (`resnet_jax.bench.input_pipeline`).
 """
 
 from __future__ import annotations
@@ -319,6 +320,14 @@ def main(argv=None):
                         help="measure cold and warm compile of the train step with this cache")
     parser.add_argument("--input_pipeline", action="store_true",
                         help="measure the ImageNet input pipeline instead (needs TensorFlow)")
+    parser.add_argument("--pipelines", default="random_access,sequential_tfrecord",
+                        help="with --input_pipeline, comma-separated: "
+                             "random_access, sequential_tfrecord, grain_pil")
+    parser.add_argument("--resume_latency", action="store_true",
+                        help="measure the input pipeline's time to the first batch at step 0 "
+                             "and mid-epoch instead (needs TensorFlow)")
+    parser.add_argument("--records", type=int, default=100_000,
+                        help="with --resume_latency: records in the dataset it writes")
     parser.add_argument("--default_malloc", action="store_true",
                         help="keep glibc's default allocator thresholds (train.py and this "
                              "benchmark otherwise set them: resnet_jax.host_memory)")
@@ -332,11 +341,19 @@ def main(argv=None):
         parser.error("--modes takes train and/or inference")
     # The input pipeline is measured as an accelerator host runs it: several malloc arenas.
     malloc_tuned = not args.default_malloc and host_memory.reuse_freed_memory(
-        single_arena=False if args.input_pipeline else None)
-    if args.input_pipeline:
+        single_arena=False if args.input_pipeline or args.resume_latency else None)
+    if args.input_pipeline or args.resume_latency:
         from resnet_jax.bench import input_pipeline as pipeline_benchmark
-        result = pipeline_benchmark.run(batch_size=args.batch_size,
-                                        image_size=args.image_size or 224)
+        pipelines = tuple(p for p in args.pipelines.split(",") if p)
+        if set(pipelines) - set(pipeline_benchmark.PIPELINES) or not pipelines:
+            parser.error(f"--pipelines takes {', '.join(pipeline_benchmark.PIPELINES)}")
+        if args.input_pipeline:
+            result = pipeline_benchmark.run(batch_size=args.batch_size,
+                                            image_size=args.image_size or 224,
+                                            pipelines=pipelines)
+        else:
+            result = pipeline_benchmark.resume_latency(args.records, args.batch_size,
+                                                       args.image_size or 224)
         result["malloc_tuned"] = malloc_tuned
         print(json.dumps(result, indent=2))
     else:

@@ -41,7 +41,6 @@ def get_config() -> ml_collections.ConfigDict:
                                   # text, anything not mirror-symmetric)
     c.fake_num_classes = 1000     # fake data only
     c.fake_num_examples = 1024    # fake data only: examples per "epoch"
-    c.shuffle_buffer = 16_384     # streamed datasets (imagenet2012, imagenette)
 
     # Fine-tuning.
     c.init_from = ""              # start from weights: a torchvision state dict (.pth, .pt,

@@ -32,5 +32,4 @@ def get_config():
     c.log_every_steps = 10
     c.eval_every_steps = -1
     c.checkpoint_every_steps = 200
-    c.shuffle_buffer = 0
     return c

@@ -4,7 +4,7 @@
 
 Data: TFDS cannot download ImageNet. Put ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in
 ~/tensorflow_datasets/downloads/manual/ (or DATA_DIR/downloads/manual with --config.data_dir),
-then run `tfds build imagenet2012` once (or let the first run prepare it).
+then run `python -m resnet_jax.data.prepare imagenet2012` once (ArrayRecord files, read by index).
 Recipe: lr 0.1 x batch/256, 5-epoch linear warm-up, cosine decay, 90 epochs, momentum 0.9,
 weight decay 1e-4 (5e-5 is also common with label smoothing), inception-style random-resized
 crop + flip, eval resize 256 / center crop 224. Expected: ~76.5-77% top-1 (torchvision's v1

@@ -1,6 +1,14 @@
-"""Batches for training and evaluation: each process's share of every global batch, in an order
-that depends only on (seed, global batch size), resumable at any step; every eval example exactly
-once, the last batch padded with masked examples."""
+"""Batches for training and evaluation, from any `Source` (every split has random access).
+
+Training: the stream of examples is the concatenation of epochs, epoch e a permutation of the
+training set that depends only on (seed, e); global step s holds stream positions
+[s*B, (s+1)*B), and process p of P fetches, decodes and batches only its contiguous share
+[s*B + p*B/P, s*B + (p+1)*B/P). So the global batches depend only on (seed, B), never on P;
+the P processes read each record once per epoch between them; and starting at step s costs
+the same as starting at step 0 (positions are computed, nothing before them is read).
+Evaluation: every example exactly once, in a fixed order, the last global batch padded with
+`mask == False` examples; each process fetches only its share of each global batch.
+"""
 
 from __future__ import annotations
 
@@ -9,32 +17,74 @@ from typing import Iterator
 
 import numpy as np
 
-from resnet_jax.data.datasets import Source
+from resnet_jax.data.datasets import Records, Source
 from resnet_jax.data.lazy_tf import tf
 
-def _process_slice(ds, global_batch: int, process_index: int, process_count: int):
-    """Keeps this process's contiguous share of each global batch (before any decoding)."""
+# Positions fetched per call to `Records.fetch` (at least one local batch): big enough that the
+# per-call overhead vanishes, small enough that the first batch comes at once.
+_FETCH_CHUNK = 1024
+
+
+def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The order of the training set in `epoch`."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def _local_positions(steps: np.ndarray, global_batch: int, process_index: int,
+                     process_count: int) -> np.ndarray:
+    """This process's stream positions in global steps `steps`, in order."""
     local = global_batch // process_count
-    if process_count == 1:
-        return ds
-    return ds.filter(lambda position, _: (position % global_batch) // local == process_index)
+    first = steps[:, None] * global_batch + process_index * local
+    return (first + np.arange(local)).reshape(-1)
+
+
+def train_positions(num_train: int, seed: int, global_batch: int, start_step: int,
+                    num_steps: int, process_index: int = 0, process_count: int = 1):
+    """Yields (stream positions, training-set indices) of this process's share of steps
+    `start_step .. start_step+num_steps-1`, a chunk at a time."""
+    local = global_batch // process_count
+    steps_per_chunk = max(1, _FETCH_CHUNK // local)
+    permutations: dict[int, np.ndarray] = {}  # the epochs the current chunk touches
+    for first in range(start_step, start_step + num_steps, steps_per_chunk):
+        steps = np.arange(first, min(first + steps_per_chunk, start_step + num_steps),
+                          dtype=np.int64)
+        positions = _local_positions(steps, global_batch, process_index, process_count)
+        epochs, offsets = np.divmod(positions, num_train)
+        permutations = {e: permutations.get(e) if e in permutations
+                        else epoch_permutation(seed, int(e), num_train)
+                        for e in np.unique(epochs).tolist()}
+        indices = np.empty_like(positions)
+        for epoch, permutation in permutations.items():
+            here = epochs == epoch
+            indices[here] = permutation[offsets[here]]
+        yield positions, indices
+
+
+def _fetched(records: Records, chunks) -> "tf.data.Dataset":
+    """{"position", raw example fields} for each (positions, indices) chunk of `chunks()`,
+    fetched from `records` chunk by chunk, one element per example."""
+    def generate():
+        for positions, indices in chunks():
+            yield {"position": positions, **records.fetch(indices)}
+
+    signature = {"position": tf.TensorSpec((None,), tf.int64)}
+    signature.update({key: tf.TensorSpec((None, *spec.shape), spec.dtype)
+                      for key, spec in records.spec.items()})
+    return tf.data.Dataset.from_generator(generate, output_signature=signature).unbatch()
+
+
+def _without_position(example: dict) -> dict:
+    return {key: value for key, value in example.items() if key != "position"}
 
 
 def train_batches(source: Source, global_batch: int, start_step: int, num_steps: int, seed: int,
                   process_index: int = 0, process_count: int = 1) -> Iterator[dict]:
     """This process's share of global training batches `start_step .. start_step+num_steps-1`."""
-    n = source.info.num_train
-    first_position = start_step * global_batch
-    last_position = (start_step + num_steps) * global_batch
-    first_epoch, skip = divmod(first_position, n)
-    last_epoch = math.ceil(last_position / n)
-    ds = source.train_epoch(first_epoch).skip(skip)
-    for epoch in range(first_epoch + 1, last_epoch):
-        ds = ds.concatenate(source.train_epoch(epoch))
-    ds = tf.data.Dataset.zip(tf.data.Dataset.range(first_position, last_position), ds)
-    ds = _process_slice(ds, global_batch, process_index, process_count)
-    ds = ds.map(lambda position, example: source.preprocess_train(
-        example, tf.stack([tf.constant(seed, tf.int64), position])),
+    ds = _fetched(source.train, lambda: train_positions(
+        source.info.num_train, seed, global_batch, start_step, num_steps, process_index,
+        process_count))
+    ds = ds.map(lambda example: source.preprocess_train(
+        _without_position(example), tf.stack([tf.constant(seed, tf.int64), example["position"]])),
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(global_batch // process_count, drop_remainder=True)
     return _numpy_batches(ds.prefetch(2), source)
@@ -48,17 +98,24 @@ def eval_batches(source: Source, global_batch: int, process_index: int = 0,
                  process_count: int = 1) -> Iterator[dict]:
     """Every eval example once, fixed order; the last global batch padded with mask=False."""
     num_batches = num_eval_batches(source, global_batch)
-    padding = num_batches * global_batch - source.info.num_eval
-    ds = source.eval_examples().map(source.preprocess_eval, num_parallel_calls=tf.data.AUTOTUNE,
-                                    deterministic=True)
+    positions = _local_positions(np.arange(num_batches, dtype=np.int64), global_batch,
+                                 process_index, process_count)
+    real = positions[positions < source.info.num_eval]  # the padding is at the end
+    padding = len(positions) - len(real)
+
+    def chunks():
+        for first in range(0, len(real), _FETCH_CHUNK):
+            yield real[first:first + _FETCH_CHUNK], real[first:first + _FETCH_CHUNK]
+
+    ds = _fetched(source.eval, chunks).map(
+        lambda example: source.preprocess_eval(_without_position(example)),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     image_dtype = ds.element_spec["image"].dtype  # as preprocessed: float32, or uint8 pixels
     ds = ds.map(lambda ex: {"image": ex["image"], "label": tf.cast(ex["label"], tf.int32),
                             "mask": True})
     pad = {"image": tf.zeros(source.info.image_shape, image_dtype),
            "label": tf.constant(0, tf.int32), "mask": False}
     ds = ds.concatenate(tf.data.Dataset.from_tensors(pad).repeat(padding))
-    ds = tf.data.Dataset.zip(tf.data.Dataset.range(num_batches * global_batch), ds)
-    ds = _process_slice(ds, global_batch, process_index, process_count).map(lambda _, ex: ex)
     ds = ds.batch(global_batch // process_count, drop_remainder=True)
     return _numpy_batches(ds.prefetch(2), source)
 

@@ -1,14 +1,20 @@
-"""Input pipelines: digits, fake, CIFAR-10/100, ImageNet, Imagenette, image folders -> host-local
-numpy batches.
+"""Datasets: digits, fake, CIFAR-10/100, ImageNet, Imagenette, image folders, each a `Source`
+whose splits are `Records` with random access (fetch any example by index), and its
+preprocessing. `resnet_jax.data.batching` turns them into each process's batches.
 
-Determinism, so that a resumed run sees exactly the batches of an uninterrupted one:
-- the training stream is the concatenation of epochs; epoch e's order is a pure function of
-  (seed, e), and every example appears exactly once per epoch (batches may straddle epochs);
-- global training step s holds stream positions [s*B, (s+1)*B); process p of P takes the p-th
-  slice of each global batch, so any process count sees the same global batches;
+Every split is random access, so the input contract (`batching`) is one for every dataset:
+- the training stream is the concatenation of epochs; epoch e's order is a permutation that is
+  a pure function of (seed, e), so every example appears exactly once per epoch;
+- global training step s holds stream positions [s*B, (s+1)*B); process p of P fetches only the
+  p-th slice of each global batch: P processes read each record once per epoch between them;
+- resuming at step s fetches from position s*B on: no record before it is read;
 - random augmentations are stateless, seeded by (seed, stream position).
 Evaluation visits every example exactly once, in a fixed order, padded to whole global batches
 with `mask == False` examples.
+
+Large datasets (imagenet2012, imagenette) are read from TFDS's ArrayRecord files
+(`tfds.data_source`); image folders from their files, one file a record; the small datasets
+from memory.
 
 Images arrive normalised (float32), except from image files (ImageNet, Imagenette, folders): their
 batches hold uint8 pixels and `DatasetInfo.pixel_normalization` says how the train and eval steps
@@ -53,12 +59,32 @@ class DatasetInfo:
 
 
 @dataclasses.dataclass(frozen=True)
+class Records:
+    """One split with random access: `fetch(indices)` reads exactly those examples (raw: JPEG
+    bytes, a path, an array row), as {field: numpy array, one row per index, in order}."""
+
+    count: int
+    fetch: Callable[[np.ndarray], dict[str, np.ndarray]]
+    spec: dict[str, "tf.TensorSpec"]  # one raw example's fields
+
+    @classmethod
+    def of_arrays(cls, **arrays: np.ndarray) -> "Records":
+        """Records held in memory: rows of equally long arrays."""
+        spec = {key: tf.TensorSpec(value.shape[1:], tf.string if value.dtype == object
+                                   else tf.as_dtype(value.dtype))
+                for key, value in arrays.items()}
+        count = len(next(iter(arrays.values())))
+        return cls(count, lambda indices: {key: value[indices] for key, value in arrays.items()},
+                   spec)
+
+
+@dataclasses.dataclass(frozen=True)
 class Source:
-    """A dataset: its examples in a given epoch's order, in eval order, and how to preprocess."""
+    """A dataset: its splits with random access, and how to preprocess their raw examples."""
 
     info: DatasetInfo
-    train_epoch: Callable[[int], tf.data.Dataset]   # epoch -> raw examples, that epoch's order
-    eval_examples: Callable[[], tf.data.Dataset]    # raw examples, fixed order
+    train: Records
+    eval: Records
     preprocess_train: Callable  # (raw example, stateless seed) -> {"image", "label"}
     preprocess_eval: Callable   # raw example -> {"image", "label"}
     # A tf.data error raised while reading -> a UserError naming the file (or None: a bug).
@@ -68,30 +94,14 @@ class Source:
 
 # --- sources --------------------------------------------------------------------------------
 
-def _epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
-    return np.random.default_rng([seed, epoch]).permutation(n)
-
-
-def _in_memory(name, train, evaluation, num_classes, class_names, image_shape, seed,
+def _in_memory(name, train, evaluation, num_classes, class_names, image_shape,
                preprocess_train, preprocess_eval) -> Source:
-    """A dataset held in memory as numpy arrays: epochs are index permutations."""
-    train_images, train_labels = train
-    eval_images, eval_labels = evaluation
-    train_images_t = tf.constant(train_images)
-    train_labels_t = tf.constant(train_labels.astype(np.int32))
-
-    def train_epoch(epoch):
-        order = _epoch_permutation(seed, epoch, len(train_labels))
-        return tf.data.Dataset.from_tensor_slices(order).map(
-            lambda i: {"image": tf.gather(train_images_t, i), "label": tf.gather(train_labels_t, i)})
-
-    def eval_examples():
-        return tf.data.Dataset.from_tensor_slices(
-            {"image": eval_images, "label": eval_labels.astype(np.int32)})
-
-    info = DatasetInfo(name, num_classes, len(train_labels), len(eval_labels), image_shape,
+    """A dataset held in memory as (images, labels) numpy arrays."""
+    splits = [Records.of_arrays(image=images, label=labels.astype(np.int32))
+              for images, labels in (train, evaluation)]
+    info = DatasetInfo(name, num_classes, splits[0].count, splits[1].count, image_shape,
                        tuple(class_names))
-    return Source(info, train_epoch, eval_examples, preprocess_train, preprocess_eval)
+    return Source(info, *splits, preprocess_train, preprocess_eval)
 
 
 def digits_arrays():
@@ -113,7 +123,7 @@ def _arrays_eval_split(config, name: str) -> None:
                         f"must be '' or 'test'")
 
 
-def _digits(config, seed) -> Source:
+def _digits(config) -> Source:
     _arrays_eval_split(config, "digits")
     train, evaluation = digits_arrays()
     mean, std = float(train[0].mean()), float(train[0].std())
@@ -127,12 +137,13 @@ def _digits(config, seed) -> Source:
         return {"image": (example["image"] - mean) / std, "label": example["label"]}
 
     return _in_memory("digits", train, evaluation, 10, [str(i) for i in range(10)], (8, 8, 1),
-                      seed, preprocess_train, preprocess_eval)
+                      preprocess_train, preprocess_eval)
 
 
-def _fake(config, seed) -> Source:
+def _fake(config) -> Source:
     _arrays_eval_split(config, "fake")
     size, num_classes, n = config.image_size, config.fake_num_classes, config.fake_num_examples
+    seed = config.seed  # the images' content
     shape = (size, size, 3)
 
     def example(index):
@@ -141,16 +152,23 @@ def _fake(config, seed) -> Source:
         return {"image": tf.cast(image, tf.float32) / 64.0 - 2.0,
                 "label": tf.cast(index % num_classes, tf.int32)}
 
-    def train_epoch(epoch):
-        order = _epoch_permutation(seed, epoch, n).astype(np.int64)
-        return tf.data.Dataset.from_tensor_slices(order).map(example)
-
-    def eval_examples():
-        return tf.data.Dataset.range(n, n + max(n // 4, 1)).map(example)
-
-    info = DatasetInfo("fake", num_classes, n, max(n // 4, 1), shape,
+    num_eval = max(n // 4, 1)
+    info = DatasetInfo("fake", num_classes, n, num_eval, shape,
                        tuple(str(i) for i in range(num_classes)))
-    return Source(info, train_epoch, eval_examples, lambda ex, rng: ex, lambda ex: ex)
+    # An example is its id: eval ids follow the training ones.
+    return Source(info, Records.of_arrays(index=np.arange(n)),
+                  Records.of_arrays(index=np.arange(n, n + num_eval)),
+                  lambda ex, rng: example(ex["index"]), lambda ex: example(ex["index"]))
+
+
+# TFDS datasets read by index (ArrayRecord); the others are loaded into memory.
+RANDOM_ACCESS_TFDS = ("imagenet2012", "imagenette")
+TFDS_DATASETS = ("cifar10", "cifar100", *RANDOM_ACCESS_TFDS)
+
+
+def _prepare_command(name: str, data_dir: str | None) -> str:
+    return "python -m resnet_jax.data.prepare " + name + (f" --data_dir {data_dir}"
+                                                          if data_dir else "")
 
 
 def prepared_builder(name: str, data_dir: str | None):
@@ -162,15 +180,16 @@ def prepared_builder(name: str, data_dir: str | None):
     if builder.is_prepared():
         return builder
     where = data_dir or tfds.core.constants.DATA_DIR
+    build = _prepare_command(name, data_dir)
     how = (f"put ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in "
-           f"{where}/downloads/manual, then run `tfds build {name} --data_dir {where}`"
+           f"{where}/downloads/manual, then run `{build}`"
            if name == "imagenet2012" else
-           f"run `tfds build {name} --data_dir {where}` (on a machine with network access, "
+           f"run `{build}` (on a machine with network access, "
            f"then copy {where}/{name} here), or pass --config.data_dir")
     raise DataError(f"dataset {name} is not prepared in {where}: {how}")
 
 
-def _cifar(config, seed, name) -> Source:
+def _cifar(config, name) -> Source:
     builder = prepared_builder(name, config.data_dir)
     arrays = []
     for split in ("train", config.eval_split or "test"):
@@ -192,35 +211,38 @@ def _cifar(config, seed, name) -> Source:
     def preprocess_eval(example):
         return {"image": preprocessing.normalize(example["image"], mean, std), "label": example["label"]}
 
-    return _in_memory(name, arrays[0], arrays[1], num_classes, names, (32, 32, 3), seed,
+    return _in_memory(name, arrays[0], arrays[1], num_classes, names, (32, 32, 3),
                       preprocess_train, preprocess_eval)
 
 
-def _streamed_jpeg(config, seed, name) -> Source:
-    """Datasets too large for memory (ImageNet): TFDS records, JPEG bytes decoded per example.
+def _tfds_records(builder, split: str, name: str, data_dir: str) -> Records:
+    """A TFDS split read by index from its ArrayRecord files; images stay JPEG bytes."""
+    try:
+        source = builder.as_data_source(split, decoders={"image": tfds.decode.SkipDecoding()})
+    except NotImplementedError:  # prepared as TFRecord only: readable in sequence, not by index
+        raise DataError(
+            f"dataset {name} in {builder.data_dir} is stored as TFRecord, which has no random "
+            f"access; convert it once with `{_prepare_command(name, data_dir)}` (adds "
+            f"ArrayRecord files beside the TFRecord ones)") from None
 
-    Epoch e reads the files in an order seeded by (seed, e) through a seeded shuffle buffer:
-    deterministic, but only as random as the buffer allows (the usual ImageNet compromise).
-    """
+    def fetch(indices):
+        examples = source.__getitems__(indices.tolist())
+        return {"image": np.array([example["image"] for example in examples], dtype=object),
+                "label": np.array([example["label"] for example in examples], np.int32)}
+
+    return Records(len(source), fetch, {"image": tf.TensorSpec((), tf.string),
+                                        "label": tf.TensorSpec((), tf.int32)})
+
+
+def _tfds_jpeg(config, name) -> Source:
+    """Datasets too large for memory (ImageNet, Imagenette): TFDS ArrayRecord files, JPEG bytes
+    fetched by index and decoded per example."""
     builder = prepared_builder(name, config.data_dir)
     eval_split = config.eval_split or "validation"
     num_classes = builder.info.features["label"].num_classes
     size, resize = config.image_size, config.eval_resize
-    decoders = {"image": tfds.decode.SkipDecoding()}
-    options = tf.data.Options()
-    options.deterministic = True
-
-    def train_epoch(epoch):
-        epoch_seed = int(np.random.default_rng([seed, epoch]).integers(2**31))
-        read_config = tfds.ReadConfig(shuffle_seed=epoch_seed, options=options)
-        ds = builder.as_dataset(split="train", shuffle_files=True, decoders=decoders,
-                                read_config=read_config)
-        return ds.shuffle(config.shuffle_buffer, seed=epoch_seed,
-                          reshuffle_each_iteration=False)
-
-    def eval_examples():
-        return builder.as_dataset(split=eval_split, shuffle_files=False, decoders=decoders,
-                                  read_config=tfds.ReadConfig(options=options))
+    train, evaluation = (_tfds_records(builder, split, name, config.data_dir)
+                         for split in ("train", eval_split))
 
     def preprocess_train(example, rng):
         seeds = tf.random.experimental.stateless_split(rng, 2)
@@ -228,37 +250,26 @@ def _streamed_jpeg(config, seed, name) -> Source:
             example["image"], seeds[0], size, config.crop_min_area))
         if config.random_flip:
             image = tf.image.stateless_random_flip_left_right(image, seed=seeds[1])
-        return {"image": image, "label": tf.cast(example["label"], tf.int32)}
+        return {"image": image, "label": example["label"]}
 
     def preprocess_eval(example):
-        image = preprocessing.eval_pixels(example["image"], size, resize)
-        return {"image": image, "label": tf.cast(example["label"], tf.int32)}
+        return {"image": preprocessing.eval_pixels(example["image"], size, resize),
+                "label": example["label"]}
 
-    info = DatasetInfo(name, num_classes, _num_examples(builder, "train", decoders),
-                       _num_examples(builder, eval_split, decoders), (size, size, 3),
+    info = DatasetInfo(name, num_classes, train.count, evaluation.count, (size, size, 3),
                        tuple(builder.info.features["label"].names),
                        pixel_normalization=(IMAGENET_MEAN, IMAGENET_STD), eval_from=eval_split)
-    return Source(info, train_epoch, eval_examples, preprocess_train, preprocess_eval)
+    return Source(info, train, evaluation, preprocess_train, preprocess_eval)
 
 
-def _folder(config, seed) -> Source:
-    """Image files in class folders (`resnet_jax.data.folders`), ImageNet preprocessing."""
+def _folder(config) -> Source:
+    """Image files in class folders (`resnet_jax.data.folders`), one file a record, ImageNet
+    preprocessing."""
     splits = folders.read_splits(config.data_dir, config.holdout_fraction, config.eval_split)
     size, resize = config.image_size, config.eval_resize
-    train, evaluation = splits.train, splits.eval
-
-    def read(paths, labels):
-        return lambda index: {"path": tf.gather(paths, index), "label": tf.gather(labels, index)}
-
-    train_paths, train_labels = tf.constant(train.paths), tf.constant(train.labels)
-
-    def train_epoch(epoch):
-        order = _epoch_permutation(seed, epoch, len(train.paths))
-        return tf.data.Dataset.from_tensor_slices(order).map(read(train_paths, train_labels))
-
-    def eval_examples():
-        return tf.data.Dataset.from_tensor_slices({"path": list(evaluation.paths),
-                                                   "label": evaluation.labels})
+    train, evaluation = (Records.of_arrays(path=np.array(split.paths, dtype=object),
+                                           label=np.asarray(split.labels, np.int32))
+                         for split in (splits.train, splits.eval))
 
     def preprocess_train(example, rng):
         seeds = tf.random.experimental.stateless_split(rng, 2)
@@ -271,38 +282,29 @@ def _folder(config, seed) -> Source:
 
     def preprocess_eval(example):
         image = preprocessing.eval_pixels(tf.io.read_file(example["path"]), size, resize)
-        return {"image": image, "label": tf.cast(example["label"], tf.int32)}
+        return {"image": image, "label": example["label"]}
 
     def explain_read_error(error):
-        found = folders.find_undecodable(train.paths + evaluation.paths)
+        found = folders.find_undecodable(splits.train.paths + splits.eval.paths)
         if found is None:
             return None
         return folders.FolderError(f"cannot read image {found[0]}: {found[1]}; fix or remove "
                                    f"the file")
 
-    info = DatasetInfo("folder", len(splits.class_names), len(train.paths),
-                       len(evaluation.paths), (size, size, 3), splits.class_names,
+    info = DatasetInfo("folder", len(splits.class_names), train.count, evaluation.count,
+                       (size, size, 3), splits.class_names,
                        pixel_normalization=(IMAGENET_MEAN, IMAGENET_STD),
                        eval_from=splits.eval_from)
-    return Source(info, train_epoch, eval_examples, preprocess_train, preprocess_eval,
+    return Source(info, train, evaluation, preprocess_train, preprocess_eval,
                   explain_read_error=explain_read_error)
-
-
-def _num_examples(builder, split: str, decoders) -> int:
-    """From the dataset's metadata; counted when there is none (e.g. under TFDS mocking)."""
-    try:
-        return builder.info.splits[split].num_examples
-    except KeyError:
-        ds = builder.as_dataset(split=split, decoders=decoders)
-        return int(ds.reduce(0, lambda count, _: count + 1))
 
 
 _SOURCES: dict[str, Callable] = {
     "digits": _digits,
-    "cifar10": lambda config, seed: _cifar(config, seed, "cifar10"),
-    "cifar100": lambda config, seed: _cifar(config, seed, "cifar100"),
-    "imagenet2012": lambda config, seed: _streamed_jpeg(config, seed, "imagenet2012"),
-    "imagenette": lambda config, seed: _streamed_jpeg(config, seed, "imagenette"),
+    "cifar10": lambda config: _cifar(config, "cifar10"),
+    "cifar100": lambda config: _cifar(config, "cifar100"),
+    "imagenet2012": lambda config: _tfds_jpeg(config, "imagenet2012"),
+    "imagenette": lambda config: _tfds_jpeg(config, "imagenette"),
     "fake": _fake,
     "folder": _folder,
 }
@@ -319,4 +321,4 @@ def check_dataset(name: str) -> None:
 
 def create_source(config) -> Source:
     check_dataset(config.dataset)
-    return _SOURCES[config.dataset](config, config.seed)
+    return _SOURCES[config.dataset](config)

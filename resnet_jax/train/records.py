@@ -23,6 +23,12 @@ CHANGEABLE_ON_RESUME = frozenset({
     "checkpoint_every_steps", "keep_checkpoints", "stop_after_steps"})
 
 
+# Keys that runs once recorded and that no longer exist: ignored when a run resumes.
+# shuffle_buffer: ImageNet-style datasets were read in sequence through a shuffle buffer; they
+# are read by index in an exact permutation now (a resumed run of that time continues in it).
+RETIRED_KEYS = frozenset({"shuffle_buffer"})
+
+
 class ConfigConflict(UserError):
     """A resumed run whose config differs from the one its workdir was started with."""
 
@@ -46,7 +52,7 @@ def record_config(workdir: str, config, write: bool = True) -> None:
     if os.path.exists(path):
         recorded = read_config_json(path)
         different = sorted(k for k in set(recorded) | set(current)
-                           if k not in CHANGEABLE_ON_RESUME
+                           if k not in CHANGEABLE_ON_RESUME | RETIRED_KEYS
                            and recorded.get(k, "<unset>") != current.get(k, "<unset>"))
         if different:
             detail = ", ".join(f"{k}={recorded.get(k, '<unset>')!r} there, "
