@@ -133,8 +133,8 @@ PIPELINES = ("random_access", "sequential_tfrecord", "grain_pil")
 
 def run(batch_size: int = 256, image_size: int = 224, num_images: int = 512,
         batches: int = 16, repeats: int = 5, pipelines=("random_access",)) -> dict:
-    """Images/s of each pipeline in `pipelines` (PIPELINES) on the same JPEG images, repeats
-    interleaved; median over repeats."""
+    """Images/s of each pipeline in `pipelines` (PIPELINES) on the same JPEG images, median
+    over repeats (the tf.data pipelines' repeats interleaved, then Grain's)."""
     from resnet_jax.configs import default
     from resnet_jax.data import batching, datasets
 
@@ -152,29 +152,32 @@ def run(batch_size: int = 256, image_size: int = 224, num_images: int = 512,
         if "sequential_tfrecord" in pipelines:
             write_jpeg_dataset(tfrecord_dir, images, file_format="tfrecord")
             tfrecord_builder = tfds.builder("imagenette", data_dir=tfrecord_dir)
-        grain_iterator = (_grain_batches(data_dir, batch_size, image_size, seed=0)
-                          if "grain_pil" in pipelines else None)
-        for repeat in range(repeats):
+
+        def measure(name, iterator):
+            next(iterator)  # warm-up: builds the pipeline, fills the prefetch buffer
+            start, cpu_start = time.perf_counter(), _cpu_times()
+            for _ in range(batches):
+                next(iterator)
+            rates[name].append(batches * batch_size / (time.perf_counter() - start))
+            cpu_end = _cpu_times()
+            cpu_ms[name].append({kind: 1e3 * (cpu_end[kind] - cpu_start[kind])
+                                 / (batches * batch_size) for kind in ("user", "system")})
+
+        for repeat in range(repeats):  # the tf.data pipelines, interleaved
             start_step = repeat * (batches + 1)
-            for name in pipelines:
-                if name == "random_access":
-                    iterator = batching.train_batches(source, batch_size, start_step,
-                                                      batches + 1, seed=0)
-                elif name == "sequential_tfrecord":
-                    iterator = _sequential_tfrecord_batches(tfrecord_builder, source,
-                                                            batch_size, start_step,
-                                                            batches + 1, seed=0)
-                else:  # Grain's worker processes run on: one iterator for all repeats
-                    iterator = grain_iterator
-                next(iterator)  # warm-up: builds the pipeline, fills the prefetch buffer
-                start, cpu_start = time.perf_counter(), _cpu_times()
-                for _ in range(batches):
-                    next(iterator)
-                rates[name].append(batches * batch_size / (time.perf_counter() - start))
-                cpu_end = _cpu_times()
-                cpu_ms[name].append({kind: 1e3 * (cpu_end[kind] - cpu_start[kind])
-                                     / (batches * batch_size) for kind in ("user", "system")})
-        del grain_iterator  # stops Grain's workers
+            if "random_access" in pipelines:
+                measure("random_access", batching.train_batches(
+                    source, batch_size, start_step, batches + 1, seed=0))
+            if "sequential_tfrecord" in pipelines:
+                measure("sequential_tfrecord", _sequential_tfrecord_batches(
+                    tfrecord_builder, source, batch_size, start_step, batches + 1, seed=0))
+        if "grain_pil" in pipelines:
+            # Alone: Grain's worker processes keep decoding ahead between next() calls, which
+            # would take CPU from (and hand buffered batches to) interleaved measurements.
+            iterator = _grain_batches(data_dir, batch_size, image_size, seed=0)
+            for _ in range(repeats):
+                measure("grain_pil", iterator)
+            del iterator  # stops Grain's workers
     results = {}
     for name in pipelines:
         rate = statistics.median(rates[name])

@@ -70,7 +70,9 @@ def _fetched(records: Records, chunks) -> "tf.data.Dataset":
     signature = {"position": tf.TensorSpec((None,), tf.int64)}
     signature.update({key: tf.TensorSpec((None, *spec.shape), spec.dtype)
                       for key, spec in records.spec.items()})
-    return tf.data.Dataset.from_generator(generate, output_signature=signature).unbatch()
+    # prefetch: the next chunk is fetched while this one is decoded.
+    return tf.data.Dataset.from_generator(generate, output_signature=signature) \
+        .prefetch(1).unbatch()
 
 
 def _without_position(example: dict) -> dict:

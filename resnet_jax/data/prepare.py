@@ -30,6 +30,7 @@ import time
 from resnet_jax.errors import UserError
 
 FORMAT = "array_record"
+IMAGENET_TARS = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
 
 
 def _shards(version_dir: str, info: dict, split: dict) -> list[tuple[str, str]]:
@@ -105,6 +106,13 @@ def prepare(name: str, data_dir: str, log=print) -> None:
         else:
             log(f"{name} is prepared in {builder.data_dir}; nothing to do")
         return
+    if name == "imagenet2012":  # TFDS cannot download it: check what its manual step needs
+        manual = os.path.join(os.path.expanduser(data_dir or tfds.core.constants.DATA_DIR),
+                              "downloads", "manual")
+        missing = [tar for tar in IMAGENET_TARS if not os.path.exists(os.path.join(manual, tar))]
+        if missing:
+            raise UserError(f"imagenet2012 needs {' and '.join(missing)} in {manual} (from "
+                            f"https://image-net.org/download-images, after registering)")
     file_format = FORMAT if name in RANDOM_ACCESS_TFDS else "tfrecord"
     tfds.builder(name, data_dir=data_dir or None, file_format=file_format) \
         .download_and_prepare()
