@@ -61,8 +61,19 @@ def get_config() -> ml_collections.ConfigDict:
     c.nesterov = False
     c.weight_decay = 1e-4
     c.decay_bn_and_bias = True    # torch applies weight decay to every parameter by default
+    c.norm_weight_decay = -1.0    # batch-norm parameters (torchvision --norm-weight-decay);
+                                  # < 0: as the rest (0 with decay_bn_and_bias=False)
+    c.bias_weight_decay = -1.0    # the classifier's bias (--bias-weight-decay); < 0: likewise
+    c.optimizer = "sgd"           # sgd (torch.optim.SGD) | lars (MLPerf's reference LARS)
+    c.lars_eeta = 0.001           # LARS trust coefficient
+    c.lars_epsilon = 0.0          # LARS epsilon (0: Keras's 1e-7, as MLPerf's reference)
+    c.grad_clip_norm = 0.0        # > 0: clip the global gradient norm (torch's
+                                  # clip_grad_norm_, --clip-grad-norm)
     c.label_smoothing = 0.0
-    c.schedule = "cosine"         # cosine | piecewise | constant
+    c.schedule = "cosine"         # cosine | piecewise | constant | polynomial (MLPerf's
+                                  # warm-up then (1 - t)^poly_power decay to end_learning_rate)
+    c.end_learning_rate = 1e-4    # polynomial only
+    c.poly_power = 2.0            # polynomial only
     c.warmup_epochs = 0.0         # linear warm-up from 0, in epochs (counted in steps)
     c.lr_boundaries_steps = ()    # piecewise: lr is multiplied by lr_decay_factor at each
     c.lr_boundaries_epochs = ()   # piecewise: the same, given in epochs

@@ -27,6 +27,7 @@ def validate_config(config) -> None:
     kernels.check_name(config.kernels)
     datasets.check_dataset(config.dataset)
     optim.check_schedule(config.schedule)
+    optim.check_optimizer(config.optimizer)
     if config.shortcut not in ("A", "B"):
         raise ConfigError(f"shortcut must be 'A' or 'B', got {config.shortcut!r}")
     devices, accumulation = jax.device_count(), config.grad_accumulation_steps
@@ -75,6 +76,9 @@ VALUE_RANGES = {
     "holdout_fraction": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "crop_min_area": (lambda v: 0 < v <= 1, "in (0, 1]"),
     "progress_interval_s": (lambda v: v > 0, "> 0"),
+    "grad_clip_norm": (lambda v: v >= 0, ">= 0 (0: no clipping)"),
+    "lars_eeta": (lambda v: v > 0, "> 0"),
+    "end_learning_rate": (lambda v: v >= 0, ">= 0"),
     "log_every_steps": (lambda v: v >= 1, ">= 1"),
     "checkpoint_every_steps": (lambda v: v >= 1, ">= 1 (a run also saves whenever it stops)"),
     "keep_checkpoints": (lambda v: v >= 1, ">= 1 (with none kept, nothing could resume)"),

@@ -2,13 +2,17 @@
 
 `sgd` is the exact twin of `torch.optim.SGD` with coupled weight decay:
     g += wd * p;  buf = m * buf + g;  p -= lr * buf      (Nesterov: p -= lr * (g + m * buf))
+with torchvision's parameter groups (`--norm-weight-decay`, `--bias-weight-decay`) and
+`clip_grad_norm_` before it. `lars` is MLPerf's reference LARS (`mlperf_lars`), with its
+polynomial warm-up/decay schedule (`schedule="polynomial"`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from resnet_jax.errors import UserError
@@ -28,12 +32,120 @@ def sgd(learning_rate: float | optax.Schedule, *, momentum: float = 0.9, nestero
     )
 
 
-SCHEDULES = ("constant", "cosine", "piecewise")
+# --- parameter kinds (torchvision's parameter groups) ---------------------------------------
+
+HEAD = "fc"
+
+
+def parameter_kinds(params):
+    """"weight" (conv and dense kernels), "norm" (batch-norm scales and biases) or "bias"
+    (the classifier's bias) for each parameter: torchvision's `set_weight_decay` groups."""
+    def kind(path, value):
+        if value.ndim > 1:
+            return "weight"
+        return "bias" if getattr(path[0], "key", None) == HEAD else "norm"
+    return jax.tree_util.tree_map_with_path(kind, params)
+
+
+def decay_mask(params):
+    """True for conv and dense kernels; False for batch-norm scales/biases and Dense biases."""
+    return jax.tree_util.tree_map(lambda kind: kind == "weight", parameter_kinds(params))
+
+
+def weight_decays(config) -> dict[str, float]:
+    """Weight decay of each parameter kind: `weight_decay`; norms and biases as
+    `norm_weight_decay` / `bias_weight_decay` say (< 0: like the rest, or 0 with
+    `decay_bn_and_bias=False`)."""
+    default = config.weight_decay if config.decay_bn_and_bias else 0.0
+    return {"weight": config.weight_decay,
+            "norm": default if config.norm_weight_decay < 0 else config.norm_weight_decay,
+            "bias": default if config.bias_weight_decay < 0 else config.bias_weight_decay}
+
+
+def add_weight_decays(decays: dict[str, float]) -> optax.GradientTransformation:
+    """g += wd_kind * p, each parameter with the decay of its kind (torch's param groups)."""
+    def update(updates, state, params):
+        kinds = parameter_kinds(params)
+        return jax.tree_util.tree_map(
+            lambda g, p, kind: g + decays[kind] * p if decays[kind] else g,
+            updates, params, kinds), state
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def clip_grad_norm(max_norm: float) -> optax.GradientTransformation:
+    """`torch.nn.utils.clip_grad_norm_`: g *= min(1, max_norm / (||g||_2 + 1e-6)), the norm over
+    all gradients together (optax's `clip_by_global_norm` has no 1e-6 and divides differently)."""
+    def update(updates, state, params=None):
+        total = optax.global_norm(updates)
+        scale = jnp.minimum(max_norm / (total + 1e-6), 1.0)
+        return jax.tree_util.tree_map(lambda g: g * scale.astype(g.dtype), updates), state
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+# --- LARS as MLPerf's reference defines it --------------------------------------------------
+
+class LarsState(NamedTuple):
+    count: jax.Array
+    momentum: Any
+
+
+def mlperf_lars(learning_rate: optax.Schedule, *, momentum: float = 0.9,
+                weight_decay: float = 5e-5, eeta: float = 0.001, epsilon: float = 0.0,
+                nesterov: bool = False, lars_mask: Callable = decay_mask
+                ) -> optax.GradientTransformation:
+    """MLPerf's reference LARS (mlcommons/training, image_classification/tensorflow2/
+    lars_optimizer.py), for the parameters `lars_mask` selects (conv and dense kernels; the
+    reference's skip_list excludes batch norm and biases):
+        trust = eeta * ||w|| / (||g|| + wd * ||w|| + eps)   (1 where ||w|| or ||g|| is 0)
+        lr' = lr * trust;  g' = g + wd * w
+    and for the others lr' = lr, g' = g (no decay); then for every parameter
+        v = m * v + lr' * g';  w -= v            (Nesterov: w -= m * v + lr' * g')
+    `epsilon=0` means Keras's default epsilon, 1e-7, as the reference's `epsilon or
+    backend_config.epsilon()` does. (optax.lars differs: its trust ratio divides by
+    ||g + wd*w||.)"""
+    eps = epsilon or 1e-7
+
+    def init(params):
+        return LarsState(jnp.zeros([], jnp.int32),
+                         jax.tree_util.tree_map(jnp.zeros_like, params))
+
+    def update(grads, state, params):
+        lr = learning_rate(state.count)
+        mask = lars_mask(params)
+
+        def scaled(g, w, adapt):
+            if not adapt:
+                return lr * g
+            w_norm, g_norm = jnp.linalg.norm(w.ravel()), jnp.linalg.norm(g.ravel())
+            trust = jnp.where(w_norm > 0, jnp.where(
+                g_norm > 0, eeta * w_norm / (g_norm + weight_decay * w_norm + eps), 1.0), 1.0)
+            return (lr * trust) * (g + weight_decay * w)
+
+        steps = jax.tree_util.tree_map(scaled, grads, params, mask)
+        velocity = jax.tree_util.tree_map(lambda v, s: momentum * v + s, state.momentum, steps)
+        if nesterov:
+            updates = jax.tree_util.tree_map(lambda v, s: -(momentum * v + s), velocity, steps)
+        else:
+            updates = jax.tree_util.tree_map(jnp.negative, velocity)
+        return updates, LarsState(state.count + 1, velocity)
+
+    return optax.GradientTransformation(init, update)
+
+
+# --- schedules ------------------------------------------------------------------------------
+
+SCHEDULES = ("constant", "cosine", "piecewise", "polynomial")
+OPTIMIZERS = ("sgd", "lars")
 
 
 def check_schedule(name: str) -> None:
     if name not in SCHEDULES:
         raise UserError(f"unknown schedule {name!r}; valid: {', '.join(SCHEDULES)}")
+
+
+def check_optimizer(name: str) -> None:
+    if name not in OPTIMIZERS:
+        raise UserError(f"unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
 
 
 def base_learning_rate(config) -> float:
@@ -43,13 +155,31 @@ def base_learning_rate(config) -> float:
     return config.learning_rate
 
 
-def create_schedule(config, steps_per_epoch: float, total_steps: int) -> optax.Schedule:
-    """Linear warm-up (from 0) then constant, piecewise-constant (the paper's) or cosine decay.
+def polynomial_warmup_schedule(peak: float, end: float, warmup_steps: float, total_steps: int,
+                               power: float = 2.0) -> optax.Schedule:
+    """MLPerf's PolynomialDecayWithWarmup (lars_util.py): peak * step / warmup_steps up to
+    warmup_steps, then Keras's PolynomialDecay(peak, decay_steps=total - warmup + 1, end,
+    power) of (step - warmup_steps)."""
+    decay_steps = total_steps - warmup_steps + 1
 
-    Every schedule counts optimizer steps.
-    """
+    def schedule(step):
+        step = jnp.asarray(step, jnp.float32)
+        warm = peak * step / max(warmup_steps, 1e-12)
+        done = jnp.minimum(step - warmup_steps, decay_steps) / decay_steps
+        poly = (peak - end) * (1.0 - done) ** power + end
+        return jnp.where(step <= warmup_steps, warm, poly)
+    return schedule
+
+
+def create_schedule(config, steps_per_epoch: float, total_steps: int) -> optax.Schedule:
+    """Linear warm-up (from 0) then constant, piecewise-constant (the paper's) or cosine decay;
+    or MLPerf's polynomial warm-up and decay. Every schedule counts optimizer steps."""
     check_schedule(config.schedule)
     peak = base_learning_rate(config)
+    if config.schedule == "polynomial":
+        return polynomial_warmup_schedule(peak, config.end_learning_rate,
+                                          config.warmup_epochs * steps_per_epoch, total_steps,
+                                          config.poly_power)
     warmup = int(round(config.warmup_epochs * steps_per_epoch))
     if config.schedule == "constant":
         decay = optax.constant_schedule(peak)
@@ -66,21 +196,23 @@ def create_schedule(config, steps_per_epoch: float, total_steps: int) -> optax.S
         [optax.linear_schedule(0.0, peak, warmup), decay], boundaries=[warmup])
 
 
-def decay_mask(params):
-    """True for conv and dense kernels; False for batch-norm scales/biases and Dense biases."""
-    import jax
-    return jax.tree_util.tree_map(lambda p: p.ndim > 1, params)
-
-
 def create_optimizer(config, schedule: optax.Schedule) -> optax.GradientTransformation:
-    """SGD as torch's; with `freeze_backbone`, for the classifier head only (the rest is left
-    exactly as it is: no update, no weight decay)."""
-    tx = sgd(schedule, momentum=config.momentum, nesterov=config.nesterov,
-             weight_decay=config.weight_decay,
-             decay_mask=None if config.decay_bn_and_bias else decay_mask)
+    """SGD as torch's (or MLPerf's LARS), after gradient clipping if asked; with
+    `freeze_backbone`, for the classifier head only (the rest is left exactly as it is: no
+    update, no weight decay)."""
+    check_optimizer(config.optimizer)
+    if config.optimizer == "lars":
+        tx = mlperf_lars(schedule, momentum=config.momentum, weight_decay=config.weight_decay,
+                         eeta=config.lars_eeta, epsilon=config.lars_epsilon,
+                         nesterov=config.nesterov)
+    else:
+        tx = optax.chain(add_weight_decays(weight_decays(config)),
+                         optax.sgd(schedule, momentum=config.momentum or None,
+                                   nesterov=config.nesterov))
+    if config.grad_clip_norm > 0:
+        tx = optax.chain(clip_grad_norm(config.grad_clip_norm), tx)
     if not config.freeze_backbone:
         return tx
-    from resnet_jax.train.steps import HEAD
 
     def labels(params):
         return {name: jax.tree_util.tree_map(lambda _: "train" if name == HEAD else "frozen",

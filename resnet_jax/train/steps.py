@@ -43,7 +43,7 @@ def normalize_images(images, normalization):
     return (images.astype(jnp.float32) - mean) / std
 
 
-HEAD = "fc"  # the classifier's parameters: what `freeze_backbone` trains
+from resnet_jax.train.optim import HEAD  # noqa: E402 (the classifier: what freeze_backbone trains)
 
 
 def train_step(state: TrainState, batch: dict, *, label_smoothing: float = 0.0,
