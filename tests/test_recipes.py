@@ -132,3 +132,205 @@ def test_norm_and_bias_weight_decay_equal_torch_parameter_groups():
 
 def optax_constant(value):
     return lambda count: value
+
+
+# --- EMA ------------------------------------------------------------------------------------
+
+def test_ema_equals_torchvision_reference_over_50_steps():
+    from resnet_jax.train import ema
+
+    config = default.get_config()
+    config.update(batch_size=64, ema_decay=0.99, ema_steps=4, warmup_epochs=1.0)
+    num_train, num_epochs = 600, 10.0  # 10 iterations an epoch (the last one partial)
+    ema_config = ema.EmaConfig.from_config(config, num_train, num_epochs)
+
+    # torchvision references/classification/utils.py ExponentialMovingAverage, and train.py's
+    # decay adjustment and update loop.
+    class ExponentialMovingAverage(torch.optim.swa_utils.AveragedModel):
+        def __init__(self, model, decay, device="cpu"):
+            def ema_avg(avg_model_param, model_param, num_averaged):
+                return decay * avg_model_param + (1 - decay) * model_param
+            super().__init__(model, device, ema_avg, use_buffers=True)
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    adjust = 1 * config.batch_size * config.ema_steps / num_epochs
+    alpha = min(1.0, (1.0 - config.ema_decay) * adjust)
+    model_ema = ExponentialMovingAverage(model, device="cpu", decay=1.0 - alpha)
+    iterations = -(-num_train // config.batch_size)
+
+    rng = np.random.default_rng(3)
+    names = {"0.weight": ("params", "kernel"), "0.bias": ("params", "bias"),
+             "1.weight": ("params", "scale"), "1.bias": ("params", "shift"),
+             "1.running_mean": ("batch_stats", "mean"), "1.running_var": ("batch_stats", "var")}
+    averaged = None
+    update = jax.jit(ema.update, static_argnums=4)
+    for step in range(50):
+        epoch, i = divmod(step, iterations)
+        new = {"params": {"kernel": rng.normal(size=(4, 3)), "bias": rng.normal(size=4),
+                          "scale": rng.normal(size=4), "shift": rng.normal(size=4)},
+               "batch_stats": {"mean": rng.normal(size=4), "var": rng.uniform(0.5, 2, 4)}}
+        new = jax.tree_util.tree_map(lambda x: x.astype(np.float32), new)
+        with torch.no_grad():
+            state = model.state_dict()
+            for name, (group, key) in names.items():
+                state[name].copy_(torch.tensor(new[group][key]))
+        if i % config.ema_steps == 0:  # train.py, after optimizer.step()
+            model_ema.update_parameters(model)
+            if epoch < config.warmup_epochs:
+                model_ema.n_averaged.fill_(0)
+        if averaged is None:
+            averaged = ema.initial(new["params"], new["batch_stats"])
+        averaged = update(averaged, new["params"], new["batch_stats"], step, ema_config)
+
+    theirs = model_ema.module.state_dict()
+    for name, (group, key) in names.items():
+        np.testing.assert_allclose(np.asarray(averaged[group][key]), theirs[name].numpy(),
+                                   rtol=1e-6, atol=1e-7, err_msg=name)
+    assert int(averaged["count"]) == int(model_ema.n_averaged)
+
+
+# --- mixup, cutmix, random erasing against torchvision.transforms.v2 -------------------------
+
+from unittest import mock  # noqa: E402
+
+from scipy import stats  # noqa: E402
+from torchvision.transforms import v2  # noqa: E402
+
+from resnet_jax.train import batch_augment  # noqa: E402
+
+
+def _batch(rng, batch=6, height=7, width=9, classes=5):
+    images = rng.normal(size=(batch, height, width, 3)).astype(np.float32)
+    labels = rng.integers(0, classes, batch)
+    return images, labels
+
+
+def _nchw(images):
+    return torch.tensor(images).permute(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.3141, 0.75, 1.0])
+def test_mixup_with_a_fixed_lambda_equals_torchvision(lam):
+    images, labels = _batch(np.random.default_rng(4))
+    transform = v2.MixUp(alpha=0.2, num_classes=5)
+    with mock.patch.object(transform._dist, "sample", return_value=torch.tensor([lam])):
+        out_images, out_labels = transform(_nchw(images), torch.tensor(labels))
+    ours_images, ours_labels = batch_augment.mixup(
+        jnp.asarray(images), jax.nn.one_hot(labels, 5), lam)
+    np.testing.assert_array_equal(np.asarray(ours_images),
+                                  out_images.permute(0, 2, 3, 1).numpy())
+    np.testing.assert_array_equal(np.asarray(ours_labels), out_labels.numpy())
+
+
+@pytest.mark.parametrize("lam,r_x,r_y", [(0.3, 4, 3), (0.9, 0, 0), (0.05, 8, 6), (0.5, 2, 5)])
+def test_cutmix_with_a_fixed_lambda_and_centre_equals_torchvision(lam, r_x, r_y):
+    images, labels = _batch(np.random.default_rng(5))
+    transform = v2.CutMix(alpha=1.0, num_classes=5)
+    centre = iter([torch.tensor([r_x]), torch.tensor([r_y])])
+    with mock.patch.object(transform._dist, "sample", return_value=torch.tensor([lam])), \
+            mock.patch("torch.randint", side_effect=lambda *a, **k: next(centre)):
+        out_images, out_labels = transform(_nchw(images), torch.tensor(labels))
+    box, lam_adjusted = batch_augment.cutmix_box(jnp.float32(lam), r_x, r_y, 7, 9)
+    ours_images, ours_labels = batch_augment.cutmix(
+        jnp.asarray(images), jax.nn.one_hot(labels, 5), box, lam_adjusted)
+    np.testing.assert_array_equal(np.asarray(ours_images),
+                                  out_images.permute(0, 2, 3, 1).numpy())
+    np.testing.assert_allclose(np.asarray(ours_labels), out_labels.numpy(), rtol=1e-6)
+
+
+def test_mixup_cutmix_sampling_matches_torchvision():
+    """Two-sample KS tests (lambda of each, the CutMix box area) and a binomial test (the
+    choice) at a 0.1% false-alarm rate each, 4,000 draws; fixed seeds, so deterministic."""
+    draws, alpha = 4000, 0.001
+    keys = jax.random.split(jax.random.PRNGKey(0), draws)
+    sample = jax.jit(jax.vmap(lambda k: batch_augment.sample_mix(k, 224, 224, 0.2, 1.0)))
+    use_cutmix, lam, r_x, r_y = (np.asarray(x) for x in sample(keys))
+    torch.manual_seed(0)
+    choice = v2.RandomChoice([v2.MixUp(alpha=0.2, num_classes=2),
+                              v2.CutMix(alpha=1.0, num_classes=2)])
+    theirs_cut = np.array([int(torch.multinomial(torch.tensor(choice.p), 1)) == 1
+                           for _ in range(draws)])
+    mixup_lams = np.array([float(choice.transforms[0]._dist.sample(())) for _ in range(draws)])
+    cutmix_lams = np.array([float(choice.transforms[1]._dist.sample(())) for _ in range(draws)])
+    assert stats.binomtest(int(use_cutmix.sum()), draws, 0.5).pvalue > alpha
+    assert stats.binomtest(int(theirs_cut.sum()), draws, 0.5).pvalue > alpha
+    assert stats.ks_2samp(lam[~use_cutmix], mixup_lams).pvalue > alpha
+    assert stats.ks_2samp(lam[use_cutmix], cutmix_lams).pvalue > alpha
+    assert stats.ks_2samp(r_x, torch.randint(224, (draws,)).numpy()).pvalue > alpha
+    # and the distributions are told apart where they differ (the test has power):
+    assert stats.ks_2samp(lam[~use_cutmix], cutmix_lams).pvalue < alpha
+
+
+def test_random_erasing_box_and_rate_match_torchvision():
+    images = np.zeros((1, 3, 32, 48), np.float32)
+    draws, alpha = 3000, 0.001
+    torch.manual_seed(1)
+    transform = v2.RandomErasing(p=1.0)
+    theirs = np.array([transform.make_params([torch.tensor(images)]) for _ in range(draws)])
+    their_areas = np.array([p["h"] * p["w"] if p["v"] is not None else 0 for p in theirs])
+    their_heights = np.array([p["h"] for p in theirs if p["v"] is not None])
+    boxes = jax.jit(jax.vmap(lambda k: batch_augment.erasing_box(k, 32, 48)))(
+        jax.random.split(jax.random.PRNGKey(1), draws))
+    i, j, h, w, found = (np.asarray(x) for x in boxes)
+    areas = np.where(found, h * w, 0)
+    assert stats.ks_2samp(areas, their_areas).pvalue > alpha
+    assert stats.ks_2samp(h[found], their_heights).pvalue > alpha
+    assert np.all((i + h <= 32) & (j + w <= 48))
+    # The erased region, at a fixed box, equals torchvision's F.erase.
+    image = np.random.default_rng(6).normal(size=(32, 48, 3)).astype(np.float32)
+    ours = batch_augment.erase(jnp.asarray(image), 3, 5, 10, 7)
+    theirs_erased = v2.functional.erase(torch.tensor(image).permute(2, 0, 1), 3, 5, 10, 7,
+                                        torch.tensor([0.0])[:, None, None])
+    np.testing.assert_array_equal(np.asarray(ours), theirs_erased.permute(1, 2, 0).numpy())
+    # p: the share of images erased.
+    erased = jax.vmap(lambda k: jnp.any(batch_augment.random_erasing(
+        k, jnp.ones((32, 48, 3)), 0.25) == 0))(jax.random.split(jax.random.PRNGKey(2), draws))
+    assert stats.binomtest(int(np.sum(erased)), draws, 0.25 * found.mean()).pvalue > alpha
+
+
+# --- the recipes end to end -----------------------------------------------------------------
+
+from resnet_jax.configs import digits  # noqa: E402
+from resnet_jax.train import checkpoint, loop  # noqa: E402
+from tests.digits_runs import small_digits_config  # noqa: E402
+from tests.train_cli import read_metrics  # noqa: E402
+
+
+@pytest.mark.slow
+def test_digits_with_mixup_cutmix_and_ema_reaches_98_percent(tmp_path, cache_dir):
+    config = digits.get_config()
+    config.update(mixup_alpha=0.2, cutmix_alpha=1.0, ema_decay=0.99, ema_steps=1,
+                  progress_bar=False, compilation_cache_dir=cache_dir)
+    result = loop.train_and_evaluate(config, str(tmp_path))
+    final_ema = [row for row in read_metrics(str(tmp_path), drop=())
+                 if row["split"] == "eval_ema"][-1]
+    assert result["top1"] >= 0.98 and final_ema["top1"] >= 0.98
+    assert final_ema["count"] == 360
+
+
+def test_a_recipe_run_on_image_folders_resumes_bitwise(tmp_path, cache_dir):
+    """Random erasing, mixup/cutmix, EMA, LARS with its polynomial schedule and gradient
+    clipping on PNG folders: stopped and resumed, the state (EMA included) is bitwise the
+    uninterrupted run's."""
+    from tools.image_folders import write_digits
+
+    data = write_digits(str(tmp_path / "digits"))
+    recipe = dict(dataset="folder", data_dir=data, image_size=8, eval_resize=8,
+                  crop_min_area=0.5, random_flip=False, num_train_steps=8, batch_size=16,
+                  eval_batch_size=60, log_every_steps=2, eval_every_steps=0,
+                  checkpoint_every_steps=4, random_erasing=0.5, mixup_alpha=0.2,
+                  cutmix_alpha=1.0, ema_decay=0.9, ema_steps=2, optimizer="lars",
+                  schedule="polynomial", learning_rate=2.0, warmup_epochs=0.05,
+                  grad_clip_norm=5.0, weight_decay=5e-5)
+    whole, resumed = str(tmp_path / "whole"), str(tmp_path / "resumed")
+    result = loop.train_and_evaluate(small_digits_config(cache_dir, **recipe), whole)
+    assert loop.train_and_evaluate(small_digits_config(cache_dir, stop_after_steps=4,
+                                                       **recipe), resumed) == {"step": 4}
+    loop.train_and_evaluate(small_digits_config(cache_dir, **recipe), resumed)
+    ours, reference = checkpoint.load_state(resumed), checkpoint.load_state(whole)
+    assert set(ours["ema"]) == {"params", "batch_stats", "count"}
+    for a, b in zip(jax.tree_util.tree_leaves(ours), jax.tree_util.tree_leaves(reference)):
+        np.testing.assert_array_equal(a, b)
+    rows = read_metrics(whole, drop=())
+    assert {row["split"] for row in rows} == {"train", "eval", "eval_ema"}
+    assert np.isfinite(result["loss"])

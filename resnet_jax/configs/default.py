@@ -39,6 +39,11 @@ def get_config() -> ml_collections.ConfigDict:
                                   # (ImageNet's); raise it for small or centred images
     c.random_flip = True          # image files: random horizontal flips (False for digits,
                                   # text, anything not mirror-symmetric)
+    c.random_erasing = 0.0        # probability of torchvision's RandomErasing per example
+                                  # (on the device, after normalisation)
+    c.mixup_alpha = 0.0           # > 0: v2.MixUp(alpha) per batch (--mixup-alpha)
+    c.cutmix_alpha = 0.0          # > 0: v2.CutMix(alpha) per batch (--cutmix-alpha); both on:
+                                  # one of the two per batch, equally likely
     c.fake_num_classes = 1000     # fake data only
     c.fake_num_examples = 1024    # fake data only: examples per "epoch"
 
@@ -79,6 +84,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.lr_boundaries_epochs = ()   # piecewise: the same, given in epochs
     c.lr_decay_factor = 0.1
     c.num_epochs = 90.0
+    c.ema_decay = 0.0             # > 0: keep an EMA of weights and BN statistics, evaluated
+                                  # and checkpointed (torchvision --model-ema-decay, e.g.
+                                  # 0.99998, adjusted to batch, ema_steps and epochs as there)
+    c.ema_steps = 32              # EMA update every N steps (--model-ema-steps)
     c.num_train_steps = -1        # > 0 overrides num_epochs
 
     # Loop.

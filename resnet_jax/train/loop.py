@@ -19,8 +19,8 @@ from absl import logging
 from resnet_jax import errors
 from resnet_jax.data import batching, datasets
 from resnet_jax.launch import sharding
-from resnet_jax.train import (checkpoint, evaluation, metrics, optim, preemption, progress,
-                              records, steps, warm_start)
+from resnet_jax.train import (batch_augment, checkpoint, ema, evaluation, metrics, optim,
+                              preemption, progress, records, steps, warm_start)
 from resnet_jax.train import workdir as workdir_lib
 from resnet_jax.train.config import model_from_config, validate_config
 
@@ -64,7 +64,10 @@ def _train_and_evaluate(config, workdir, source, stop, wall_start) -> dict:
     model = model_from_config(config, info.num_classes, info.image_shape[-1])
     schedule = optim.create_schedule(config, steps_per_epoch, total_steps)
     tx = optim.create_optimizer(config, schedule)
-    init = jax.jit(functools.partial(steps.create_train_state, model, tx, info.image_shape),
+    ema_config = ema.EmaConfig.from_config(config, info.num_train,
+                                           total_steps / steps_per_epoch)
+    init = jax.jit(functools.partial(steps.create_train_state, model, tx, info.image_shape,
+                                     with_ema=ema_config is not None),
                    out_shardings=sharding.replicated(mesh))
     rng = jax.random.PRNGKey(config.seed)
     manager, start_step, state, sums = checkpoint.restore_latest(
@@ -91,7 +94,8 @@ def _train_and_evaluate(config, workdir, source, stop, wall_start) -> dict:
     local_batch = config.batch_size // jax.process_count()
     train_fn, compile_s = steps.compile_train_step(
         state, mesh, (local_batch, *info.image_shape), config.label_smoothing,
-        config.grad_accumulation_steps, info.pixel_normalization, config.freeze_backbone)
+        config.grad_accumulation_steps, info.pixel_normalization, config.freeze_backbone,
+        ema_config, batch_augment.BatchAugment.from_config(config))
     eval_fn, _ = steps.compile_eval_step(
         state, mesh, (config.eval_batch_size // jax.process_count(), *info.image_shape),
         info.pixel_normalization)
@@ -123,6 +127,12 @@ def _train_and_evaluate(config, workdir, source, stop, wall_start) -> dict:
     def evaluate_and_record(done):
         values, labels, predictions = evaluation.evaluate(
             eval_fn, state, source, config.eval_batch_size, mesh, shown.is_bar)
+        if ema_config is not None:  # the averaged model too, as torchvision's reference does
+            averaged, _, _ = evaluation.evaluate(eval_fn, ema.averaged_state(state), source,
+                                                 config.eval_batch_size, mesh, shown.is_bar)
+            if is_main:
+                writer.write(done, "eval_ema", averaged)
+                shown.write(f"step {done}: eval (EMA) {evaluation.summary(averaged)}")
         if is_main:
             writer.write(done, "eval", values)
             header = (f"{title}, step {done} of {total_steps}, evaluated on "

@@ -16,21 +16,27 @@ import optax
 from flax.training import train_state
 
 from resnet_jax.launch import sharding
-from resnet_jax.train import metrics
+from resnet_jax.train import batch_augment, ema, metrics
 
 
 class TrainState(train_state.TrainState):
     batch_stats: Any
+    # With EMA on (`ema.EmaConfig`): {"params", "batch_stats", "count"}, the averaged model.
+    ema: Any = None
 
 
-def create_train_state(model, tx, image_shape, rng) -> TrainState:
+def create_train_state(model, tx, image_shape, rng, with_ema: bool = False) -> TrainState:
     variables = model.init(rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
-    return TrainState.create(apply_fn=model.apply, params=variables["params"],
-                             batch_stats=variables["batch_stats"], tx=tx)
+    state = TrainState.create(apply_fn=model.apply, params=variables["params"],
+                              batch_stats=variables["batch_stats"], tx=tx)
+    return state.replace(ema=ema.initial(state.params, state.batch_stats)) if with_ema else state
 
 
 def cross_entropy(logits, labels, num_classes: int, label_smoothing: float = 0.0):
-    targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), label_smoothing)
+    """Mean cross entropy against integer `labels` (B,) or soft targets (B, num_classes) (from
+    mixup/cutmix), smoothed as torch's `label_smoothing` smooths either."""
+    targets = labels if labels.ndim == 2 else jax.nn.one_hot(labels, num_classes)
+    targets = optax.smooth_labels(targets, label_smoothing)
     return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets).mean()
 
 
@@ -48,7 +54,8 @@ from resnet_jax.train.optim import HEAD  # noqa: E402 (the classifier: what free
 
 def train_step(state: TrainState, batch: dict, *, label_smoothing: float = 0.0,
                accumulation_steps: int = 1, num_shards: int = 1, normalization=None,
-               frozen_backbone: bool = False):
+               frozen_backbone: bool = False, ema_config: "ema.EmaConfig | None" = None,
+               augment: "batch_augment.BatchAugment | None" = None):
     """One SGD step on a global batch; returns the new state and metric sums (on device).
 
     Whether the loss and gradients were finite is counted in the sums (`metrics.
@@ -64,11 +71,23 @@ def train_step(state: TrainState, batch: dict, *, label_smoothing: float = 0.0,
     than a per-device micro-batch the step equals the whole batch's step (see `BatchNorm`).
     `normalization`: see `normalize_images`.
 
+    `augment`: random erasing, mixup/cutmix on the normalised batch first
+    (`batch_augment`); the labels become soft targets and the metrics count the top-1 against
+    their argmax, as torchvision's reference does.
+
+    `ema_config`: after the update, the EMA of the weights and statistics (`ema.update`).
+
     `frozen_backbone`: only the classifier head (`HEAD`) learns: the backbone runs in eval
     mode (batch norm with its running statistics, which stay as they are) and no gradient
     flows into it (XLA drops its backward pass); the optimizer leaves it unchanged
     (`optim.create_optimizer`).
     """
+
+    if augment is not None:
+        images = normalize_images(batch["image"], normalization)
+        targets = jax.nn.one_hot(batch["label"], state.params[HEAD]["kernel"].shape[-1])
+        images, targets = batch_augment.apply(augment, state.step, images, targets)
+        batch, normalization = {"image": images, "label": targets}, None
 
     def loss_fn(params, images, labels):
         images = normalize_images(images, normalization)
@@ -88,7 +107,8 @@ def train_step(state: TrainState, batch: dict, *, label_smoothing: float = 0.0,
     def micro_step(images, labels):
         (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params, images, labels)
-        sums = metrics.classification_sums(logits, labels)
+        sums = metrics.classification_sums(
+            logits, labels if labels.ndim == 1 else jnp.argmax(labels, axis=-1))
         sums["loss"] = loss * sums["count"]  # the objective actually minimised
         return grads, batch_stats, sums
 
@@ -107,7 +127,11 @@ def train_step(state: TrainState, batch: dict, *, label_smoothing: float = 0.0,
         grads, batch_stats = jax.tree_util.tree_map(
             lambda total: total / accumulation_steps, (grads, batch_stats))
     sums.update(metrics.nonfinite_sums(all_finite((sums["loss"], grads)), state.step))
-    return state.apply_gradients(grads=grads, batch_stats=batch_stats), sums
+    new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+    if ema_config is not None:
+        new_state = new_state.replace(ema=ema.update(
+            state.ema, new_state.params, new_state.batch_stats, state.step, ema_config))
+    return new_state, sums
 
 
 def all_finite(tree) -> jax.Array:
@@ -163,12 +187,13 @@ def _image_dtype(normalization):
 
 def compile_train_step(state, mesh, local_batch_shape, label_smoothing,
                        accumulation_steps: int = 1, normalization=None,
-                       frozen_backbone: bool = False):
+                       frozen_backbone: bool = False, ema_config=None, augment=None):
     """The training step, compiled once with explicit shardings and donated state, timed.
     `normalization` (mean, std): the batches hold uint8 pixels (`normalize_images`)."""
     step_fn = functools.partial(train_step, label_smoothing=label_smoothing,
                                 accumulation_steps=accumulation_steps, num_shards=mesh.size,
-                                normalization=normalization, frozen_backbone=frozen_backbone)
+                                normalization=normalization, frozen_backbone=frozen_backbone,
+                                ema_config=ema_config, augment=augment)
     return _compile(step_fn, state, mesh, local_batch_shape, ("image", "label"), train=True,
                     image_dtype=_image_dtype(normalization))
 
