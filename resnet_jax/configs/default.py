@@ -23,6 +23,8 @@ def get_config() -> ml_collections.ConfigDict:
                                   # fastest here: the CPU extension on one CPU device, XLA on
                                   # GPU/TPU; RESNET_JAX_KERNELS overrides it), "xla" (portable),
                                   # "patches", "native" (resnet_jax.cpu)
+    c.drop_path_rate = 0.0        # stochastic depth (timm's drop_path_rate): block k of n
+                                  # skips its residual branch with p = rate * k / (n - 1)
     c.dtype = "float32"           # float32 | bfloat16 (compute; float32 params and BN
                                   # statistics) | float64 (everything; a CPU reference run)
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from resnet_jax.models.layers import relu
+from resnet_jax.models.layers import finished, relu
 
 ModuleDef = Any
 
@@ -25,6 +26,19 @@ def zero_pad_shortcut(x, features: int, strides: int):
     x = x[:, ::strides, ::strides, :]  # (B, H/s, W/s, C)
     extra = features - x.shape[-1]
     return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (extra // 2, extra - extra // 2)))
+
+
+def drop_path(module: nn.Module, branch, rate: float):
+    """Stochastic depth as timm's `drop_path`: in training, each example's residual branch is
+    kept with probability 1 - rate and then scaled by 1 / (1 - rate), else zeroed (the block
+    is its shortcut); the expected output is the branch's. Draws from the "dropout" rng."""
+    if rate == 0.0:
+        return branch
+    branch = finished(branch)
+    keep = 1.0 - rate
+    mask = jax.random.bernoulli(module.make_rng("dropout"), keep,
+                                (branch.shape[0],) + (1,) * (branch.ndim - 1))
+    return branch * (mask.astype(branch.dtype) / jnp.asarray(keep, branch.dtype))
 
 
 class Downsample(nn.Module):
@@ -64,12 +78,14 @@ class BasicBlock(nn.Module):
     last_norm: ModuleDef  # `norm`, or with zero-initialised scale (zero_init_residual)
     groups: int = 1
     width_per_group: int = 64
+    drop_path: float = 0.0  # stochastic depth rate (training only; see `drop_path`)
     expansion = 1
 
     @nn.compact
     def __call__(self, x):
         y = relu(self.norm(name="bn1")(self.conv(self.features, 3, self.strides, name="conv1")(x)))
         y = self.last_norm(name="bn2")(self.conv(self.features, 3, 1, name="conv2")(y))
+        y = drop_path(self, y, self.drop_path)
         if self.shortcut is None:  # the paper's plain network
             return relu(y)
         return relu(y + shortcut(x, self.features, self.strides, self.shortcut, self.conv,
@@ -87,6 +103,7 @@ class Bottleneck(nn.Module):
     last_norm: ModuleDef
     groups: int = 1
     width_per_group: int = 64
+    drop_path: float = 0.0
     expansion = 4
 
     @nn.compact
@@ -97,6 +114,7 @@ class Bottleneck(nn.Module):
         y = relu(self.norm(name="bn2")(
             self.conv(width, 3, self.strides, groups=self.groups, name="conv2")(y)))
         y = self.last_norm(name="bn3")(self.conv(self.features * 4, 1, 1, name="conv3")(y))
+        y = drop_path(self, y, self.drop_path)
         if self.shortcut is None:
             return relu(y)
         return relu(y + shortcut(x, self.features * 4, self.strides, self.shortcut, self.conv,

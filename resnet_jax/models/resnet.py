@@ -47,6 +47,9 @@ class ResNet(nn.Module):
     bn_one_pass_variance: bool | None = None  # None: only for 16-bit compute (see BatchNorm)
     bn_group_size: int | None = None  # None: statistics over the whole (global) batch
     kernels: str = "xla"
+    # Stochastic depth (timm's drop_path_rate): block k of n drops its residual branch with
+    # probability drop_path_rate * k / (n - 1) in training (needs a "dropout" rng).
+    drop_path_rate: float = 0.0
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -84,17 +87,24 @@ class ResNet(nn.Module):
         else:
             x = relu(norm(name="bn1")(conv(self.stage_widths[0], 3, 1, name="conv1")(x)))
 
+        rates = iter(drop_path_rates(sum(self.stage_sizes),
+                                     self.drop_path_rate if train else 0.0))
         for i, (num_blocks, features) in enumerate(zip(self.stage_sizes, self.stage_widths)):
             for j in range(num_blocks):
                 strides = 2 if i > 0 and j == 0 else 1
                 x = self.block_cls(features, strides, self.shortcut, conv, norm, last_norm,
                                    groups=self.groups, width_per_group=self.width_per_group,
-                                   name=f"layer{i + 1}_{j}")(x)
+                                   drop_path=next(rates), name=f"layer{i + 1}_{j}")(x)
 
         x = jnp.mean(x, axis=(1, 2))  # (B, C)
         return nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
                         kernel_init=dense_kernel_init, bias_init=dense_bias_init(x.shape[-1]),
                         name="fc")(x)
+
+
+def drop_path_rates(num_blocks: int, rate: float) -> list[float]:
+    """Each block's stochastic-depth rate: timm's linear rule, rate * k / (num_blocks - 1)."""
+    return [rate * k / max(num_blocks - 1, 1) for k in range(num_blocks)]
 
 
 def _in_mode(norm_cls, train: bool):

@@ -55,8 +55,8 @@ TORCHVISION_MODELS = frozenset({
 """The architectures torchvision builds; the others have a PyTorch twin in `torch_models`."""
 
 MODEL_OPTIONS = ("in_channels", "shortcut", "zero_init_residual", "bn_momentum", "bn_epsilon",
-                 "bn_one_pass_variance", "bn_group_size", "kernels", "dtype",
-                 "param_dtype")
+                 "bn_one_pass_variance", "bn_group_size", "kernels", "drop_path_rate",
+                 "dtype", "param_dtype")
 
 
 

@@ -80,6 +80,7 @@ VALUE_RANGES = {
     "ema_decay": (lambda v: 0 <= v < 1, "in [0, 1) (0: no EMA)"),
     "ema_steps": (lambda v: v >= 1, ">= 1"),
     "random_erasing": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "drop_path_rate": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "mixup_alpha": (lambda v: v >= 0, ">= 0 (0: off)"),
     "cutmix_alpha": (lambda v: v >= 0, ">= 0 (0: off)"),
     "lars_eeta": (lambda v: v > 0, "> 0"),
@@ -101,7 +102,7 @@ def model_from_config(config, num_classes: int, in_channels: int) -> models.ResN
     options = {"in_channels": in_channels, "zero_init_residual": config.zero_init_residual,
                "bn_momentum": config.bn_momentum, "bn_epsilon": config.bn_epsilon,
                "bn_group_size": config.bn_group_size or None,
-               "kernels": config.kernels,
+               "kernels": config.kernels, "drop_path_rate": config.drop_path_rate,
                "dtype": DTYPES[config.dtype][0], "param_dtype": DTYPES[config.dtype][1]}
     if models.is_cifar(config.model) and not config.model.startswith("plain"):
         options["shortcut"] = config.shortcut  # plain nets have none

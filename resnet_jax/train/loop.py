@@ -95,7 +95,8 @@ def _train_and_evaluate(config, workdir, source, stop, wall_start) -> dict:
     train_fn, compile_s = steps.compile_train_step(
         state, mesh, (local_batch, *info.image_shape), config.label_smoothing,
         config.grad_accumulation_steps, info.pixel_normalization, config.freeze_backbone,
-        ema_config, batch_augment.BatchAugment.from_config(config))
+        ema_config, batch_augment.BatchAugment.from_config(config),
+        dropout_seed=config.seed if config.drop_path_rate > 0 else None)
     eval_fn, _ = steps.compile_eval_step(
         state, mesh, (config.eval_batch_size // jax.process_count(), *info.image_shape),
         info.pixel_normalization)

@@ -55,7 +55,8 @@ from resnet_jax.train.optim import HEAD  # noqa: E402 (the classifier: what free
 def train_step(state: TrainState, batch: dict, *, label_smoothing: float = 0.0,
                accumulation_steps: int = 1, num_shards: int = 1, normalization=None,
                frozen_backbone: bool = False, ema_config: "ema.EmaConfig | None" = None,
-               augment: "batch_augment.BatchAugment | None" = None):
+               augment: "batch_augment.BatchAugment | None" = None,
+               dropout_seed: int | None = None):
     """One SGD step on a global batch; returns the new state and metric sums (on device).
 
     Whether the loss and gradients were finite is counted in the sums (`metrics.
@@ -75,6 +76,9 @@ def train_step(state: TrainState, batch: dict, *, label_smoothing: float = 0.0,
     (`batch_augment`); the labels become soft targets and the metrics count the top-1 against
     their argmax, as torchvision's reference does.
 
+    `dropout_seed`: the model draws from a "dropout" rng (stochastic depth), keyed by
+    (dropout_seed, step, micro-batch).
+
     `ema_config`: after the update, the EMA of the weights and statistics (`ema.update`).
 
     `frozen_backbone`: only the classifier head (`HEAD`) learns: the backbone runs in eval
@@ -89,9 +93,11 @@ def train_step(state: TrainState, batch: dict, *, label_smoothing: float = 0.0,
         images, targets = batch_augment.apply(augment, state.step, images, targets)
         batch, normalization = {"image": images, "label": targets}, None
 
-    def loss_fn(params, images, labels):
+    def loss_fn(params, images, labels, micro_index):
         images = normalize_images(images, normalization)
         variables = {"params": params, "batch_stats": state.batch_stats}
+        rngs = {} if dropout_seed is None else {"dropout": jax.random.fold_in(jax.random.fold_in(
+            jax.random.PRNGKey(dropout_seed), state.step), micro_index)}
         if frozen_backbone:
             variables["params"] = {name: value if name == HEAD else
                                    jax.lax.stop_gradient(value) for name, value in params.items()}
@@ -99,14 +105,14 @@ def train_step(state: TrainState, batch: dict, *, label_smoothing: float = 0.0,
                 state.batch_stats
         else:
             logits, new_variables = state.apply_fn(variables, images, train=True,
-                                                   mutable=["batch_stats"])
+                                                   mutable=["batch_stats"], rngs=rngs)
             batch_stats = new_variables["batch_stats"]
         loss = cross_entropy(logits, labels, logits.shape[-1], label_smoothing)
         return loss, (logits, batch_stats)
 
-    def micro_step(images, labels):
+    def micro_step(images, labels, micro_index=0):
         (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, images, labels)
+            state.params, images, labels, micro_index)
         sums = metrics.classification_sums(
             logits, labels if labels.ndim == 1 else jnp.argmax(labels, axis=-1))
         sums["loss"] = loss * sums["count"]  # the objective actually minimised
@@ -116,10 +122,12 @@ def train_step(state: TrainState, batch: dict, *, label_smoothing: float = 0.0,
         grads, batch_stats, sums = micro_step(batch["image"], batch["label"])
     else:
         def accumulate(totals, micro_batch):
-            outputs = micro_step(micro_batch["image"], micro_batch["label"])
+            outputs = micro_step(micro_batch["image"], micro_batch["label"],
+                                 micro_batch["index"])
             return jax.tree_util.tree_map(jnp.add, totals, outputs), None
 
         micro_batches = split_micro_batches(batch, accumulation_steps, num_shards)
+        micro_batches["index"] = jnp.arange(accumulation_steps)
         zeros = jax.tree_util.tree_map(
             jnp.zeros_like, jax.eval_shape(micro_step, micro_batches["image"][0],
                                            micro_batches["label"][0]))
@@ -187,13 +195,15 @@ def _image_dtype(normalization):
 
 def compile_train_step(state, mesh, local_batch_shape, label_smoothing,
                        accumulation_steps: int = 1, normalization=None,
-                       frozen_backbone: bool = False, ema_config=None, augment=None):
+                       frozen_backbone: bool = False, ema_config=None, augment=None,
+                       dropout_seed=None):
     """The training step, compiled once with explicit shardings and donated state, timed.
     `normalization` (mean, std): the batches hold uint8 pixels (`normalize_images`)."""
     step_fn = functools.partial(train_step, label_smoothing=label_smoothing,
                                 accumulation_steps=accumulation_steps, num_shards=mesh.size,
                                 normalization=normalization, frozen_backbone=frozen_backbone,
-                                ema_config=ema_config, augment=augment)
+                                ema_config=ema_config, augment=augment,
+                                dropout_seed=dropout_seed)
     return _compile(step_fn, state, mesh, local_batch_shape, ("image", "label"), train=True,
                     image_dtype=_image_dtype(normalization))
 
