@@ -389,3 +389,25 @@ def test_stochastic_depth_at_rate_zero_is_bitwise_the_plain_training_step():
     state = steps.create_train_state(model, optim.sgd(0.1), (8, 8, 3), jax.random.PRNGKey(0))
     dropped = jax.jit(lambda s, b: steps.train_step(s, b, dropout_seed=5))(state, batch)[0]
     assert not np.array_equal(dropped.params["fc"]["kernel"], results[0].params["fc"]["kernel"])
+
+
+@pytest.mark.parametrize("dataset,policy", [("fake", "ta_wide"), ("folder", "rand_augment")])
+def test_auto_augment_and_random_erasing_train_on_fake_and_folder_data(tmp_path, cache_dir,
+                                                                      dataset, policy):
+    from resnet_jax.data import batching, datasets
+    from tools.image_folders import write_digits
+
+    data = write_digits(str(tmp_path / "digits")) if dataset == "folder" else ""
+    config = small_digits_config(
+        cache_dir, dataset=dataset, data_dir=data, image_size=16, eval_resize=16,
+        fake_num_examples=64, fake_num_classes=10, num_train_steps=4, batch_size=16,
+        eval_batch_size=16, log_every_steps=2, eval_every_steps=0, checkpoint_every_steps=4,
+        auto_augment=policy, random_erasing=0.25)
+    plain = datasets.create_source(small_digits_config(cache_dir, **{
+        **config.to_dict(), "auto_augment": ""}))
+    augmented = datasets.create_source(config)
+    first = next(batching.train_batches(augmented, 16, 0, 1, seed=0))["image"]
+    assert first.dtype == np.uint8 and first.shape == (16, 16, 16, 3)
+    assert not np.array_equal(first, next(batching.train_batches(plain, 16, 0, 1, 0))["image"])
+    result = loop.train_and_evaluate(config, str(tmp_path / "run"))
+    assert np.isfinite(result["loss"]) and result["step"] == 4

@@ -41,6 +41,11 @@ def get_config() -> ml_collections.ConfigDict:
                                   # (ImageNet's); raise it for small or centred images
     c.random_flip = True          # image files: random horizontal flips (False for digits,
                                   # text, anything not mirror-symmetric)
+    c.auto_augment = ""           # image pixels: "ta_wide" (TrivialAugmentWide) or
+                                  # "rand_augment" (RandAugment), torchvision's ops
+                                  # (--auto-augment ta_wide / ra), after crop and flip
+    c.ra_num_ops = 2              # rand_augment: ops per image
+    c.ra_magnitude = 9            # rand_augment: magnitude bin of 31 (--ra-magnitude)
     c.random_erasing = 0.0        # probability of torchvision's RandomErasing per example
                                   # (on the device, after normalisation)
     c.mixup_alpha = 0.0           # > 0: v2.MixUp(alpha) per batch (--mixup-alpha)

@@ -30,7 +30,7 @@ from typing import Callable
 
 import numpy as np
 
-from resnet_jax.data import folders, preprocessing
+from resnet_jax.data import autoaugment, folders, preprocessing
 from resnet_jax.data.lazy_tf import tf, tfds
 from resnet_jax.data.preprocessing import (CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD,
                                            CIFAR100_MEAN, CIFAR100_STD,
@@ -141,6 +141,7 @@ def _digits(config) -> Source:
 
 
 def _fake(config) -> Source:
+    """Random uint8 pixels, normalised on the device as (x - 128) / 64 (values -2..2)."""
     _arrays_eval_split(config, "fake")
     size, num_classes, n = config.image_size, config.fake_num_classes, config.fake_num_examples
     seed = config.seed  # the images' content
@@ -149,12 +150,13 @@ def _fake(config) -> Source:
     def example(index):
         image = tf.random.stateless_uniform(shape, seed=tf.stack([seed, index]), maxval=256,
                                             dtype=tf.int32)
-        return {"image": tf.cast(image, tf.float32) / 64.0 - 2.0,
+        return {"image": tf.cast(image, tf.uint8),
                 "label": tf.cast(index % num_classes, tf.int32)}
 
     num_eval = max(n // 4, 1)
     info = DatasetInfo("fake", num_classes, n, num_eval, shape,
-                       tuple(str(i) for i in range(num_classes)))
+                       tuple(str(i) for i in range(num_classes)),
+                       pixel_normalization=((128.0,) * 3, (64.0,) * 3))
     # An example is its id: eval ids follow the training ones.
     return Source(info, Records.of_arrays(index=np.arange(n)),
                   Records.of_arrays(index=np.arange(n, n + num_eval)),
@@ -321,4 +323,25 @@ def check_dataset(name: str) -> None:
 
 def create_source(config) -> Source:
     check_dataset(config.dataset)
-    return _SOURCES[config.dataset](config)
+    source = _SOURCES[config.dataset](config)
+    if not config.auto_augment:
+        return source
+    if config.auto_augment not in autoaugment.POLICIES:
+        raise DataError(f"unknown auto_augment {config.auto_augment!r}; valid: "
+                        f"{', '.join(autoaugment.POLICIES)}")
+    if source.info.pixel_normalization is None:
+        raise DataError(f"auto_augment works on uint8 pixels: image files (folder, "
+                        f"imagenet2012, imagenette) or fake data, not {config.dataset}")
+    return dataclasses.replace(source, preprocess_train=_auto_augmented(source.preprocess_train,
+                                                                          config))
+
+
+def _auto_augmented(preprocess_train, config):
+    """After the crop and flip (torchvision's presets: RandomResizedCrop, flip, then the
+    policy), TrivialAugmentWide or RandAugment on the uint8 crop, seeded by the position."""
+    def preprocess(example, rng):
+        out = preprocess_train(example, rng)
+        seed = tf.random.experimental.stateless_fold_in(rng, 1)
+        return {**out, "image": autoaugment.augment(out["image"], seed, config.auto_augment,
+                                                   config.ra_num_ops, config.ra_magnitude)}
+    return preprocess

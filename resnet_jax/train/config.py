@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from resnet_jax import models
-from resnet_jax.data import datasets
+from resnet_jax.data import autoaugment, datasets
 from resnet_jax.errors import UserError
 from resnet_jax.models import kernels
 from resnet_jax.train import optim
@@ -28,6 +28,9 @@ def validate_config(config) -> None:
     datasets.check_dataset(config.dataset)
     optim.check_schedule(config.schedule)
     optim.check_optimizer(config.optimizer)
+    if config.auto_augment not in ("", *autoaugment.POLICIES):
+        raise ConfigError(f"unknown auto_augment {config.auto_augment!r}; valid: '', "
+                          f"{', '.join(autoaugment.POLICIES)}")
     if config.shortcut not in ("A", "B"):
         raise ConfigError(f"shortcut must be 'A' or 'B', got {config.shortcut!r}")
     devices, accumulation = jax.device_count(), config.grad_accumulation_steps
@@ -80,6 +83,8 @@ VALUE_RANGES = {
     "ema_decay": (lambda v: 0 <= v < 1, "in [0, 1) (0: no EMA)"),
     "ema_steps": (lambda v: v >= 1, ">= 1"),
     "random_erasing": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "ra_num_ops": (lambda v: v >= 1, ">= 1"),
+    "ra_magnitude": (lambda v: 0 <= v < 31, "a bin in 0..30"),
     "drop_path_rate": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "mixup_alpha": (lambda v: v >= 0, ">= 0 (0: off)"),
     "cutmix_alpha": (lambda v: v >= 0, ">= 0 (0: off)"),
