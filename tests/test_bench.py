@@ -60,7 +60,8 @@ def test_bad_arguments_are_rejected():
 def test_input_pipeline_benchmark_runs():
     from resnet_jax.bench import input_pipeline as pipeline_benchmark
     result = pipeline_benchmark.run(batch_size=4, image_size=32, num_images=12, batches=2,
-                                    repeats=1, pipelines=("random_access", "sequential_tfrecord"))
+                                    repeats=1, pipelines=("random_access", "random_access_ta_wide",
+                                                          "sequential_tfrecord"))
     assert result["images_per_sec"] > 0 and result["cores"] >= 1
     assert result["images_per_sec_per_core"] == pytest.approx(
         result["images_per_sec"] / result["cores"])

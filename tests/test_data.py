@@ -227,3 +227,27 @@ def test_unknown_and_unprepared_datasets_are_one_line_errors(tmp_path):
     assert "\n" not in message
     assert os.path.join(str(tmp_path), "downloads/manual") in message
     assert "ILSVRC2012_img_train.tar" in message
+
+
+def test_repeated_augmentation_epochs_hold_each_image_ra_reps_times_apart():
+    """torchvision's RASampler: an epoch is the first floor(N/256)*256 entries of the
+    permutation with each index repeated R times; here the copies sit 256/R apart in each block
+    of 256 positions. The order stays a function of (seed, global batch): any process count,
+    any resume step."""
+    n, reps = 1100, 4  # epoch length 1024 = 4 blocks: 256 distinct images, 4 copies each
+    source = id_source(num_train=n)
+    assert batching.epoch_length(n, reps) == 1024
+    batches = list(batching.train_batches(source, 64, 0, 32, 0, repetitions=reps))  # 2 epochs
+    stream = sum((ids(b) for b in batches), [])
+    for epoch in range(2):
+        window = stream[epoch * 1024:(epoch + 1) * 1024]
+        counts = np.bincount(window, minlength=n)
+        assert sorted(set(window)) == sorted(batching.epoch_permutation(0, epoch, n)[:256])
+        assert set(counts[counts > 0]) == {4}
+        for block in range(4):
+            part = window[block * 256:(block + 1) * 256]
+            assert part[:64] == part[64:128] == part[128:192] == part[192:]
+            assert len(set(part[:64])) == 64  # mixup's neighbour is another image
+    shares = [[ids(b) for b in batching.train_batches(source, 64, 5, 20, 0, p, 2,
+                                                      repetitions=reps)] for p in (0, 1)]
+    assert [a + b for a, b in zip(*shares)] == [ids(b) for b in batches[5:25]]

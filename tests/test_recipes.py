@@ -309,9 +309,9 @@ def test_digits_with_mixup_cutmix_and_ema_reaches_98_percent(tmp_path, cache_dir
 
 
 def test_a_recipe_run_on_image_folders_resumes_bitwise(tmp_path, cache_dir):
-    """Random erasing, mixup/cutmix, EMA, LARS with its polynomial schedule and gradient
-    clipping on PNG folders: stopped and resumed, the state (EMA included) is bitwise the
-    uninterrupted run's."""
+    """TrivialAugmentWide, random erasing, mixup/cutmix, stochastic depth, repeated
+    augmentation, EMA, LARS with its polynomial schedule and gradient clipping on PNG folders:
+    stopped and resumed, the state (EMA included) is bitwise the uninterrupted run's."""
     from tools.image_folders import write_digits
 
     data = write_digits(str(tmp_path / "digits"))
@@ -321,7 +321,8 @@ def test_a_recipe_run_on_image_folders_resumes_bitwise(tmp_path, cache_dir):
                   checkpoint_every_steps=4, random_erasing=0.5, mixup_alpha=0.2,
                   cutmix_alpha=1.0, ema_decay=0.9, ema_steps=2, optimizer="lars",
                   schedule="polynomial", learning_rate=2.0, warmup_epochs=0.05,
-                  grad_clip_norm=5.0, weight_decay=5e-5)
+                  grad_clip_norm=5.0, weight_decay=5e-5, ra_reps=2, drop_path_rate=0.2,
+                  auto_augment="ta_wide")
     whole, resumed = str(tmp_path / "whole"), str(tmp_path / "resumed")
     result = loop.train_and_evaluate(small_digits_config(cache_dir, **recipe), whole)
     assert loop.train_and_evaluate(small_digits_config(cache_dir, stop_after_steps=4,
@@ -411,3 +412,17 @@ def test_auto_augment_and_random_erasing_train_on_fake_and_folder_data(tmp_path,
     assert not np.array_equal(first, next(batching.train_batches(plain, 16, 0, 1, 0))["image"])
     result = loop.train_and_evaluate(config, str(tmp_path / "run"))
     assert np.isfinite(result["loss"]) and result["step"] == 4
+
+
+@pytest.mark.parametrize("name", ["imagenet_resnet50_tv_v2", "imagenet_resnet50_mlperf"])
+def test_recipe_configs_validate(name):
+    import importlib
+
+    from resnet_jax.train import config as train_config
+    from resnet_jax.train import ema
+
+    config = importlib.import_module(f"resnet_jax.configs.{name}").get_config()
+    train_config.validate_config(config)
+    if name.endswith("tv_v2"):  # torchvision's train.py: 1 - min(1, (1 - 0.99998) * 1024 * 32 / 600)
+        decay = ema.EmaConfig.from_config(config, 1_281_167, 600.0).decay
+        assert decay == pytest.approx(1 - (1 - 0.99998) * 1024 * 32 / 600, rel=1e-12)

@@ -11,6 +11,8 @@ pipeline after a warm-up batch, repeats interleaved:
 - random_access: `batching.train_batches`, the project's pipeline (ArrayRecord records fetched
   by index, tf.data JPEG decode + random-resized crop, flip, batch of uint8 pixels; the train
   step normalises them on the device);
+- random_access_ta_wide: the same plus TrivialAugmentWide after the crop and flip (random
+  erasing, mixup and cutmix run on the device, in the train step: no host cost);
 - sequential_tfrecord: the pipeline before random access (TFRecord in sequence, shuffle
   buffer), same decode and crop;
 - grain_pil: Grain over the same ArrayRecord records, PIL decode + crop in worker processes
@@ -128,7 +130,7 @@ def _grain_batches(data_dir: str, batch_size: int, image_size: int, seed: int):
     return iter(ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers)))
 
 
-PIPELINES = ("random_access", "sequential_tfrecord", "grain_pil")
+PIPELINES = ("random_access", "random_access_ta_wide", "sequential_tfrecord", "grain_pil")
 
 
 def run(batch_size: int = 256, image_size: int = 224, num_images: int = 512,
@@ -149,6 +151,11 @@ def run(batch_size: int = 256, image_size: int = 224, num_images: int = 512,
         config.update(dataset="imagenette", data_dir=data_dir, image_size=image_size,
                       eval_resize=256, seed=0)
         source = datasets.create_source(config)
+        augmented = None
+        if "random_access_ta_wide" in pipelines:
+            with_policy = config.copy_and_resolve_references()
+            with_policy.auto_augment = "ta_wide"
+            augmented = datasets.create_source(with_policy)
         if "sequential_tfrecord" in pipelines:
             write_jpeg_dataset(tfrecord_dir, images, file_format="tfrecord")
             tfrecord_builder = tfds.builder("imagenette", data_dir=tfrecord_dir)
@@ -168,6 +175,9 @@ def run(batch_size: int = 256, image_size: int = 224, num_images: int = 512,
             if "random_access" in pipelines:
                 measure("random_access", batching.train_batches(
                     source, batch_size, start_step, batches + 1, seed=0))
+            if "random_access_ta_wide" in pipelines:
+                measure("random_access_ta_wide", batching.train_batches(
+                    augmented, batch_size, start_step, batches + 1, seed=0))
             if "sequential_tfrecord" in pipelines:
                 measure("sequential_tfrecord", _sequential_tfrecord_batches(
                     tfrecord_builder, source, batch_size, start_step, batches + 1, seed=0))

@@ -322,7 +322,8 @@ def main(argv=None):
                         help="measure the ImageNet input pipeline instead (needs TensorFlow)")
     parser.add_argument("--pipelines", default="random_access,sequential_tfrecord",
                         help="with --input_pipeline, comma-separated: "
-                             "random_access, sequential_tfrecord, grain_pil")
+                             "random_access, random_access_ta_wide, sequential_tfrecord, "
+                             "grain_pil")
     parser.add_argument("--resume_latency", action="store_true",
                         help="measure the input pipeline's time to the first batch at step 0 "
                              "and mid-epoch instead (needs TensorFlow)")

@@ -51,6 +51,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.mixup_alpha = 0.0           # > 0: v2.MixUp(alpha) per batch (--mixup-alpha)
     c.cutmix_alpha = 0.0          # > 0: v2.CutMix(alpha) per batch (--cutmix-alpha); both on:
                                   # one of the two per batch, equally likely
+    c.ra_reps = 1                 # > 1: repeated augmentation (torchvision --ra-sampler
+                                  # --ra-reps): epochs of ~1/ra_reps of the images, each
+                                  # ra_reps times, differently augmented
     c.fake_num_classes = 1000     # fake data only
     c.fake_num_examples = 1024    # fake data only: examples per "epoch"
 

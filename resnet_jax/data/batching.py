@@ -30,6 +30,36 @@ def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
+# Repeated augmentation (torchvision's RASampler, --ra-sampler --ra-reps R): an epoch is the
+# first `epoch_length` entries of the permutation with each index repeated R times in a row,
+# a multiple of 256 as there (so about 1/R of the images, each R times, differently
+# augmented). Within each block of R*m positions (m = 256 // R) the R copies of an image are m
+# positions apart, as RASampler deals consecutive copies to different GPUs: a batch holds
+# them in different places and mixup/cutmix's neighbour is another image.
+RA_BLOCK = 256
+
+
+def epoch_length(num_train: int, repetitions: int = 1) -> int:
+    """Training examples (stream positions) per epoch."""
+    if repetitions == 1 or num_train < RA_BLOCK:
+        return num_train
+    return num_train // RA_BLOCK * RA_BLOCK
+
+
+def _repeated_offsets(offsets: np.ndarray, repetitions: int, length: int) -> np.ndarray:
+    """Epoch offsets -> index into the permutation (RASampler's order, block-transposed; a
+    tail shorter than a block keeps its order)."""
+    if repetitions == 1:
+        return offsets
+    per_copy = RA_BLOCK // repetitions
+    block = repetitions * per_copy
+    start, within = np.divmod(offsets, block)
+    copy, image = np.divmod(within, per_copy)
+    repeated = np.where(offsets < length // block * block,
+                        start * block + copy + repetitions * image, offsets)
+    return repeated // repetitions
+
+
 def _local_positions(steps: np.ndarray, global_batch: int, process_index: int,
                      process_count: int) -> np.ndarray:
     """This process's stream positions in global steps `steps`, in order."""
@@ -39,9 +69,12 @@ def _local_positions(steps: np.ndarray, global_batch: int, process_index: int,
 
 
 def train_positions(num_train: int, seed: int, global_batch: int, start_step: int,
-                    num_steps: int, process_index: int = 0, process_count: int = 1):
+                    num_steps: int, process_index: int = 0, process_count: int = 1,
+                    repetitions: int = 1):
     """Yields (stream positions, training-set indices) of this process's share of steps
-    `start_step .. start_step+num_steps-1`, a chunk at a time."""
+    `start_step .. start_step+num_steps-1`, a chunk at a time (`repetitions` > 1: repeated
+    augmentation, see `epoch_length`)."""
+    length = epoch_length(num_train, repetitions)
     local = global_batch // process_count
     steps_per_chunk = max(1, _FETCH_CHUNK // local)
     permutations: dict[int, np.ndarray] = {}  # the epochs the current chunk touches
@@ -49,7 +82,8 @@ def train_positions(num_train: int, seed: int, global_batch: int, start_step: in
         steps = np.arange(first, min(first + steps_per_chunk, start_step + num_steps),
                           dtype=np.int64)
         positions = _local_positions(steps, global_batch, process_index, process_count)
-        epochs, offsets = np.divmod(positions, num_train)
+        epochs, offsets = np.divmod(positions, length)
+        offsets = _repeated_offsets(offsets, repetitions, length)
         permutations = {e: permutations.get(e) if e in permutations
                         else epoch_permutation(seed, int(e), num_train)
                         for e in np.unique(epochs).tolist()}
@@ -80,11 +114,12 @@ def _without_position(example: dict) -> dict:
 
 
 def train_batches(source: Source, global_batch: int, start_step: int, num_steps: int, seed: int,
-                  process_index: int = 0, process_count: int = 1) -> Iterator[dict]:
+                  process_index: int = 0, process_count: int = 1,
+                  repetitions: int = 1) -> Iterator[dict]:
     """This process's share of global training batches `start_step .. start_step+num_steps-1`."""
     ds = _fetched(source.train, lambda: train_positions(
         source.info.num_train, seed, global_batch, start_step, num_steps, process_index,
-        process_count))
+        process_count, repetitions))
     ds = ds.map(lambda example: source.preprocess_train(
         _without_position(example), tf.stack([tf.constant(seed, tf.int64), example["position"]])),
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -84,6 +84,7 @@ VALUE_RANGES = {
     "ema_steps": (lambda v: v >= 1, ">= 1"),
     "random_erasing": (lambda v: 0 <= v <= 1, "in [0, 1]"),
     "ra_num_ops": (lambda v: v >= 1, ">= 1"),
+    "ra_reps": (lambda v: 1 <= v <= 256, "in 1..256 (1: off)"),
     "ra_magnitude": (lambda v: 0 <= v < 31, "a bin in 0..30"),
     "drop_path_rate": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "mixup_alpha": (lambda v: v >= 0, ">= 0 (0: off)"),

@@ -50,7 +50,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
 def _train_and_evaluate(config, workdir, source, stop, wall_start) -> dict:
     is_main = jax.process_index() == 0
     info = source.info
-    steps_per_epoch = info.num_train / config.batch_size
+    epoch_length = batching.epoch_length(info.num_train, config.ra_reps)
+    steps_per_epoch = epoch_length / config.batch_size
     total_steps = (config.num_train_steps if config.num_train_steps > 0
                    else math.ceil(config.num_epochs * steps_per_epoch))
 
@@ -64,7 +65,7 @@ def _train_and_evaluate(config, workdir, source, stop, wall_start) -> dict:
     model = model_from_config(config, info.num_classes, info.image_shape[-1])
     schedule = optim.create_schedule(config, steps_per_epoch, total_steps)
     tx = optim.create_optimizer(config, schedule)
-    ema_config = ema.EmaConfig.from_config(config, info.num_train,
+    ema_config = ema.EmaConfig.from_config(config, epoch_length,
                                            total_steps / steps_per_epoch)
     init = jax.jit(functools.partial(steps.create_train_state, model, tx, info.image_shape,
                                      with_ema=ema_config is not None),
@@ -118,8 +119,8 @@ def _train_and_evaluate(config, workdir, source, stop, wall_start) -> dict:
                                                                      config.stop_after_steps)
     end_step = max(end_step, start_step)
     batches = batching.train_batches(source, config.batch_size, start_step,
-                                           end_step - start_step, config.seed,
-                                           jax.process_index(), jax.process_count())
+                                     end_step - start_step, config.seed, jax.process_index(),
+                                     jax.process_count(), config.ra_reps)
     batches = sharding.prefetch_to_mesh(batches, mesh)
     shown = progress.Progress(total_steps, start_step, enabled=is_main,
                               bar=bool(config.progress_bar), interval_s=config.progress_interval_s)

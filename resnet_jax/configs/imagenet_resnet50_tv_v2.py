@@ -1,0 +1,46 @@
+"""ResNet-50 with torchvision's recipe for `ResNet50_Weights.IMAGENET1K_V2` (80.858% top-1),
+"How to train state-of-the-art models using TorchVision's latest primitives":
+
+    torchrun --nproc_per_node=8 train.py --model resnet50 --batch-size 128 --lr 0.5 \\
+      --lr-scheduler cosineannealinglr --lr-warmup-epochs 5 --lr-warmup-method linear \\
+      --auto-augment ta_wide --epochs 600 --random-erase 0.1 --weight-decay 0.00002 \\
+      --norm-weight-decay 0.0 --label-smoothing 0.1 --mixup-alpha 0.2 --cutmix-alpha 1.0 \\
+      --train-crop-size 176 --model-ema --val-resize-size 232 --ra-sampler --ra-reps 4
+
+    python train.py --config configs/imagenet_resnet50_tv_v2.py --workdir runs/r50_tv_v2
+
+README, "Modern recipes", maps each flag to a key and lists what differs (evaluation crops
+image_size, 176, where torchvision crops 224; torchvision steps its schedule once an epoch).
+"""
+
+from resnet_jax.configs import default
+
+
+def get_config():
+    c = default.get_config()
+    c.model = "resnet50"
+    c.dataset = "imagenet2012"
+    c.batch_size = 1024            # 8 GPUs x --batch-size 128
+    c.eval_batch_size = 1024
+    c.learning_rate = 0.5          # --lr 0.5, not scaled with the batch
+    c.lr_scaling_batch_size = 0
+    c.schedule = "cosine"          # --lr-scheduler cosineannealinglr
+    c.warmup_epochs = 5.0          # --lr-warmup-epochs 5 --lr-warmup-method linear
+    c.num_epochs = 600.0           # --epochs 600
+    c.auto_augment = "ta_wide"     # --auto-augment ta_wide
+    c.random_erasing = 0.1         # --random-erase 0.1
+    c.weight_decay = 2e-5          # --weight-decay 0.00002
+    c.norm_weight_decay = 0.0      # --norm-weight-decay 0.0
+    c.label_smoothing = 0.1        # --label-smoothing 0.1
+    c.mixup_alpha = 0.2            # --mixup-alpha 0.2
+    c.cutmix_alpha = 1.0           # --cutmix-alpha 1.0
+    c.image_size = 176             # --train-crop-size 176
+    c.eval_resize = 232            # --val-resize-size 232
+    c.ema_decay = 0.99998          # --model-ema (its default --model-ema-decay)
+    c.ema_steps = 32               # --model-ema-steps default
+    c.ra_reps = 4                  # --ra-sampler --ra-reps 4
+    c.dtype = "bfloat16"
+    c.log_every_steps = 100
+    c.eval_every_steps = 12_510    # 10 epochs
+    c.checkpoint_every_steps = 5_000
+    return c
