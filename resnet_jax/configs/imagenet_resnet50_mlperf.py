@@ -15,15 +15,11 @@ typical at batch 3,264. Batch norm over the global batch (bn_group_size=0); MLPe
 submissions normalise per GPU or per group of GPUs: bn_group_size = examples per group.
 """
 
-from resnet_jax.configs import default
+from resnet_jax.configs import imagenet_resnet50
 
 
 def get_config():
-    c = default.get_config()
-    c.model = "resnet50"
-    c.dataset = "imagenet2012"
-    c.image_size = 224
-    c.eval_resize = 256
+    c = imagenet_resnet50.get_config()  # ResNet-50 v1.5 on imagenet2012, bf16; then:
     c.batch_size = 3_264
     c.eval_batch_size = 3_264
     c.optimizer = "lars"
@@ -39,8 +35,6 @@ def get_config():
     c.poly_power = 2.0
     c.num_epochs = 37.0
     c.label_smoothing = 0.1
-    c.dtype = "bfloat16"
-    c.log_every_steps = 100
     c.eval_every_steps = 1_570     # 4 epochs
     c.checkpoint_every_steps = 1_570
     return c

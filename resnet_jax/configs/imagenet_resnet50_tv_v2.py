@@ -13,13 +13,11 @@ README, "Modern recipes", maps each flag to a key and lists what differs (evalua
 image_size, 176, where torchvision crops 224; torchvision steps its schedule once an epoch).
 """
 
-from resnet_jax.configs import default
+from resnet_jax.configs import imagenet_resnet50
 
 
 def get_config():
-    c = default.get_config()
-    c.model = "resnet50"
-    c.dataset = "imagenet2012"
+    c = imagenet_resnet50.get_config()  # ResNet-50 v1.5 on imagenet2012, bf16; then:
     c.batch_size = 1024            # 8 GPUs x --batch-size 128
     c.eval_batch_size = 1024
     c.learning_rate = 0.5          # --lr 0.5, not scaled with the batch
@@ -39,8 +37,5 @@ def get_config():
     c.ema_decay = 0.99998          # --model-ema (its default --model-ema-decay)
     c.ema_steps = 32               # --model-ema-steps default
     c.ra_reps = 4                  # --ra-sampler --ra-reps 4
-    c.dtype = "bfloat16"
-    c.log_every_steps = 100
     c.eval_every_steps = 12_510    # 10 epochs
-    c.checkpoint_every_steps = 5_000
     return c
