@@ -251,3 +251,16 @@ def test_repeated_augmentation_epochs_hold_each_image_ra_reps_times_apart():
     shares = [[ids(b) for b in batching.train_batches(source, 64, 5, 20, 0, p, 2,
                                                       repetitions=reps)] for p in (0, 1)]
     assert [a + b for a, b in zip(*shares)] == [ids(b) for b in batches[5:25]]
+
+
+def test_the_eval_crop_can_differ_from_the_train_crop(tmp_path):
+    """torchvision's --train-crop-size 176 --val-crop-size 224: eval batches at their own size."""
+    images = [np.full((40 + i, 50, 3), 20 * i, np.uint8) for i in range(6)]
+    pipeline_benchmark.write_jpeg_dataset(str(tmp_path), {"train": images, "validation": images})
+    source = datasets.create_source(_config("imagenette", data_dir=str(tmp_path), image_size=16,
+                                            eval_crop_size=24, eval_resize=28))
+    assert source.info.image_shape == (16, 16, 3) and source.info.eval_shape == (24, 24, 3)
+    assert next(batching.train_batches(source, 2, 0, 1, 0))["image"].shape == (2, 16, 16, 3)
+    batches = list(batching.eval_batches(source, 4))
+    assert all(b["image"].shape == (4, 24, 24, 3) for b in batches)
+    assert sum(int(b["mask"].sum()) for b in batches) == 6

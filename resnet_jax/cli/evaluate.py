@@ -85,7 +85,7 @@ def main(argv):
                                     batch_stats=variables["batch_stats"])
     state = jax.device_put(state, sharding.replicated(mesh))
     eval_fn, _ = steps.compile_eval_step(
-        state, mesh, (config.eval_batch_size // jax.process_count(), *info.image_shape),
+        state, mesh, (config.eval_batch_size // jax.process_count(), *info.eval_shape),
         info.pixel_normalization)
     values, labels, predictions = evaluation.evaluate(eval_fn, state, source,
                                                       config.eval_batch_size, mesh,

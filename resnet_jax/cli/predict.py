@@ -59,7 +59,7 @@ def load_pixels(path: str, size: int, resize: int):
 def main(argv):
     import numpy as np
 
-    from resnet_jax.data import preprocessing
+    from resnet_jax.data import datasets, preprocessing
     from resnet_jax.errors import UserError
     from resnet_jax.train import inference
 
@@ -73,7 +73,7 @@ def main(argv):
     # uint8 pixels in, normalised on the device as the evaluation step does
     logits_of = inference.logits_fn(run, (preprocessing.IMAGENET_MEAN,
                                           preprocessing.IMAGENET_STD))
-    size, resize, k = run.config.image_size, run.config.eval_resize, FLAGS.top_k
+    size, resize, k = datasets.eval_crop_size(run.config), run.config.eval_resize, FLAGS.top_k
     k = min(k, len(run.class_names))
     for start in range(0, len(paths), FLAGS.batch_size):
         chunk = paths[start:start + FLAGS.batch_size]

@@ -37,6 +37,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.holdout_fraction = 0.2      # folder without val/: share of each class held out for eval
     c.image_size = 224            # training crop / eval crop; CIFAR 32, digits 8
     c.eval_resize = 256           # ImageNet-style eval: resize shorter side, then center crop
+    c.eval_crop_size = 0          # image files: the eval center crop (torchvision
+                                  # --val-crop-size); 0: image_size
     c.crop_min_area = 0.08        # image files: random-resized crop of 8%..100% of the area
                                   # (ImageNet's); raise it for small or centred images
     c.random_flip = True          # image files: random horizontal flips (False for digits,

@@ -9,8 +9,8 @@
 
     python train.py --config configs/imagenet_resnet50_tv_v2.py --workdir runs/r50_tv_v2
 
-README, "Modern recipes", maps each flag to a key and lists what differs (evaluation crops
-image_size, 176, where torchvision crops 224; torchvision steps its schedule once an epoch).
+README, "Modern recipes", maps each flag to a key and lists what differs (torchvision steps
+its schedule once an epoch and warms up from 0.01 x lr).
 """
 
 from resnet_jax.configs import imagenet_resnet50
@@ -34,6 +34,7 @@ def get_config():
     c.cutmix_alpha = 1.0           # --cutmix-alpha 1.0
     c.image_size = 176             # --train-crop-size 176
     c.eval_resize = 232            # --val-resize-size 232
+    c.eval_crop_size = 224         # --val-crop-size default
     c.ema_decay = 0.99998          # --model-ema (its default --model-ema-decay)
     c.ema_steps = 32               # --model-ema-steps default
     c.ra_reps = 4                  # --ra-sampler --ra-reps 4

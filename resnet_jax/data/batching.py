@@ -150,7 +150,7 @@ def eval_batches(source: Source, global_batch: int, process_index: int = 0,
     image_dtype = ds.element_spec["image"].dtype  # as preprocessed: float32, or uint8 pixels
     ds = ds.map(lambda ex: {"image": ex["image"], "label": tf.cast(ex["label"], tf.int32),
                             "mask": True})
-    pad = {"image": tf.zeros(source.info.image_shape, image_dtype),
+    pad = {"image": tf.zeros(source.info.eval_shape, image_dtype),
            "label": tf.constant(0, tf.int32), "mask": False}
     ds = ds.concatenate(tf.data.Dataset.from_tensors(pad).repeat(padding))
     ds = ds.batch(global_batch // process_count, drop_remainder=True)

@@ -56,6 +56,12 @@ class DatasetInfo:
     # pixels, normalised by the steps on the device as (pixels - mean) / std.
     pixel_normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
     eval_from: str = ""  # the split or folder evaluated
+    eval_image_shape: tuple[int, int, int] | None = None  # None: image_shape
+
+    @property
+    def eval_shape(self) -> tuple[int, int, int]:
+        """(H, W, C) of the evaluation images (the eval crop can differ from the train crop)."""
+        return self.eval_image_shape or self.image_shape
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,6 +223,11 @@ def _cifar(config, name) -> Source:
                       preprocess_train, preprocess_eval)
 
 
+def eval_crop_size(config) -> int:
+    """The evaluation crop of image files: `eval_crop_size`, or `image_size` when 0."""
+    return config.eval_crop_size or config.image_size
+
+
 def _tfds_records(builder, split: str, name: str, data_dir: str) -> Records:
     """A TFDS split read by index from its ArrayRecord files; images stay JPEG bytes."""
     try:
@@ -242,7 +253,7 @@ def _tfds_jpeg(config, name) -> Source:
     builder = prepared_builder(name, config.data_dir)
     eval_split = config.eval_split or "validation"
     num_classes = builder.info.features["label"].num_classes
-    size, resize = config.image_size, config.eval_resize
+    size, resize, eval_size = config.image_size, config.eval_resize, eval_crop_size(config)
     train, evaluation = (_tfds_records(builder, split, name, config.data_dir)
                          for split in ("train", eval_split))
 
@@ -255,12 +266,13 @@ def _tfds_jpeg(config, name) -> Source:
         return {"image": image, "label": example["label"]}
 
     def preprocess_eval(example):
-        return {"image": preprocessing.eval_pixels(example["image"], size, resize),
+        return {"image": preprocessing.eval_pixels(example["image"], eval_size, resize),
                 "label": example["label"]}
 
     info = DatasetInfo(name, num_classes, train.count, evaluation.count, (size, size, 3),
                        tuple(builder.info.features["label"].names),
-                       pixel_normalization=(IMAGENET_MEAN, IMAGENET_STD), eval_from=eval_split)
+                       pixel_normalization=(IMAGENET_MEAN, IMAGENET_STD), eval_from=eval_split,
+                       eval_image_shape=(eval_size, eval_size, 3))
     return Source(info, train, evaluation, preprocess_train, preprocess_eval)
 
 
@@ -268,7 +280,7 @@ def _folder(config) -> Source:
     """Image files in class folders (`resnet_jax.data.folders`), one file a record, ImageNet
     preprocessing."""
     splits = folders.read_splits(config.data_dir, config.holdout_fraction, config.eval_split)
-    size, resize = config.image_size, config.eval_resize
+    size, resize, eval_size = config.image_size, config.eval_resize, eval_crop_size(config)
     train, evaluation = (Records.of_arrays(path=np.array(split.paths, dtype=object),
                                            label=np.asarray(split.labels, np.int32))
                          for split in (splits.train, splits.eval))
@@ -283,7 +295,7 @@ def _folder(config) -> Source:
         return {"image": tf.ensure_shape(image, (size, size, 3)), "label": example["label"]}
 
     def preprocess_eval(example):
-        image = preprocessing.eval_pixels(tf.io.read_file(example["path"]), size, resize)
+        image = preprocessing.eval_pixels(tf.io.read_file(example["path"]), eval_size, resize)
         return {"image": image, "label": example["label"]}
 
     def explain_read_error(error):
@@ -296,7 +308,7 @@ def _folder(config) -> Source:
     info = DatasetInfo("folder", len(splits.class_names), train.count, evaluation.count,
                        (size, size, 3), splits.class_names,
                        pixel_normalization=(IMAGENET_MEAN, IMAGENET_STD),
-                       eval_from=splits.eval_from)
+                       eval_from=splits.eval_from, eval_image_shape=(eval_size, eval_size, 3))
     return Source(info, train, evaluation, preprocess_train, preprocess_eval,
                   explain_read_error=explain_read_error)
 

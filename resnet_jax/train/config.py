@@ -53,10 +53,11 @@ def validate_config(config) -> None:
         raise ConfigError("freeze_backbone=True trains only the classifier head: set init_from "
                           "to the weights of the backbone to keep (a .pth/.safetensors file "
                           "or a workdir)")
-    if config.dataset in FILE_DATASETS and config.eval_resize < config.image_size:
-        raise ConfigError(f"eval_resize={config.eval_resize} must be >= image_size="
-                          f"{config.image_size} (eval resizes the shorter side to eval_resize, "
-                          f"then crops image_size)")
+    eval_crop = datasets.eval_crop_size(config)
+    if config.dataset in FILE_DATASETS and config.eval_resize < eval_crop:
+        raise ConfigError(f"eval_resize={config.eval_resize} must be >= the eval crop "
+                          f"{eval_crop} (eval resizes the shorter side to eval_resize, then "
+                          f"crops eval_crop_size, or image_size when that is 0)")
     for key, (works, valid) in VALUE_RANGES.items():
         if not works(config[key]):
             raise ConfigError(f"{key} must be {valid}, got {config[key]}")
@@ -76,6 +77,7 @@ VALUE_RANGES = {
     "bn_momentum": (lambda v: 0 <= v <= 1, "in [0, 1]"),
     "bn_epsilon": (lambda v: v > 0, "> 0"),
     "image_size": (lambda v: v >= 1, ">= 1"),
+    "eval_crop_size": (lambda v: v >= 0, ">= 0 (0: image_size)"),
     "holdout_fraction": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "crop_min_area": (lambda v: 0 < v <= 1, "in (0, 1]"),
     "progress_interval_s": (lambda v: v > 0, "> 0"),

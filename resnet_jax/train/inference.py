@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from resnet_jax import models
-from resnet_jax.data import preprocessing
+from resnet_jax.data import datasets, preprocessing
 from resnet_jax.errors import UserError
 from resnet_jax.train import checkpoint, records, steps
 from resnet_jax.train.config import FILE_DATASETS, model_from_config
@@ -29,7 +29,8 @@ class RunModel:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         in_channels = self.variables["params"]["conv1"]["kernel"].shape[2]
-        return (self.config.image_size, self.config.image_size, in_channels)
+        size = datasets.eval_crop_size(self.config)  # what the run was evaluated on
+        return (size, size, in_channels)
 
 
 def from_workdir(workdir: str, kernels: str | None = None) -> RunModel:
@@ -62,7 +63,7 @@ def eval_preprocessing(config) -> dict:
                         f"the exports' preprocessing serve runs on "
                         f"{', '.join(FILE_DATASETS)}")
     return preprocessing.eval_preprocessing_spec(
-        config.image_size, config.eval_resize, preprocessing.IMAGENET_MEAN,
+        datasets.eval_crop_size(config), config.eval_resize, preprocessing.IMAGENET_MEAN,
         preprocessing.IMAGENET_STD)
 
 

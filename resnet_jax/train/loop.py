@@ -99,7 +99,7 @@ def _train_and_evaluate(config, workdir, source, stop, wall_start) -> dict:
         ema_config, batch_augment.BatchAugment.from_config(config),
         dropout_seed=config.seed if config.drop_path_rate > 0 else None)
     eval_fn, _ = steps.compile_eval_step(
-        state, mesh, (config.eval_batch_size // jax.process_count(), *info.image_shape),
+        state, mesh, (config.eval_batch_size // jax.process_count(), *info.eval_shape),
         info.pixel_normalization)
     if is_main:
         where = f"{jax.device_count()} device(s)"
