@@ -316,8 +316,8 @@ def test_a_recipe_run_on_image_folders_resumes_bitwise(tmp_path, cache_dir):
 
     data = write_digits(str(tmp_path / "digits"))
     recipe = dict(dataset="folder", data_dir=data, image_size=8, eval_resize=12,
-                  eval_crop_size=12, crop_min_area=0.5, random_flip=False, num_train_steps=8, batch_size=16,
-                  eval_batch_size=60, log_every_steps=2, eval_every_steps=0,
+                  eval_crop_size=12, crop_min_area=0.5, random_flip=False, num_train_steps=8,
+                  batch_size=16, eval_batch_size=60, log_every_steps=2, eval_every_steps=0,
                   checkpoint_every_steps=4, random_erasing=0.5, mixup_alpha=0.2,
                   cutmix_alpha=1.0, ema_decay=0.9, ema_steps=2, optimizer="lars",
                   schedule="polynomial", learning_rate=2.0, warmup_epochs=0.05,
