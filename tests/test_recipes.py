@@ -426,3 +426,25 @@ def test_recipe_configs_validate(name):
     if name.endswith("tv_v2"):  # torchvision's train.py: 1 - min(1, (1 - 0.99998) * 1024 * 32 / 600)
         decay = ema.EmaConfig.from_config(config, 1_281_167, 600.0).decay
         assert decay == pytest.approx(1 - (1 - 0.99998) * 1024 * 32 / 600, rel=1e-12)
+
+
+def test_epoch_schedule_equals_torchvisions_sequential_lr():
+    """torchvision train.py: SequentialLR([LinearLR(start_factor=0.01, total_iters=5),
+    CosineAnnealingLR(T_max=epochs - 5)], milestones=[5]), stepped once an epoch."""
+    config = default.get_config()
+    config.update(learning_rate=0.5, lr_scaling_batch_size=0, schedule="cosine",
+                  warmup_epochs=5.0, warmup_start_factor=0.01, schedule_unit="epoch")
+    epochs, iterations = 40, 7  # an epoch: ceil(N / batch) = 7 iterations
+    schedule = optim.create_schedule(config, 6.5, epochs * iterations)
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    sgd = torch.optim.SGD([parameter], lr=0.5)
+    torch_schedule = torch.optim.lr_scheduler.SequentialLR(sgd, [
+        torch.optim.lr_scheduler.LinearLR(sgd, start_factor=0.01, total_iters=5),
+        torch.optim.lr_scheduler.CosineAnnealingLR(sgd, T_max=epochs - 5)], milestones=[5])
+    for epoch in range(epochs):
+        theirs = sgd.param_groups[0]["lr"]
+        for i in (0, iterations - 1):
+            assert float(schedule(epoch * iterations + i)) == pytest.approx(theirs, rel=1e-5,
+                                                                            abs=1e-7)
+        sgd.step()
+        torch_schedule.step()

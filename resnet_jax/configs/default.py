@@ -91,7 +91,11 @@ def get_config() -> ml_collections.ConfigDict:
                                   # warm-up then (1 - t)^poly_power decay to end_learning_rate)
     c.end_learning_rate = 1e-4    # polynomial only
     c.poly_power = 2.0            # polynomial only
-    c.warmup_epochs = 0.0         # linear warm-up from 0, in epochs (counted in steps)
+    c.warmup_epochs = 0.0         # linear warm-up, in epochs (counted in steps)
+    c.warmup_start_factor = 0.0   # the warm-up starts at this x the peak rate (torchvision
+                                  # --lr-warmup-decay, 0.01 there)
+    c.schedule_unit = "step"      # step | epoch: the rate changes every step, or once an
+                                  # epoch as torchvision's reference steps its schedulers
     c.lr_boundaries_steps = ()    # piecewise: lr is multiplied by lr_decay_factor at each
     c.lr_boundaries_epochs = ()   # piecewise: the same, given in epochs
     c.lr_decay_factor = 0.1

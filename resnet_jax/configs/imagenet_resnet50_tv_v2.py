@@ -9,8 +9,7 @@
 
     python train.py --config configs/imagenet_resnet50_tv_v2.py --workdir runs/r50_tv_v2
 
-README, "Modern recipes", maps each flag to a key and lists what differs (torchvision steps
-its schedule once an epoch and warms up from 0.01 x lr).
+README, "Modern recipes", maps each flag to a key.
 """
 
 from resnet_jax.configs import imagenet_resnet50
@@ -24,6 +23,8 @@ def get_config():
     c.lr_scaling_batch_size = 0
     c.schedule = "cosine"          # --lr-scheduler cosineannealinglr
     c.warmup_epochs = 5.0          # --lr-warmup-epochs 5 --lr-warmup-method linear
+    c.warmup_start_factor = 0.01   # --lr-warmup-decay default
+    c.schedule_unit = "epoch"      # its schedulers step once an epoch
     c.num_epochs = 600.0           # --epochs 600
     c.auto_augment = "ta_wide"     # --auto-augment ta_wide
     c.random_erasing = 0.1         # --random-erase 0.1

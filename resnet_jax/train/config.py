@@ -73,6 +73,7 @@ VALUE_RANGES = {
     "weight_decay": (lambda v: v >= 0, ">= 0"),
     "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "warmup_epochs": (lambda v: v >= 0, ">= 0"),
+    "warmup_start_factor": (lambda v: 0 <= v <= 1, "in [0, 1]"),
     "lr_decay_factor": (lambda v: v > 0, "> 0"),
     "bn_momentum": (lambda v: 0 <= v <= 1, "in [0, 1]"),
     "bn_epsilon": (lambda v: v > 0, "> 0"),

@@ -13,6 +13,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from resnet_jax.errors import UserError
@@ -171,9 +172,26 @@ def polynomial_warmup_schedule(peak: float, end: float, warmup_steps: float, tot
     return schedule
 
 
+SCHEDULE_UNITS = ("step", "epoch")
+
+
 def create_schedule(config, steps_per_epoch: float, total_steps: int) -> optax.Schedule:
-    """Linear warm-up (from 0) then constant, piecewise-constant (the paper's) or cosine decay;
-    or MLPerf's polynomial warm-up and decay. Every schedule counts optimizer steps."""
+    """Linear warm-up (from `warmup_start_factor` x the peak) then constant, piecewise-constant
+    (the paper's) or cosine decay; or MLPerf's polynomial warm-up and decay. Counted in
+    optimizer steps, or with `schedule_unit="epoch"` in whole epochs, as torchvision's
+    reference steps its schedulers once an epoch (ceil(N / batch) iterations, its loader's
+    length): the rate of step s is the per-epoch schedule's at epoch s // that."""
+    if config.schedule_unit not in SCHEDULE_UNITS:
+        raise UserError(f"unknown schedule_unit {config.schedule_unit!r}; valid: "
+                        f"{', '.join(SCHEDULE_UNITS)}")
+    if config.schedule_unit == "step":
+        return _schedule(config, steps_per_epoch, total_steps)
+    iterations = max(int(np.ceil(steps_per_epoch)), 1)
+    per_epoch = _schedule(config, 1.0, int(np.ceil(total_steps / iterations)))
+    return lambda step: per_epoch(step // iterations)
+
+
+def _schedule(config, steps_per_epoch: float, total_steps: int) -> optax.Schedule:
     check_schedule(config.schedule)
     peak = base_learning_rate(config)
     if config.schedule == "polynomial":
@@ -193,7 +211,8 @@ def create_schedule(config, steps_per_epoch: float, total_steps: int) -> optax.S
     if warmup == 0:
         return decay
     return optax.join_schedules(
-        [optax.linear_schedule(0.0, peak, warmup), decay], boundaries=[warmup])
+        [optax.linear_schedule(config.warmup_start_factor * peak, peak, warmup), decay],
+        boundaries=[warmup])
 
 
 def create_optimizer(config, schedule: optax.Schedule) -> optax.GradientTransformation:
