@@ -16,11 +16,18 @@ import math
 import numpy as np
 
 from resnet_jax.data.lazy_tf import tf
+from resnet_jax.errors import UserError
 
 NUM_BINS = 31
 POLICIES = ("ta_wide", "rand_augment")
 OPS = ("Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness",
        "Color", "Contrast", "Sharpness", "Posterize", "Solarize", "AutoContrast", "Equalize")
+
+
+def check_policy(name: str) -> None:
+    """UserError for a name that is neither "" (off) nor a policy."""
+    if name not in ("", *POLICIES):
+        raise UserError(f"unknown auto_augment {name!r}; valid: '', {', '.join(POLICIES)}")
 
 
 def _linspace(start: float, end: float, steps: int) -> np.ndarray:
@@ -96,10 +103,9 @@ def contrast(image, factor):
     return _blend(image, tf.reduce_mean(_grayscale(image)), factor)
 
 
-def sharpness(image, factor):
+def _sharpened(image, factor):
     """Interior pixels: blend with the 3x3 (1, 5 in the centre)/13 blur, rounded; borders
     kept."""
-    height, width = tf.shape(image)[0], tf.shape(image)[1]
     x = tf.cast(image, tf.float32)
     a, b = 1.0 / 13.0, 5.0 / 13.0
     kernel = tf.constant([[a, a, a], [a, b, a], [a, a, a]], tf.float32)
@@ -109,9 +115,13 @@ def sharpness(image, factor):
     inner = inner + (1.0 - tf.cast(factor, tf.float32)) * (blurred - inner)
     padded = tf.pad(inner, [[1, 1], [1, 1], [0, 0]])
     border = tf.pad(tf.ones_like(inner, tf.bool), [[1, 1], [1, 1], [0, 0]])
-    sharpened = _to_uint8(tf.where(border, padded, x))
-    small = (height <= 2) | (width <= 2)
-    return tf.cond(small, lambda: image, lambda: sharpened)
+    return _to_uint8(tf.where(border, padded, x))
+
+
+def sharpness(image, factor):
+    """torchvision leaves images of 2 pixels or fewer across as they are."""
+    small = (tf.shape(image)[0] <= 2) | (tf.shape(image)[1] <= 2)
+    return tf.cond(small, lambda: image, lambda: _sharpened(image, factor))
 
 
 def posterize(image, bits):
@@ -216,9 +226,8 @@ def translate(image, dx, dy, fill):
 
 def rotate(image, angle, fill):
     angle = tf.math.floormod(tf.cast(angle, tf.float64), 360.0)  # angle % 360, as Python's
-    rotated = warp(image, inverse_affine_matrix((0.0, 0.0), -angle, (0.0, 0.0), (0.0, 0.0)),
-                   fill)
-    return tf.cond(tf.equal(angle, 0.0), lambda: image, lambda: rotated)
+    return tf.cond(tf.equal(angle, 0.0), lambda: image, lambda: warp(
+        image, inverse_affine_matrix((0.0, 0.0), -angle, (0.0, 0.0), (0.0, 0.0)), fill))
 
 
 def apply_op(image, op: str, magnitude, fill=0.0):

@@ -335,12 +335,10 @@ def check_dataset(name: str) -> None:
 
 def create_source(config) -> Source:
     check_dataset(config.dataset)
+    autoaugment.check_policy(config.auto_augment)
     source = _SOURCES[config.dataset](config)
     if not config.auto_augment:
         return source
-    if config.auto_augment not in autoaugment.POLICIES:
-        raise DataError(f"unknown auto_augment {config.auto_augment!r}; valid: "
-                        f"{', '.join(autoaugment.POLICIES)}")
     if source.info.pixel_normalization is None:
         raise DataError(f"auto_augment works on uint8 pixels: image files (folder, "
                         f"imagenet2012, imagenette) or fake data, not {config.dataset}")

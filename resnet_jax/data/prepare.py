@@ -89,9 +89,8 @@ def convert(version_dir: str, log=print) -> None:
             f"{time.monotonic() - start:.1f} s")
     info["fileFormat"] = FORMAT
     info["alternativeFileFormats"] = [*info.get("alternativeFileFormats", []), "tfrecord"]
-    with open(info_path + ".tmp", "w") as file:
-        json.dump(info, file, indent=2)
-    os.replace(info_path + ".tmp", info_path)
+    from resnet_jax.train.workdir import write_atomically
+    write_atomically(info_path, json.dumps(info, indent=2))
     log(f"{version_dir}: {FORMAT} files added; training reads them by index")
 
 

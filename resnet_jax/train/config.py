@@ -28,9 +28,7 @@ def validate_config(config) -> None:
     datasets.check_dataset(config.dataset)
     optim.check_schedule(config.schedule)
     optim.check_optimizer(config.optimizer)
-    if config.auto_augment not in ("", *autoaugment.POLICIES):
-        raise ConfigError(f"unknown auto_augment {config.auto_augment!r}; valid: '', "
-                          f"{', '.join(autoaugment.POLICIES)}")
+    autoaugment.check_policy(config.auto_augment)
     if config.shortcut not in ("A", "B"):
         raise ConfigError(f"shortcut must be 'A' or 'B', got {config.shortcut!r}")
     devices, accumulation = jax.device_count(), config.grad_accumulation_steps

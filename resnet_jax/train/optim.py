@@ -20,17 +20,19 @@ from resnet_jax.errors import UserError
 
 
 def sgd(learning_rate: float | optax.Schedule, *, momentum: float = 0.9, nesterov: bool = False,
-        weight_decay: float = 0.0, decay_mask: Any | Callable | None = None
+        weight_decay: float | dict[str, float] = 0.0, decay_mask: Any | Callable | None = None
         ) -> optax.GradientTransformation:
     """SGD with momentum and torch-style (coupled, L2) weight decay.
 
     The decay is added to the gradient *before* momentum, as torch does; `decay_mask` (a pytree
     of bools or a function of the params) limits it, e.g. to exclude batch-norm parameters.
+    `weight_decay` may also give each parameter kind its decay (`weight_decays`: torch's
+    parameter groups).
     """
-    return optax.chain(
-        optax.add_decayed_weights(weight_decay, mask=decay_mask),
-        optax.sgd(learning_rate, momentum=momentum or None, nesterov=nesterov),
-    )
+    decay = (add_weight_decays(weight_decay) if isinstance(weight_decay, dict)
+             else optax.add_decayed_weights(weight_decay, mask=decay_mask))
+    return optax.chain(decay, optax.sgd(learning_rate, momentum=momentum or None,
+                                        nesterov=nesterov))
 
 
 # --- parameter kinds (torchvision's parameter groups) ---------------------------------------
@@ -225,9 +227,8 @@ def create_optimizer(config, schedule: optax.Schedule) -> optax.GradientTransfor
                          eeta=config.lars_eeta, epsilon=config.lars_epsilon,
                          nesterov=config.nesterov)
     else:
-        tx = optax.chain(add_weight_decays(weight_decays(config)),
-                         optax.sgd(schedule, momentum=config.momentum or None,
-                                   nesterov=config.nesterov))
+        tx = sgd(schedule, momentum=config.momentum, nesterov=config.nesterov,
+                 weight_decay=weight_decays(config))
     if config.grad_clip_norm > 0:
         tx = optax.chain(clip_grad_norm(config.grad_clip_norm), tx)
     if not config.freeze_backbone:

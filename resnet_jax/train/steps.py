@@ -17,6 +17,7 @@ from flax.training import train_state
 
 from resnet_jax.launch import sharding
 from resnet_jax.train import batch_augment, ema, metrics
+from resnet_jax.train.optim import HEAD  # the classifier: what freeze_backbone trains
 
 
 class TrainState(train_state.TrainState):
@@ -47,9 +48,6 @@ def normalize_images(images, normalization):
         return images
     mean, std = (jnp.asarray(values, jnp.float32) for values in normalization)
     return (images.astype(jnp.float32) - mean) / std
-
-
-from resnet_jax.train.optim import HEAD  # noqa: E402 (the classifier: what freeze_backbone trains)
 
 
 def train_step(state: TrainState, batch: dict, *, label_smoothing: float = 0.0,
