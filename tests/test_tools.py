@@ -30,3 +30,9 @@ def test_profile_step_lists_kernels_per_step():
     out = run_tool("tools/profile_step.py", "--model", "resnet8", "--batch_size", "2",
                    "--image_size", "8", "--steps", "1", "--top", "3")
     assert "s per traced step" in out
+
+
+def test_autoaugment_op_costs_lists_every_op():
+    out = run_tool("tools/autoaugment_op_costs.py", "--size", "16", "--images", "10")
+    for op in ("Identity", "ShearX", "Rotate", "Equalize", "(pipeline)"):
+        assert any(line.startswith(op) and line.endswith(" ms") for line in out.splitlines())
