@@ -3,19 +3,21 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test clean
+.PHONY: demo test test-fast docs clean
 
-$(VENV)/.base: pyproject.toml
+# The train extra: what train.py, evaluate.py, predict.py and export.py need.
+$(VENV)/.train: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e .
+	$(PY) -m pip install -q -e '.[train]'
 	touch $@
 
-$(VENV)/.dev: $(VENV)/.base
+# The dev extra: train, torch, export, pytest, ruff, uv, mkdocs.
+$(VENV)/.dev: $(VENV)/.train
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-demo: $(VENV)/.base
+demo: $(VENV)/.train
 	rm -rf runs/digits
 	$(PY) train.py --config configs/digits.py --workdir runs/digits
 
@@ -25,5 +27,13 @@ test: $(VENV)/.dev
 	$(PY) -m pytest
 	RESNET_JAX_KERNELS=xla $(PY) -m pytest -q tests/test_models.py tests/test_parity.py tests/test_export.py
 
+# The inner loop: everything not marked slow.
+test-fast: $(VENV)/.dev
+	$(PY) -m pytest -q -m "not slow"
+
+# The documentation site (docs/, mkdocs.yml) into site/; tests/test_docs.py builds it too.
+docs: $(VENV)/.dev
+	$(PY) -m mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs site

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from resnet_jax import models
+from resnet_jax import environment, models
 from resnet_jax.models import kernels as kernel_seam
 from resnet_jax.launch import host_memory, sharding
 from resnet_jax.train import optim, steps
@@ -343,6 +343,7 @@ def main(argv=None):
     # The input pipeline is measured as an accelerator host runs it: several malloc arenas.
     malloc_tuned = not args.default_malloc and host_memory.reuse_freed_memory(
         single_arena=False if args.input_pipeline or args.resume_latency else None)
+    environment.announce(args.kernels, args.dtype, file=sys.stderr)  # stdout may be JSON
     if args.input_pipeline or args.resume_latency:
         from resnet_jax.bench import input_pipeline as pipeline_benchmark
         pipelines = tuple(p for p in args.pipelines.split(",") if p)

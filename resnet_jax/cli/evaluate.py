@@ -38,6 +38,7 @@ def _split_name(info, split: str | None) -> str:
 def main(argv):
     import jax
 
+    from resnet_jax import environment
     from resnet_jax.data import datasets
     from resnet_jax.errors import UserError
     from resnet_jax.launch import sharding
@@ -63,6 +64,7 @@ def main(argv):
     source = datasets.create_source(config)
     info = source.info
     mesh = sharding.create_mesh()
+    environment.announce(config.kernels, config.dtype)
     if FLAGS.workdir:
         if tuple(info.class_names) != tuple(run.class_names):
             raise UserError(f"the data's classes ({', '.join(info.class_names[:8])}...) are "
@@ -112,7 +114,7 @@ def _no_optimizer():
 
 
 def run():
-    cli.run(main)
+    cli.run(main, "evaluation")
 
 
 if __name__ == "__main__":

@@ -63,14 +63,9 @@ def _export_onnx(run, path: str) -> dict:
     import numpy as np
     import torch
 
-    from resnet_jax.errors import UserError
     from resnet_jax.train import inference
 
-    try:
-        import onnxruntime
-    except ImportError:
-        raise UserError("--format onnx needs onnx and onnxruntime: pip install "
-                        "'resnet-jax[export]'") from None
+    import onnxruntime  # present: main checked the export extra
     model = _torch_model(run)
     height, width, channels = run.image_shape
     example = torch.zeros(2, channels, height, width)
@@ -120,9 +115,11 @@ def _is_cifar(run) -> bool:
 
 
 _EXPORTERS = {"jax": _export_jax, "onnx": _export_onnx, "torchvision": _export_torchvision}
+_EXTRAS = {"onnx": "export", "torchvision": "torch"}  # what a format needs beyond [train]
 
 
 def main(argv):
+    from resnet_jax import environment
     from resnet_jax.errors import UserError
     from resnet_jax.train import inference
 
@@ -133,7 +130,10 @@ def main(argv):
         raise UserError(f"{existing[0]} exists; choose another --output or pass --overwrite")
     if os.path.dirname(output) and not os.path.isdir(os.path.dirname(output)):
         raise UserError(f"the folder of --output, {os.path.dirname(output)}, does not exist")
+    if FLAGS.format in _EXTRAS:
+        environment.require_extra(_EXTRAS[FLAGS.format], f"--format {FLAGS.format}")
     run = inference.from_workdir(FLAGS.workdir, kernels="xla")
+    environment.announce("xla", run.config.dtype)
     try:
         preprocessing = inference.eval_preprocessing(run.config)
     except UserError:
@@ -148,7 +148,7 @@ def main(argv):
 
 
 def run():
-    cli.run(main)
+    cli.run(main, "export")
 
 
 if __name__ == "__main__":

@@ -93,16 +93,18 @@ def quiet_logs() -> None:
         logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
 
 
-def run(main) -> None:
-    """Runs `main(argv)` as a command: absl's flags, then `errors.reported()` around it."""
+def run(main, job: str) -> None:
+    """Runs `main(argv)` as a command: absl's flags, then `errors.reported()` around it. `job`
+    ("training", "evaluation", ...) names what needs the train extra in a core-only install."""
     def wrapped(argv):
         if len(argv) > 1 and not getattr(main, "takes_arguments", False):
             raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
         quiet_logs()
-        from resnet_jax import errors
-        from resnet_jax.train import checkpoint
-        checkpoint.report_errors_once()
+        from resnet_jax import environment, errors
         with errors.reported():  # a UserError: one line, exit 2; anything else: traceback
+            environment.require_extra("train", job)
+            from resnet_jax.train import checkpoint
+            checkpoint.report_errors_once()
             return main(argv)
 
     # --helpshort lists the flags of the program's main module: the command's own flags are

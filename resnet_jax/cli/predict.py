@@ -10,6 +10,7 @@ class names with their probabilities; with --json, one JSON object per line:
 
 import json
 import os
+import sys
 
 from absl import app, flags
 
@@ -59,6 +60,7 @@ def load_pixels(path: str, size: int, resize: int):
 def main(argv):
     import numpy as np
 
+    from resnet_jax import environment
     from resnet_jax.data import datasets, preprocessing
     from resnet_jax.errors import UserError
     from resnet_jax.train import inference
@@ -68,6 +70,7 @@ def main(argv):
     if FLAGS.top_k < 1:
         raise UserError(f"--top_k must be >= 1, got {FLAGS.top_k}")
     run = inference.from_workdir(FLAGS.workdir)
+    environment.announce(run.config.kernels, run.config.dtype, file=sys.stderr)  # stdout: results
     inference.eval_preprocessing(run.config)  # UserError for runs on arrays
     paths = image_paths(argv[1:])
     # uint8 pixels in, normalised on the device as the evaluation step does
@@ -98,7 +101,7 @@ main.takes_arguments = True
 
 
 def run():
-    cli.run(main)
+    cli.run(main, "prediction")
 
 
 if __name__ == "__main__":

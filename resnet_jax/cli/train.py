@@ -34,7 +34,7 @@ def main(argv):
 
 
 def run():
-    cli.run(main)
+    cli.run(main, "training")
 
 
 if __name__ == "__main__":

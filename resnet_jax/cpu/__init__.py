@@ -55,7 +55,7 @@ def choose_auto(dtype) -> seam.Kernels:
 @functools.cache
 def _extension_or_warn() -> bool:
     reason = extension.unavailable_reason()
-    if reason is not None:
+    if reason is not None and extension.SUPPORTED_PLATFORM:  # elsewhere "patches" is the plan
         warnings.warn(f"the CPU extension is unavailable ({reason}); using the 'patches' "
                       "kernels, about 2x slower on the CPU", stacklevel=2)
     return reason is None

@@ -24,6 +24,7 @@ import functools
 import hashlib
 import os
 import pathlib
+import platform
 import shutil
 import subprocess
 import sys
@@ -49,8 +50,17 @@ class ExtensionUnavailable(UserError):
     """The CPU extension cannot be built or loaded here (asked for by kernels="native")."""
 
 
+# oneDNN's wheels (the train extra's) exist for Linux x86_64 only; elsewhere (macOS arm64,
+# Linux aarch64) the portable kernels are the plan, not a fault.
+SUPPORTED_PLATFORM = sys.platform == "linux" and platform.machine() in ("x86_64", "AMD64")
+
+
 def _onednn_prefix() -> pathlib.Path:
     """Where the onednn wheels put `include/` and `lib/` (their data files go to the prefix)."""
+    if not SUPPORTED_PLATFORM:
+        raise ExtensionUnavailable(
+            f"built on Linux x86_64 only (oneDNN's wheels); this is {sys.platform} "
+            f"{platform.machine()}")
     for prefix in dict.fromkeys((sys.prefix, sys.base_prefix)):
         path = pathlib.Path(prefix)
         if ((path / "include" / "oneapi" / "dnnl" / "dnnl.hpp").exists()
@@ -58,8 +68,7 @@ def _onednn_prefix() -> pathlib.Path:
             return path
     raise ExtensionUnavailable(
         f"oneDNN 3 headers and library not found under {sys.prefix}/include and /lib; "
-        "install the package's dependencies (pip install onednn-cpu-gomp "
-        "onednn-devel-cpu-gomp)")
+        "the train extra installs them: pip install 'resnet-jax[train]'")
 
 
 def _compiler() -> str:

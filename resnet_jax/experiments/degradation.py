@@ -149,4 +149,4 @@ if __name__ == "__main__":
     from resnet_jax.cli import flags as _cli
 
     define_flags()
-    _cli.run(main)
+    _cli.run(main, "the degradation experiment")

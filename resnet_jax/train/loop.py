@@ -16,7 +16,7 @@ import time
 import jax
 from absl import logging
 
-from resnet_jax import errors
+from resnet_jax import environment, errors
 from resnet_jax.data import batching, datasets
 from resnet_jax.launch import sharding
 from resnet_jax.train import (batch_augment, checkpoint, ema, evaluation, metrics, optim,
@@ -62,6 +62,7 @@ def _train_and_evaluate(config, workdir, source, stop, wall_start) -> dict:
         jax.config.update("jax_enable_x64", True)
 
     mesh = sharding.create_mesh()
+    environment.announce(config.kernels, config.dtype)
     model = model_from_config(config, info.num_classes, info.image_shape[-1])
     schedule = optim.create_schedule(config, steps_per_epoch, total_steps)
     tx = optim.create_optimizer(config, schedule)
