@@ -5,6 +5,7 @@ gradients and SGD steps at about 1e-10 relative (see TRAIN_RTOL); float32 gradie
 Relative error throughout: max|ours - torch| / max|torch| over a tensor.
 """
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -76,6 +77,8 @@ def assert_eval_logits_equal_torch(name, height, width, **jax_options):
     with torch.no_grad():
         expected = torch_model(torch.from_numpy(x)).numpy()
     logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, nhwc(x))
+    chex.assert_shape(logits, expected.shape)  # a broadcast would hide a wrong shape
+    chex.assert_tree_all_finite(logits)
     assert relative_error(logits, expected) < LOGITS_RTOL
 
 
@@ -204,6 +207,8 @@ def test_float64_training_steps_equal_torch(name, options, size):
                     params, batch_stats, nhwc(x), y)
                 torch_logits, torch_x_grad, torch_grads = history[step]
                 rtol = FIRST_STEP_RTOL if step == 0 else TRAIN_RTOL
+                chex.assert_tree_all_finite((grads, x_grad, logits, batch_stats))
+                chex.assert_trees_all_equal_shapes_and_dtypes(params, grads)
                 assert relative_error(logits, torch_logits) < rtol, f"logits, step {step}"
                 assert relative_error(np.asarray(x_grad).transpose(0, 3, 1, 2),
                                torch_x_grad) < rtol, f"input grad, step {step}"

@@ -90,3 +90,38 @@ def test_label_smoothing_cross_entropy_equals_torch():
     theirs = torch.nn.functional.cross_entropy(torch.tensor(logits), torch.tensor(labels),
                                                label_smoothing=0.1)
     assert float(ours) == pytest.approx(float(theirs), rel=1e-6)
+
+
+def test_the_jitted_train_step_traces_once_over_several_steps():
+    """The state a step returns has the avals of the state it took (no weak types, no dtype
+    drift), so jit traces the step once: a loop over steps never recompiles."""
+    import chex
+    import functools
+
+    import jax.numpy as jnp
+    import optax
+
+    from resnet_jax import models
+    from resnet_jax.train import steps
+
+    model = models.ResNet(stage_sizes=(1, 1), stage_widths=(8, 16), block_cls=models.BasicBlock,
+                          stem="cifar", num_classes=10)
+    tx = optax.chain(optax.add_decayed_weights(1e-4), optax.sgd(0.1, momentum=0.9))
+    # as the loop makes it: jitted (its step counter an array, as a restored one is)
+    state = jax.jit(functools.partial(steps.create_train_state, model, tx, (8, 8, 3)))(
+        jax.random.PRNGKey(0))
+
+    @chex.assert_max_traces(n=1)
+    def train_step(state, batch):
+        return steps.train_step(state, batch)
+
+    step = jax.jit(train_step, donate_argnums=0)
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        before = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
+        batch = {"image": jnp.asarray(rng.standard_normal((4, 8, 8, 3)), jnp.float32),
+                 "label": jnp.asarray(rng.integers(0, 10, 4), jnp.int32)}
+        state, sums = step(state, batch)
+        chex.assert_trees_all_equal_shapes_and_dtypes(before, state)
+        chex.assert_tree_all_finite(state.params)
+    assert int(state.step) == 3
