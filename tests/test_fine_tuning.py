@@ -74,6 +74,10 @@ def test_safetensors_and_wrapped_checkpoints_load_the_same(tmp_path):
     (lambda p: torch.save(torchvision.models.resnet50(num_classes=9).state_dict(), p),
      "init_from={path} does not fit resnet18: layer1.0.conv1.weight (64, 64, 1, 1) there, "
      "(64, 64, 3, 3) here"),
+    # a deeper network of the same family: every resnet18 tensor is there, with its shape
+    (lambda p: torch.save(torchvision.models.resnet34(num_classes=9).state_dict(), p),
+     "init_from={path} does not fit resnet18: 80 tensors there that resnet18 does not have "
+     "(layer1.2.conv1.weight, layer1.2.bn1.weight, layer1.2.bn1.bias, ... (80 in all))"),
 ])
 def test_weights_that_cannot_be_used_are_refused(tmp_path, make, message):
     path = str(tmp_path / "weights.pth")
@@ -107,3 +111,14 @@ def test_a_frozen_backbone_keeps_its_weights_and_statistics_bitwise():
     for a, b in zip(jax.tree_util.tree_leaves(new.batch_stats),
                     jax.tree_util.tree_leaves(state.batch_stats)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_shallower_networks_weights_are_refused(tmp_path):
+    path = str(tmp_path / "resnet18.pth")
+    torch.save(torchvision.models.resnet18(num_classes=9).state_dict(), path)
+    fresh = jax.device_get(jax.jit(functools.partial(
+        models.create_model("resnet34", num_classes=9).init, train=False))(
+        jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3))))
+    with pytest.raises(warm_start.InitError, match=r"does not fit resnet34: 80 tensors of "
+                                                   r"resnet34 not there \(layer1\.2\."):
+        warm_start.merge(fresh, warm_start.read(path, fresh), path, "resnet34")

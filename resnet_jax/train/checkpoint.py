@@ -25,7 +25,7 @@ from resnet_jax.train import metrics
 
 
 class CheckpointMismatch(UserError):
-    """The workdir holds checkpoints of a different model or dataset."""
+    """The workdir holds checkpoints of another run: another model, dataset or config."""
 
 
 def create_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
@@ -37,9 +37,12 @@ def create_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
 
 
 def describe(config, num_classes: int) -> dict:
-    """What must match for a checkpoint to be resumed by this config."""
-    return {"model": config.model, "num_classes": num_classes, "dataset": config.dataset,
-            "shortcut": config.shortcut, "batch_size": config.batch_size}
+    """What must match for a checkpoint to be resumed by this config: every value that defines
+    the run (`records.defining_values`) and the class count. Each checkpoint carries it, so a
+    resume is checked against the checkpoint itself, whatever became of config.json."""
+    from resnet_jax.train import records
+
+    return {**records.defining_values(config), "num_classes": num_classes}
 
 
 def save(manager: ocp.CheckpointManager, step: int, state, description: dict,
@@ -107,14 +110,17 @@ def _item_path(manager, step: int, item: str) -> str:
 
 
 def _check_compatible(saved: dict, description: dict, path: str) -> None:
-    different = {k: (saved.get(k), v) for k, v in description.items() if saved.get(k) != v}
+    # Keys the checkpoint does not carry are not compared: checkpoints written before it carried
+    # the whole run-defining config hold model, dataset, shortcut, batch size and classes.
+    different = {k: (saved[k], v) for k, v in description.items()
+                 if k in saved and saved[k] != v}
     if different:
         detail = ", ".join(f"{k}: checkpoint {a!r} vs config {b!r}"
-                           for k, (a, b) in different.items())
+                           for k, (a, b) in sorted(different.items()))
         raise CheckpointMismatch(
-            f"{os.path.dirname(os.path.dirname(path))} holds checkpoints of another run "
-            f"({detail}; read from {os.path.join(path, 'metadata')}); use another --workdir "
-            f"or match the config")
+            f"{os.path.dirname(os.path.dirname(path))} holds checkpoints of another run or "
+            f"config ({detail}; read from {os.path.join(path, 'metadata')}); use another "
+            f"--workdir, or the checkpoint's value(s) to continue it")
 
 
 @contextlib.contextmanager

@@ -41,9 +41,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     validate_config(config)
     source = datasets.create_source(config)  # DataError if not prepared
     with workdir_lib.claim(workdir), preemption.StopSignals() as stop:
-        records.record_config(workdir, config, write=jax.process_index() == 0)
-        if jax.process_index() == 0:
-            records.write_class_names(workdir, source.info.class_names)
+        records.check_config(workdir, config)  # the record is written once the run starts
         return _train_and_evaluate(config, workdir, source, stop, wall_start)
 
 
@@ -90,6 +88,11 @@ def _train_and_evaluate(config, workdir, source, stop, wall_start) -> dict:
                 print(loaded, flush=True)
     else:
         logging.info("resumed from step %d", start_step)
+    # Every refusal (config, data, init_from, checkpoints of another run) has happened: the run
+    # starts, and its record is written.
+    records.record_config(workdir, config, write=is_main)
+    if is_main:
+        records.write_class_names(workdir, info.class_names)
 
     writer = metrics.MetricWriter(workdir, enabled=is_main)
     writer.resume_at(start_step)

@@ -41,27 +41,45 @@ def _as_json(config) -> dict:
     return json.loads(json.dumps(config.to_dict() if hasattr(config, "to_dict") else config))
 
 
-def record_config(workdir: str, config, write: bool = True) -> None:
-    """Writes WORKDIR/config.json (if `write`: process 0 does), or, if it is there, checks that
-    `config` continues it: ConfigConflict naming every key that differs (the workdir is left
-    as it was)."""
-    path = os.path.join(workdir, CONFIG_FILE)
+def defining_values(config) -> dict:
+    """The config's values that define the run (what a resume may not change), as JSON values;
+    checkpoints carry them, so a lost config.json cannot let a resume drift."""
+    return {k: v for k, v in _as_json(config).items()
+            if k not in CHANGEABLE_ON_RESUME | RETIRED_KEYS}
+
+
+def _resolved(config) -> dict:
     current = _as_json(config)
     if current.get("data_dir"):  # evaluate and predict may run from another directory
         current["data_dir"] = os.path.abspath(os.path.expanduser(current["data_dir"]))
-    if os.path.exists(path):
-        recorded = read_config_json(path)
-        different = sorted(k for k in set(recorded) | set(current)
-                           if k not in CHANGEABLE_ON_RESUME | RETIRED_KEYS
-                           and recorded.get(k, "<unset>") != current.get(k, "<unset>"))
-        if different:
-            detail = ", ".join(f"{k}={recorded.get(k, '<unset>')!r} there, "
-                               f"{current.get(k, '<unset>')!r} here" for k in different)
-            raise ConfigConflict(
-                f"{path} records another config for this run ({detail}); use another "
-                f"--workdir for a new run, or the recorded value(s) to continue it")
-        if recorded == current:
-            return
+    return current
+
+
+def check_config(workdir: str, config) -> None:
+    """If WORKDIR/config.json is there, checks that `config` continues it: ConfigConflict
+    naming every key that differs. Writes nothing."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.exists(path):
+        return
+    current, recorded = _resolved(config), read_config_json(path)
+    different = sorted(k for k in set(recorded) | set(current)
+                       if k not in CHANGEABLE_ON_RESUME | RETIRED_KEYS
+                       and recorded.get(k, "<unset>") != current.get(k, "<unset>"))
+    if different:
+        detail = ", ".join(f"{k}={recorded.get(k, '<unset>')!r} there, "
+                           f"{current.get(k, '<unset>')!r} here" for k in different)
+        raise ConfigConflict(
+            f"{path} records another config for this run ({detail}); use another "
+            f"--workdir for a new run, or the recorded value(s) to continue it")
+
+
+def record_config(workdir: str, config, write: bool = True) -> None:
+    """`check_config`, then writes WORKDIR/config.json (if `write`: process 0 does) unless it
+    already holds exactly `config`."""
+    check_config(workdir, config)
+    path, current = os.path.join(workdir, CONFIG_FILE), _resolved(config)
+    if os.path.exists(path) and read_config_json(path) == current:
+        return
     if write:
         write_atomically(path, json.dumps(current, indent=2, sort_keys=True) + "\n")
 

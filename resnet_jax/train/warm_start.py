@@ -132,13 +132,26 @@ def merge(variables, loaded: dict, source: str, model_name: str = "the model",
         taken.append(key)
     absent = [k for k in flat if k not in loaded]
     unused = [k for k in loaded if k not in flat]
-    backbone_misshapen = [m for m in misshapen if m[0][1] != HEAD]
-    if backbone_misshapen or len(taken) * 2 < len(flat):
-        detail = ", ".join(f"{_name(k)} {_torch_shape(a)} there, {_torch_shape(b)} here"
-                           for k, a, b in backbone_misshapen[:3]) or (
-            f"only {len(taken)} of the model's {len(flat)} tensors are there")
-        raise InitError(f"init_from={source} does not fit {model_name}: {detail}; weights of "
-                        f"another model? (only the classifier head, {HEAD}.*, may differ)")
+    backbone_misshapen = [m for m in misshapen if not _is_head(m[0])]
+    # torch's strict loading, the head aside: a backbone tensor too many (a deeper network's
+    # weights) or too few (a shallower one's) is another architecture, whatever the overlap.
+    unexpected = [k for k in unused if not _is_head(k)]
+    missing = [k for k in absent if not _is_head(k)]
+    if backbone_misshapen or unexpected or missing:
+        details = []
+        if backbone_misshapen:
+            details.append(", ".join(f"{_name(k)} {_torch_shape(a)} there, "
+                                     f"{_torch_shape(b)} here"
+                                     for k, a, b in backbone_misshapen[:3]))
+        if unexpected:
+            details.append(f"{len(unexpected)} tensors there that {model_name} does not have "
+                           f"({_names(unexpected, 3)})")
+        if missing:
+            details.append(f"{len(missing)} tensors of {model_name} not there "
+                           f"({_names(missing, 3)})")
+        raise InitError(f"init_from={source} does not fit {model_name}: {'; '.join(details)}; "
+                        f"weights of another architecture? (only the classifier head, "
+                        f"{HEAD}.*, may differ)")
     if complete and len(taken) < len(flat):
         raise InitError(
             f"{source} does not fit the model completely ({len(flat) - len(taken)} of "
@@ -167,6 +180,10 @@ def _torch_shape(shape) -> tuple:
     if len(shape) == 4:
         return (shape[3], shape[2], shape[0], shape[1])
     return shape[::-1] if len(shape) == 2 else shape
+
+
+def _is_head(key) -> bool:
+    return _name(key).split(".")[0] == HEAD
 
 
 def _name(key) -> str:

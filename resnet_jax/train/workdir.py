@@ -43,6 +43,29 @@ class WorkdirInUse(errors.UserError):
     """Another run holds the workdir's lock."""
 
 
+# What a run keeps in its workdir, by kind. One of the wrong kind (a file where the checkpoints
+# go, a directory named config.json) is refused before anything is written: left alone, Orbax's
+# writer threads fail on it at the first save and the process never exits.
+OWNED_DIRECTORIES = ("checkpoints", "plots", "damaged_checkpoints")
+OWNED_FILES = ("config.json", "classes.txt", "metrics.jsonl", "report.txt", LOCK_NAME)
+
+
+def check_layout(workdir: str) -> None:
+    """UserError naming the first path the run owns that exists with the wrong kind."""
+    for name in OWNED_DIRECTORIES:
+        path = os.path.join(workdir, name)
+        if os.path.lexists(path) and not os.path.isdir(path):
+            raise errors.UserError(f"{path} is not a directory, but this run keeps its {name} "
+                                   f"there; move it away (it was left as it is) or use another "
+                                   f"--workdir")
+    for name in OWNED_FILES:
+        path = os.path.join(workdir, name)
+        if os.path.isdir(path):
+            raise errors.UserError(f"{path} is a directory, but this run writes its {name} "
+                                   f"file there; move it away (it was left as it is) or use "
+                                   f"another --workdir")
+
+
 def create(workdir: str) -> None:
     """Creates `workdir` (and its parents); StorageError in one line if it cannot be."""
     if os.path.exists(workdir) and not os.path.isdir(workdir):
@@ -155,6 +178,7 @@ def claim(workdir: str):
     lock, failure = None, None
     try:
         create(workdir)
+        check_layout(workdir)
         if jax.process_index() == 0:
             lock = Lock(workdir)
             lock.acquire()

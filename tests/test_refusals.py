@@ -1,0 +1,64 @@
+"""A refused start changes nothing, and states a user caused are refused in one line: owned
+paths of the wrong kind, an init_from that cannot be used (then the corrected command runs),
+a resume whose config drifted after config.json was lost."""
+
+import os
+import shutil
+
+import pytest
+
+from resnet_jax.train import checkpoint, loop, records
+from tests.digits_runs import small_digits_config
+from tests.train_cli import reported_lines, run_cli
+
+
+@pytest.mark.parametrize("name,kind", [("checkpoints", "file"), ("config.json", "directory"),
+                                       ("lock", "directory"), ("metrics.jsonl", "directory")])
+def test_an_owned_path_of_the_wrong_kind_is_refused_untouched(tmp_path, name, kind):
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    path = workdir / name
+    if kind == "file":
+        path.write_text("mine\n")
+    else:
+        (path / "inside").mkdir(parents=True)
+    proc = run_cli(["--config.model=resnet8", "--config.num_train_steps=2"], str(workdir),
+                   timeout=60)  # the hang this replaces never exited
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = reported_lines(proc.stderr)
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path} is not a directory"
+                                                   if kind == "file" else
+                                                   f"error: {path} is a directory"), lines
+    assert sorted(os.listdir(workdir)) == [name]  # nothing written beside it
+    if kind == "file":
+        assert path.read_text() == "mine\n"
+    else:
+        assert os.listdir(path) == ["inside"]
+
+
+def test_a_refused_init_from_records_nothing_and_the_corrected_command_runs(tmp_path,
+                                                                           cache_dir):
+    workdir = str(tmp_path / "run")
+    config = small_digits_config(cache_dir, num_train_steps=6, eval_every_steps=6,
+                                 init_from=str(tmp_path / "missing.pth"))
+    with pytest.raises(Exception, match="missing.pth does not exist") as refused:
+        loop.train_and_evaluate(config, workdir)
+    assert refused.value.exit_status == 2
+    assert not os.path.exists(os.path.join(workdir, records.CONFIG_FILE))
+    corrected = small_digits_config(cache_dir, num_train_steps=6, eval_every_steps=6)
+    result = loop.train_and_evaluate(corrected, workdir)
+    assert result["step"] == 6
+    assert records.read_config_json(os.path.join(workdir, records.CONFIG_FILE))["init_from"] == ""
+
+
+def test_a_lost_config_json_cannot_let_a_resume_drift(tmp_path, finished_run, cache_dir):
+    """The checkpoints carry the run-defining config: with config.json deleted, a resume with
+    another learning rate is refused, naming the key, and nothing is written."""
+    workdir = str(tmp_path / "run")
+    shutil.copytree(finished_run[0], workdir)
+    os.remove(os.path.join(workdir, records.CONFIG_FILE))
+    drifted = small_digits_config(cache_dir, learning_rate=0.05)
+    with pytest.raises(checkpoint.CheckpointMismatch,
+                       match=r"learning_rate: checkpoint 0\.1 vs config 0\.05"):
+        loop.train_and_evaluate(drifted, workdir)
+    assert not os.path.exists(os.path.join(workdir, records.CONFIG_FILE))
