@@ -165,3 +165,22 @@ def test_training_on_jpeg_files_normalises_uint8_pixels_on_the_device(tmp_path, 
     final = [line for line in lines if line["split"] == "eval"]
     assert final[-1]["count"] == 6  # every held-out image once, the padded batch masked
     assert all(np.isfinite(line["loss"]) for line in lines)
+
+
+def test_a_run_prints_nothing_from_tensorflow_onednn_or_absl(tmp_path):
+    """TensorFlow's C++ start-up notices reach stderr whatever TF_CPP_MIN_LOG_LEVEL says;
+    lazy_tf drops them. Run as a user does: no TF_CPP_MIN_LOG_LEVEL in the environment."""
+    import re
+    import subprocess
+
+    from tests.train_cli import REPO, cli_args, cli_env
+
+    env = cli_env(1)
+    env.pop("TF_CPP_MIN_LOG_LEVEL")
+    proc = subprocess.run(cli_args(["--config.model=resnet8", "--config.num_train_steps=2",
+                                    "--config.eval_every_steps=2"], str(tmp_path / "run")),
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    noise = [line for line in proc.stderr.splitlines()
+             if re.search(r"(?i)onednn|absl|tensorflow|^[IWEF]\d{4} ", line)]
+    assert not noise, proc.stderr

@@ -91,6 +91,8 @@ def launch() -> None:
 def quiet_logs() -> None:
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
+    else:  # asked for logs: TensorFlow's start-up notices too (resnet_jax.data.lazy_tf)
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
 
 
 def run(main, job: str) -> None:
