@@ -10,7 +10,8 @@ traceback (exit status 1).
 | 1      |               | a bug: Python's traceback                                         |
 | 2      | `UserError`   | a mistake in what the user gave: config, flags, data, weights, a  |
 |        |               | workdir of another run or held by another run                     |
-| 3      | `Interrupted` | SIGTERM / SIGINT: a checkpoint was saved; run the same command    |
+| 3      | `Interrupted` | SIGTERM / SIGINT / SIGHUP: a checkpoint was saved; run the same   |
+|        |               | command                                                           |
 | 4      | `Diverged`    | non-finite loss or gradients: stopped, nothing non-finite saved   |
 | 5      | `StorageError`| the workdir cannot be written (disk full, read-only, not a        |
 |        |               | directory) or holds no checkpoint that can be read                |

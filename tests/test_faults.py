@@ -50,7 +50,7 @@ def assert_same_run(workdir, reference_workdir):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_a_signal_saves_the_step_reached_and_the_same_command_continues(
         tmp_path, cache_dir, reference, signum):
     workdir = str(tmp_path / "run")

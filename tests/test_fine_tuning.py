@@ -1,6 +1,7 @@
 """init_from (torchvision state dicts, safetensors, workdirs) and freeze_backbone."""
 
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -67,10 +68,20 @@ def test_safetensors_and_wrapped_checkpoints_load_the_same(tmp_path):
         state_dict["conv1.weight"].numpy())
 
 
+class _Payload:
+    """A pickled object that would run a command when loaded (it must not be)."""
+
+    def __reduce__(self):
+        return (os.system, ("echo loaded > /dev/null",))
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda p: None, "init_from={path} does not exist"),
     (lambda p: open(p, "wb").write(b"not a pickle"), "cannot read {path} as a PyTorch state "
                                                      "dict"),
+    (lambda p: torch.save({"conv1.weight": _Payload()}, p),
+     "cannot read {path} as a PyTorch state dict: it holds Python objects besides tensors, "
+     "and unpickling them would run their code, so they are not loaded"),
     (lambda p: torch.save(torchvision.models.resnet50(num_classes=9).state_dict(), p),
      "init_from={path} does not fit resnet18: layer1.0.conv1.weight (64, 64, 1, 1) there, "
      "(64, 64, 3, 3) here"),
@@ -87,6 +98,7 @@ def test_weights_that_cannot_be_used_are_refused(tmp_path, make, message):
         warm_start.merge(fresh, warm_start.read(path, fresh), path, "resnet18")
     assert message.format(path=path) in str(error.value)
     assert "\n" not in str(error.value)
+    assert "weights_only=False" not in str(error.value)  # never advise running the pickle
 
 
 def test_a_frozen_backbone_keeps_its_weights_and_statistics_bitwise():

@@ -62,3 +62,32 @@ def test_a_lost_config_json_cannot_let_a_resume_drift(tmp_path, finished_run, ca
                        match=r"learning_rate: checkpoint 0\.1 vs config 0\.05"):
         loop.train_and_evaluate(drifted, workdir)
     assert not os.path.exists(os.path.join(workdir, records.CONFIG_FILE))
+
+
+def test_a_checkpoint_left_unfinished_is_removed_at_start(tmp_path, finished_run, cache_dir,
+                                                         capfd):
+    """What a second Ctrl-C or kill -9 during a save leaves: removed, with a line."""
+    workdir = str(tmp_path / "run")
+    shutil.copytree(finished_run[0], workdir)
+    leftover = os.path.join(workdir, "checkpoints", f"30{checkpoint.UNFINISHED_MARK}-1764")
+    os.makedirs(os.path.join(leftover, "state"))
+    loop.train_and_evaluate(small_digits_config(cache_dir), workdir)
+    assert not os.path.exists(leftover)
+    assert f"warning: removed {leftover}: a checkpoint left unfinished" in capfd.readouterr().err
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["12", "24"]
+
+
+def test_a_failed_atomic_write_leaves_no_temporary_file(tmp_path, monkeypatch):
+    from resnet_jax.train import workdir as workdir_lib
+
+    path = tmp_path / "report.txt"
+    path.write_text("the last good report\n")
+
+    def full_disk(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        workdir_lib.write_atomically(str(path), "a new report\n")
+    assert os.listdir(tmp_path) == ["report.txt"]
+    assert path.read_text() == "the last good report\n"

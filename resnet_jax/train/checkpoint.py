@@ -13,6 +13,7 @@ import contextlib
 import gc
 import logging
 import os
+import shutil
 import sys
 import traceback
 
@@ -43,6 +44,23 @@ def describe(config, num_classes: int) -> dict:
     from resnet_jax.train import records
 
     return {**records.defining_values(config), "num_classes": num_classes}
+
+
+# What Orbax writes a checkpoint into before it renames it (STEP.orbax-checkpoint-tmp[-N]).
+UNFINISHED_MARK = ".orbax-checkpoint-tmp"
+
+
+def remove_unfinished(workdir: str) -> None:
+    """Removes checkpoints a stopped run left half-written (a second Ctrl-C, kill -9 during a
+    save), with a line each; the run holds the workdir's lock, so no save is under way."""
+    directory = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(directory):
+        return
+    for name in sorted(os.listdir(directory)):
+        if UNFINISHED_MARK in name:
+            shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+            print(f"warning: removed {os.path.join(directory, name)}: a checkpoint left "
+                  f"unfinished by an earlier run", file=sys.stderr, flush=True)
 
 
 def save(manager: ocp.CheckpointManager, step: int, state, description: dict,

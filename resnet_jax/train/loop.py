@@ -42,6 +42,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     source = datasets.create_source(config)  # DataError if not prepared
     with workdir_lib.claim(workdir), preemption.StopSignals() as stop:
         records.check_config(workdir, config)  # the record is written once the run starts
+        if jax.process_index() == 0:
+            checkpoint.remove_unfinished(workdir)
         return _train_and_evaluate(config, workdir, source, stop, wall_start)
 
 

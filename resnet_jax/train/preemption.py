@@ -1,7 +1,9 @@
-"""SIGTERM and SIGINT as a request to stop after a step, at the same step in every process.
+"""SIGTERM, SIGINT and SIGHUP as a request to stop after a step, at the same step in every
+process.
 
 SIGTERM is what SLURM, Kubernetes and Cloud TPU maintenance send before they kill a job; SIGINT
-is Ctrl-C. Either one asks the loop to finish its current step, save a checkpoint there and
+is Ctrl-C; SIGHUP is the terminal closing under a run (which otherwise dies without a word).
+Each one asks the loop to finish its current step, save a checkpoint there and
 exit with `errors.Interrupted`'s status; a second SIGINT exits at once, without saving.
 
 One process: a Python handler sets a flag, which the loop reads after each step (no sync).
@@ -9,7 +11,8 @@ Several processes: a notice may reach one host only, and all must save the same 
 coordination service does exactly this (`multihost_utils.reached_preemption_sync_point`, which
 Orbax uses too): its own SIGTERM handler tells the other processes, they agree on the step
 after the furthest one any process has reached, and the call returns True there, everywhere.
-So with several processes SIGTERM is left to JAX's handler, and SIGINT is forwarded to it.
+So with several processes SIGTERM is left to JAX's handler, and SIGINT and SIGHUP are forwarded
+to it.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ class StopSignals:
     def __enter__(self) -> "StopSignals":
         if threading.current_thread() is not threading.main_thread():
             return self  # signals reach the main thread only; a run in a thread has no handlers
-        handled = [signal.SIGINT] if self._multiprocess else [signal.SIGINT, signal.SIGTERM]
+        handled = [signal.SIGINT, signal.SIGHUP] + ([] if self._multiprocess
+                                                    else [signal.SIGTERM])
         for signum in handled:
             self._previous[signum] = signal.signal(signum, self._handle)
         return self

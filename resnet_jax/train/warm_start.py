@@ -37,8 +37,14 @@ def _read_torch(path: str) -> Mapping[str, Any]:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001  (pickle, zip and torch errors alike)
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-        raise InitError(f"cannot read {path} as a PyTorch state dict ({first})") from None
+        if "Weights only load failed" in str(error):  # torch's answer to a pickled object
+            raise InitError(
+                f"cannot read {path} as a PyTorch state dict: it holds Python objects besides "
+                f"tensors, and unpickling them would run their code, so they are not loaded; "
+                f"save the state dict alone (torch.save(model.state_dict(), PATH)) or as "
+                f".safetensors") from None
+        raise InitError(f"cannot read {path} as a PyTorch state dict "
+                        f"({_first_sentence(error)})") from None
     # Training scripts often wrap the weights: {"model": ...} or {"state_dict": ...}.
     for key in ("state_dict", "model"):
         if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
@@ -49,6 +55,15 @@ def _read_torch(path: str) -> Mapping[str, Any]:
     return {k.removeprefix("module."): v for k, v in loaded.items()}
 
 
+def _first_sentence(error: Exception, limit: int = 200) -> str:
+    """The error's first line, cut at a sentence's end if it is long."""
+    line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    if len(line) <= limit:
+        return line
+    end = line.rfind(". ", 0, limit)
+    return line[:end + 1] if end > 0 else line[:limit - 3] + "..."
+
+
 def _read_safetensors(path: str) -> Mapping[str, Any]:
     try:
         from safetensors.numpy import load_file
@@ -57,7 +72,8 @@ def _read_safetensors(path: str) -> Mapping[str, Any]:
     try:
         return load_file(path)
     except Exception as error:  # noqa: BLE001
-        raise InitError(f"cannot read {path} as safetensors ({error})") from None
+        raise InitError(f"cannot read {path} as safetensors ({_first_sentence(error)})") \
+            from None
 
 
 def _flax_arrays_from_torch(state_dict: Mapping[str, Any], expected_keys) -> dict:
