@@ -134,3 +134,44 @@ def test_an_image_that_cannot_be_decoded_is_named(tmp_path):
     source = datasets.create_source(_config(root))  # headers are fine
     with pytest.raises(folders.FolderError, match=f"cannot read image {broken}: "):
         list(batching.train_batches(source, 6, 0, 2, seed=0))
+
+
+def _png_header_only(path, width, height):
+    """A PNG whose header declares width x height: what a decompression bomb shows before it is
+    decoded (its few kB of data would inflate to gigabytes)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    rows = zlib.compress(b"\0" * (width + 1) * 4)  # the first rows; the rest left out
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n"
+                + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+                + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+
+
+def test_a_decompression_bomb_is_named_before_anything_decodes(tmp_path):
+    root = _write(tmp_path, {"train/a": 2, "train/b": 2, "val/a": 1})
+    bomb = os.path.join(root, "train", "b", "bomb.png")
+    _png_header_only(bomb, 30000, 30000)
+    with pytest.raises(folders.FolderError,
+                       match=f"^image {bomb} is 30000x30000, 900,000,000 pixels, more than "
+                             f"max_image_pixels=178,956,970 "):
+        datasets.create_source(_config(root))
+    os.remove(bomb)
+    with pytest.raises(folders.FolderError, match=r"/train/a/1\.jpg is 27x27, 729 pixels, "
+                                                  r"more than max_image_pixels=700 "):
+        datasets.create_source(_config(root, max_image_pixels=700))
+    datasets.create_source(_config(root, max_image_pixels=729))  # the limit is inclusive
+
+
+def test_an_image_removed_while_training_reads_the_folder_is_named(tmp_path):
+    root = _write(tmp_path, {"train/a": 3, "train/b": 3, "val/a": 1})
+    source = datasets.create_source(_config(root))
+    removed = os.path.join(root, "train", "a", "2.jpg")
+    os.remove(removed)
+    with pytest.raises(folders.FolderError, match=f"^cannot read image {removed}: "):
+        list(batching.train_batches(source, 6, 0, 2, seed=0))

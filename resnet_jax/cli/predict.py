@@ -44,12 +44,13 @@ def image_paths(paths) -> list[str]:
     return found
 
 
-def load_pixels(path: str, size: int, resize: int):
+def load_pixels(path: str, size: int, resize: int, max_pixels: int):
     """The image at `path` as the run's evaluation sees it: uint8 (size, size, 3)."""
-    from resnet_jax.data import preprocessing
+    from resnet_jax.data import folders, preprocessing
     from resnet_jax.data.lazy_tf import tf
     from resnet_jax.errors import UserError
 
+    folders.check_header(path, max_pixels)  # a decompression bomb is named, not decoded
     try:
         return preprocessing.eval_pixels(tf.io.read_file(path), size, resize).numpy()
     except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as error:
@@ -77,10 +78,11 @@ def main(argv):
     logits_of = inference.logits_fn(run, (preprocessing.IMAGENET_MEAN,
                                           preprocessing.IMAGENET_STD))
     size, resize, k = datasets.eval_crop_size(run.config), run.config.eval_resize, FLAGS.top_k
+    max_pixels = run.config.max_image_pixels
     k = min(k, len(run.class_names))
     for start in range(0, len(paths), FLAGS.batch_size):
         chunk = paths[start:start + FLAGS.batch_size]
-        pixels = np.stack([load_pixels(p, size, resize) for p in chunk])
+        pixels = np.stack([load_pixels(p, size, resize, max_pixels) for p in chunk])
         # A fixed batch shape (padded), so that one compilation serves every chunk.
         padded = np.zeros((FLAGS.batch_size, *pixels.shape[1:]), pixels.dtype)
         padded[:len(chunk)] = pixels

@@ -34,6 +34,7 @@ def get_config() -> ml_collections.ConfigDict:
                                   # folder: DIR with train/CLASS/* and val/CLASS/* images
     c.eval_split = ""             # the split evaluated ("": validation/test; a folder: the
                                   # first of val/, validation/, test/, else the held-out images)
+    c.max_image_pixels = 178_956_970  # image files: larger ones (width x height) are refused
     c.holdout_fraction = 0.2      # folder without val/: share of each class held out for eval
     c.image_size = 224            # training crop / eval crop; CIFAR 32, digits 8
     c.eval_resize = 256           # ImageNet-style eval: resize shorter side, then center crop

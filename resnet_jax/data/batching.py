@@ -162,7 +162,8 @@ def _numpy_batches(ds, source: Source) -> Iterator[dict]:
         for batch in ds.as_numpy_iterator():
             batch["label"] = batch["label"].astype(np.int32, copy=False)
             yield batch
-    except tf.errors.InvalidArgumentError as error:  # e.g. an image file that cannot be decoded
+    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError,
+            tf.errors.PermissionDeniedError) as error:  # an image that cannot be decoded or read
         explained = source.explain_read_error and source.explain_read_error(error)
         if explained is None:
             raise

@@ -279,7 +279,8 @@ def _tfds_jpeg(config, name) -> Source:
 def _folder(config) -> Source:
     """Image files in class folders (`resnet_jax.data.folders`), one file a record, ImageNet
     preprocessing."""
-    splits = folders.read_splits(config.data_dir, config.holdout_fraction, config.eval_split)
+    splits = folders.read_splits(config.data_dir, config.holdout_fraction, config.eval_split,
+                                 config.max_image_pixels)
     size, resize, eval_size = config.image_size, config.eval_resize, eval_crop_size(config)
     train, evaluation = (Records.of_arrays(path=np.array(split.paths, dtype=object),
                                            label=np.asarray(split.labels, np.int32))

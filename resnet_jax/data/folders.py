@@ -21,6 +21,10 @@ import numpy as np
 from resnet_jax.errors import UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+# Images larger than this (width x height) are refused: a decompression bomb (a few kB of PNG
+# that decodes to gigabytes) would otherwise exhaust the host's memory in the input pipeline.
+# PIL's own bomb limit; the config key max_image_pixels changes it.
+MAX_IMAGE_PIXELS = 178_956_970
 EVAL_FOLDERS = ("val", "validation", "test")
 
 
@@ -106,9 +110,11 @@ def _held_out(images: ImageList, fraction: float) -> tuple[ImageList, ImageList]
     return pick(sorted(keep)), pick(sorted(hold))
 
 
-def read_splits(data_dir: str, holdout_fraction: float, eval_split: str = "") -> FolderSplits:
+def read_splits(data_dir: str, holdout_fraction: float, eval_split: str = "",
+                max_pixels: int = MAX_IMAGE_PIXELS) -> FolderSplits:
     """The classes and images of DATA_DIR. `eval_split`: the folder to evaluate ('' for the
-    first of val/validation/test, or the held-out images; 'train' for the training images)."""
+    first of val/validation/test, or the held-out images; 'train' for the training images).
+    `max_pixels`: larger images are refused (see `check_headers`)."""
     if not data_dir:
         raise FolderError("dataset=folder needs --config.data_dir=DIR, a folder holding train/ "
                           "(and val/) with one sub-folder of images per class")
@@ -121,7 +127,7 @@ def read_splits(data_dir: str, holdout_fraction: float, eval_split: str = "") ->
     splits = _eval_split(data_dir, train_dir, class_names, train, holdout_fraction, eval_split)
     every = splits.train.paths + (() if splits.eval is splits.train else splits.eval.paths)
     if len(every) <= HEADER_CHECK_LIMIT:
-        check_headers(every)
+        check_headers(every, max_pixels)
     return splits
 
 
@@ -156,18 +162,29 @@ def _eval_split(data_dir, train_dir, class_names, train, holdout_fraction, eval_
 HEADER_CHECK_LIMIT = 50_000
 
 
-def check_headers(paths) -> None:
+def check_headers(paths, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
     """FolderError naming the first file whose header is not an image's (an empty file, a
-    text file named .jpg, ...)."""
+    text file named .jpg, ...) or whose image has more than `max_pixels` pixels."""
+    for path in paths:
+        check_header(path, max_pixels)
+
+
+def check_header(path: str, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
     from PIL import Image, UnidentifiedImageError
 
-    for path in paths:
-        try:
-            with Image.open(path) as image:
-                image.size  # noqa: B018  (the header is parsed by open)
-        except (UnidentifiedImageError, OSError) as error:
-            raise FolderError(f"cannot read image {path}: {error}; fix or remove the file") \
-                from None
+    previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # the limit is ours
+    try:
+        with Image.open(path) as image:
+            width, height = image.size  # the header is parsed by open
+    except (UnidentifiedImageError, OSError) as error:
+        raise FolderError(f"cannot read image {path}: {error}; fix or remove the file") \
+            from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+    if width * height > max_pixels:
+        raise FolderError(f"image {path} is {width}x{height}, {width * height:,} pixels, more "
+                          f"than max_image_pixels={max_pixels:,} (a decompression bomb?); "
+                          f"shrink or remove it, or raise --config.max_image_pixels")
 
 
 def tf_error_reason(error) -> str:
@@ -187,6 +204,7 @@ def find_undecodable(paths) -> tuple[str, str] | None:
     for path in paths:
         try:
             decode_rgb(tf.io.read_file(path))
-        except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as error:
+        except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError,
+                tf.errors.PermissionDeniedError) as error:  # undecodable, removed, unreadable
             return path, tf_error_reason(error)
     return None

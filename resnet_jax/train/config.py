@@ -78,6 +78,7 @@ VALUE_RANGES = {
     "image_size": (lambda v: v >= 1, ">= 1"),
     "eval_crop_size": (lambda v: v >= 0, ">= 0 (0: image_size)"),
     "holdout_fraction": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "max_image_pixels": (lambda v: v >= 1, ">= 1"),
     "crop_min_area": (lambda v: 0 < v <= 1, "in (0, 1]"),
     "progress_interval_s": (lambda v: v > 0, "> 0"),
     "grad_clip_norm": (lambda v: v >= 0, ">= 0 (0: no clipping)"),
