@@ -175,3 +175,14 @@ def test_an_image_removed_while_training_reads_the_folder_is_named(tmp_path):
     os.remove(removed)
     with pytest.raises(folders.FolderError, match=f"^cannot read image {removed}: "):
         list(batching.train_batches(source, 6, 0, 2, seed=0))
+
+
+def test_hidden_folders_are_counted_and_unrecordable_class_names_refused(tmp_path, capsys):
+    root = _write(tmp_path, {"train/a": 2, "train/b": 2, "train/..x": 2, "train/.git": 1})
+    source = datasets.create_source(_config(root))
+    assert source.info.class_names == ("a", "b")
+    assert (f"warning: {root}/train: skipped 2 hidden folder(s) (names starting with '.', "
+            f"e.g. '..x')") in capsys.readouterr().err
+    _write(tmp_path, {"train/line\nbreak": 2})
+    with pytest.raises(folders.FolderError, match="holds a control character"):
+        datasets.create_source(_config(root))

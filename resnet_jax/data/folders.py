@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+import unicodedata
 
 import numpy as np
 
@@ -61,8 +62,22 @@ def _image_files(folder: str, ignored: list[str] | None = None) -> list[str]:
 
 
 def _class_folders(folder: str) -> list[str]:
-    return sorted(name for name in os.listdir(folder)
-                  if not name.startswith(".") and os.path.isdir(os.path.join(folder, name)))
+    """The class folders of `folder`, sorted: hidden ones (names starting with ".") are
+    skipped with a warning that counts them; a name that classes.txt could not record (a
+    newline or other control character, or blanks only) is refused."""
+    names = sorted(name for name in os.listdir(folder)
+                   if os.path.isdir(os.path.join(folder, name)))
+    hidden = [name for name in names if name.startswith(".")]
+    if hidden:
+        print(f"warning: {folder}: skipped {len(hidden)} hidden folder(s) (names starting "
+              f"with '.', e.g. {hidden[0]!r}); rename one to make it a class",
+              file=sys.stderr, flush=True)
+    for name in names:
+        if not name.strip() or any(unicodedata.category(c) == "Cc" for c in name):
+            raise FolderError(f"class folder {os.path.join(folder, name)!r}: its name holds a "
+                              f"control character (a newline?) or only blanks, which the "
+                              f"run's classes.txt cannot record; rename the folder")
+    return [name for name in names if not name.startswith(".")]
 
 
 def _read_classes(folder: str, class_names: tuple[str, ...] | None = None) -> tuple:
