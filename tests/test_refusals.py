@@ -91,3 +91,36 @@ def test_a_failed_atomic_write_leaves_no_temporary_file(tmp_path, monkeypatch):
         workdir_lib.write_atomically(str(path), "a new report\n")
     assert os.listdir(tmp_path) == ["report.txt"]
     assert path.read_text() == "the last good report\n"
+
+
+def test_out_of_memory_is_one_line_and_a_smaller_batch_then_starts(tmp_path, cache_dir,
+                                                                  monkeypatch):
+    """XLA's out-of-memory error names the batch, the device and what to change; the workdir
+    has no checkpoint, so the corrected command starts afresh (its config replaces the one the
+    failed start recorded)."""
+    import jax
+
+    from resnet_jax import errors
+    from resnet_jax.train import steps
+
+    workdir = str(tmp_path / "run")
+    compile_train_step = steps.compile_train_step
+
+    def out_of_memory(*args, **kwargs):
+        raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to "
+                                         "allocate 53687091200 bytes.\nBufferAssignment ...")
+
+    monkeypatch.setattr(steps, "compile_train_step", out_of_memory)
+    with pytest.raises(errors.UserError) as refused:
+        loop.train_and_evaluate(small_digits_config(cache_dir, batch_size=32), workdir)
+    message = str(refused.value)
+    assert message.startswith("out of memory on cpu (cpu): resnet8, batch_size=32 (16 per "
+                              "device, 1 micro-batch(es)), image_size=8, dtype float32; lower "
+                              "batch_size, or raise grad_accumulation_steps"), message
+    assert "53687091200 bytes" in message and "\n" not in message
+    monkeypatch.setattr(steps, "compile_train_step", compile_train_step)
+    smaller = small_digits_config(cache_dir, batch_size=16, num_train_steps=4,
+                                  eval_every_steps=4)
+    assert loop.train_and_evaluate(smaller, workdir)["step"] == 4
+    recorded = records.read_config_json(os.path.join(workdir, records.CONFIG_FILE))
+    assert recorded["batch_size"] == 16

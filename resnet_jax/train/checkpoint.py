@@ -50,6 +50,12 @@ def describe(config, num_classes: int) -> dict:
 UNFINISHED_MARK = ".orbax-checkpoint-tmp"
 
 
+def has_checkpoints(workdir: str) -> bool:
+    """Whether WORKDIR/checkpoints holds a finished checkpoint (a STEP folder)."""
+    directory = os.path.join(workdir, "checkpoints")
+    return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
+
+
 def remove_unfinished(workdir: str) -> None:
     """Removes checkpoints a stopped run left half-written (a second Ctrl-C, kill -9 during a
     save), with a line each; the run holds the workdir's lock, so no save is under way."""

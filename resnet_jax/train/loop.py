@@ -8,6 +8,7 @@ fetched only every `log_every_steps`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -41,10 +42,36 @@ def train_and_evaluate(config, workdir: str) -> dict:
     validate_config(config)
     source = datasets.create_source(config)  # DataError if not prepared
     with workdir_lib.claim(workdir), preemption.StopSignals() as stop:
-        records.check_config(workdir, config)  # the record is written once the run starts
+        # A workdir without checkpoints holds nothing to continue: its config.json (from a start
+        # that failed, e.g. out of memory) is replaced, not defended.
+        if checkpoint.has_checkpoints(workdir):
+            records.check_config(workdir, config)
         if jax.process_index() == 0:
             checkpoint.remove_unfinished(workdir)
-        return _train_and_evaluate(config, workdir, source, stop, wall_start)
+        with _out_of_memory_explained(config):
+            return _train_and_evaluate(config, workdir, source, stop, wall_start)
+
+
+@contextlib.contextmanager
+def _out_of_memory_explained(config):
+    """XLA's out-of-memory error (a page of allocator detail) as one line that says what to
+    change: a user's batch or image size, not a bug."""
+    try:
+        yield
+    except jax.errors.JaxRuntimeError as error:
+        message = str(error)
+        if "RESOURCE_EXHAUSTED" not in message and "Out of memory" not in message:
+            raise
+        device = jax.devices()[0]
+        per_device = config.batch_size // max(jax.device_count(), 1)
+        first = message.strip().splitlines()[0][:160]
+        raise errors.UserError(
+            f"out of memory on {device.device_kind} ({device.platform}): {config.model}, "
+            f"batch_size={config.batch_size} ({per_device} per device, "
+            f"{config.grad_accumulation_steps} micro-batch(es)), image_size="
+            f"{config.image_size}, dtype {config.dtype}; lower batch_size, or raise "
+            f"grad_accumulation_steps to keep the global batch in smaller pieces (XLA: "
+            f"{first})") from None
 
 
 def _train_and_evaluate(config, workdir, source, stop, wall_start) -> dict:
@@ -92,8 +119,8 @@ def _train_and_evaluate(config, workdir, source, stop, wall_start) -> dict:
         logging.info("resumed from step %d", start_step)
     # Every refusal (config, data, init_from, checkpoints of another run) has happened: the run
     # starts, and its record is written.
-    records.record_config(workdir, config, write=is_main)
     if is_main:
+        records.write_config(workdir, config)
         records.write_class_names(workdir, info.class_names)
 
     writer = metrics.MetricWriter(workdir, enabled=is_main)

@@ -74,14 +74,18 @@ def check_config(workdir: str, config) -> None:
 
 
 def record_config(workdir: str, config, write: bool = True) -> None:
-    """`check_config`, then writes WORKDIR/config.json (if `write`: process 0 does) unless it
-    already holds exactly `config`."""
+    """`check_config`, then `write_config`."""
     check_config(workdir, config)
+    if write:
+        write_config(workdir, config)
+
+
+def write_config(workdir: str, config) -> None:
+    """Writes WORKDIR/config.json unless it already holds exactly `config`."""
     path, current = os.path.join(workdir, CONFIG_FILE), _resolved(config)
     if os.path.exists(path) and read_config_json(path) == current:
         return
-    if write:
-        write_atomically(path, json.dumps(current, indent=2, sort_keys=True) + "\n")
+    write_atomically(path, json.dumps(current, indent=2, sort_keys=True) + "\n")
 
 
 def read_config_json(path: str) -> dict:
