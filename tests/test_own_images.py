@@ -229,6 +229,8 @@ def test_a_resume_with_another_config_is_refused_untouched(fine_tuned, photos):
 @pytest.mark.parametrize("tool, args, message", [
     ("evaluate.py", ["--workdir", "{missing}"], "error: workdir {missing} does not exist"),
     ("predict.py", ["--workdir", "{workdir}", "{missing}"], "error: {missing} does not exist"),
+    ("predict.py", ["--workdir", "{workdir}", "--batch_size=0", "{workdir}"],
+     "error: --batch_size must be >= 1, got 0"),
     ("export.py", ["--workdir", "{workdir}", "--format", "jax", "--output",
                    "{workdir}/config.json"],
      "error: {workdir}/config.json exists; choose another --output or pass --overwrite"),

@@ -124,3 +124,25 @@ def test_out_of_memory_is_one_line_and_a_smaller_batch_then_starts(tmp_path, cac
     assert loop.train_and_evaluate(smaller, workdir)["step"] == 4
     recorded = records.read_config_json(os.path.join(workdir, records.CONFIG_FILE))
     assert recorded["batch_size"] == 16
+
+
+def test_a_signal_while_the_data_is_listed_stops_before_the_workdir_is_touched(
+        tmp_path, cache_dir, monkeypatch):
+    import signal
+
+    from resnet_jax import errors
+    from resnet_jax.data import datasets
+
+    create_source = datasets.create_source
+
+    def listed_then_signalled(config):
+        source = create_source(config)
+        os.kill(os.getpid(), signal.SIGTERM)  # e.g. a scheduler's preemption during set-up
+        return source
+
+    monkeypatch.setattr(datasets, "create_source", listed_then_signalled)
+    workdir = tmp_path / "run"
+    with pytest.raises(errors.Interrupted, match="^SIGTERM before the run started: nothing "
+                                                 "was written"):
+        loop.train_and_evaluate(small_digits_config(cache_dir), str(workdir))
+    assert not workdir.exists()

@@ -70,6 +70,8 @@ def main(argv):
         raise app.UsageError("give image files or folders to classify")
     if FLAGS.top_k < 1:
         raise UserError(f"--top_k must be >= 1, got {FLAGS.top_k}")
+    if FLAGS.batch_size < 1:
+        raise UserError(f"--batch_size must be >= 1, got {FLAGS.batch_size}")
     run = inference.from_workdir(FLAGS.workdir)
     environment.announce(run.config.kernels, run.config.dtype, file=sys.stderr)  # stdout: results
     inference.eval_preprocessing(run.config)  # UserError for runs on arrays

@@ -35,21 +35,26 @@ def _setup_compilation_cache(path: str) -> None:
 def train_and_evaluate(config, workdir: str) -> dict:
     """Trains `config` in `workdir`, resuming from its latest checkpoint; returns eval metrics.
 
-    Stops early, with a checkpoint, on SIGTERM/SIGINT (`errors.Interrupted`) and, without saving
-    anything non-finite, when the loss or gradients stop being finite (`errors.Diverged`).
+    Stops early, with a checkpoint, on SIGTERM/SIGINT/SIGHUP (`errors.Interrupted`) and,
+    without saving anything non-finite, when the loss or gradients stop being finite
+    (`errors.Diverged`). A signal while the data is listed stops before the workdir is touched.
     """
     wall_start = time.perf_counter()
-    validate_config(config)
-    source = datasets.create_source(config)  # DataError if not prepared
-    with workdir_lib.claim(workdir), preemption.StopSignals() as stop:
-        # A workdir without checkpoints holds nothing to continue: its config.json (from a start
-        # that failed, e.g. out of memory) is replaced, not defended.
-        if checkpoint.has_checkpoints(workdir):
-            records.check_config(workdir, config)
-        if jax.process_index() == 0:
-            checkpoint.remove_unfinished(workdir)
-        with _out_of_memory_explained(config):
-            return _train_and_evaluate(config, workdir, source, stop, wall_start)
+    with preemption.StopSignals() as stop:  # heard from the start, not only once training runs
+        validate_config(config)
+        source = datasets.create_source(config)  # DataError if not prepared
+        if stop.received:
+            raise errors.Interrupted(f"{stop.received} before the run started: nothing was "
+                                     f"written; run the same command to start it")
+        with workdir_lib.claim(workdir):
+            # A workdir without checkpoints holds nothing to continue: its config.json (from a
+            # start that failed, e.g. out of memory) is replaced, not defended.
+            if checkpoint.has_checkpoints(workdir):
+                records.check_config(workdir, config)
+            if jax.process_index() == 0:
+                checkpoint.remove_unfinished(workdir)
+            with _out_of_memory_explained(config):
+                return _train_and_evaluate(config, workdir, source, stop, wall_start)
 
 
 @contextlib.contextmanager
