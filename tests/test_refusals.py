@@ -146,3 +146,27 @@ def test_a_signal_while_the_data_is_listed_stops_before_the_workdir_is_touched(
                                                  "was written"):
         loop.train_and_evaluate(small_digits_config(cache_dir), str(workdir))
     assert not workdir.exists()
+
+
+@pytest.mark.parametrize("error,status", [("errors.UserError('bad')", 2),
+                                          ("OSError(28, 'No space left on device', 'x')", 5),
+                                          ("RuntimeError('a bug')", 1)])
+def test_an_error_exits_even_if_a_background_thread_never_ends(error, status):
+    """As after a failed Orbax save: a non-daemon thread blocked forever would keep interpreter
+    shutdown waiting; the command still exits, with its status, within EXIT_GRACE_S."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import threading
+        from resnet_jax import errors
+        errors.EXIT_GRACE_S = 2.0
+        threading.Thread(target=threading.Event().wait, daemon=False).start()  # never ends
+        with errors.reported():
+            raise {error}
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert proc.returncode == status, proc.stderr
+    assert "background threads were still running 2 s after the error" in proc.stderr
