@@ -102,4 +102,4 @@ def reported_lines(stderr: str) -> list:
     """The lines a run reported to its user (errors, warnings, its stop line), without the
     logs of XLA, TensorFlow and absl."""
     return [line for line in stderr.splitlines()
-            if line.startswith(("error:", "warning:", "SIGTERM", "SIGINT"))]
+            if line.startswith(("error:", "warning:", "SIGTERM", "SIGINT", "SIGHUP"))]
