@@ -170,3 +170,17 @@ def test_an_error_exits_even_if_a_background_thread_never_ends(error, status):
                           timeout=60, cwd=os.path.dirname(os.path.dirname(__file__)))
     assert proc.returncode == status, proc.stderr
     assert "background threads were still running 2 s after the error" in proc.stderr
+
+
+def test_a_deleted_metrics_file_is_rebuilt_from_the_checkpoint(tmp_path, finished_run,
+                                                              cache_dir, capfd):
+    from tests.train_cli import read_metrics
+
+    workdir = str(tmp_path / "run")
+    shutil.copytree(finished_run[0], workdir)
+    before = read_metrics(workdir)
+    os.remove(os.path.join(workdir, "metrics.jsonl"))
+    # finished, but without its final eval row: it evaluates again, after rebuilding the rest
+    assert loop.train_and_evaluate(small_digits_config(cache_dir), workdir)["step"] == 24
+    assert "rebuilt them from checkpoint 24" in capfd.readouterr().err
+    assert read_metrics(workdir) == before

@@ -70,21 +70,25 @@ def remove_unfinished(workdir: str) -> None:
 
 
 def save(manager: ocp.CheckpointManager, step: int, state, description: dict,
-         interval_sums: dict | None = None) -> None:
+         interval_sums: dict | None = None, metrics_rows: list | None = None) -> None:
     """Saves `state` at `step` (asynchronously). `interval_sums`: the metric sums of the steps
     since the last metrics row, so that a resumed run writes the same rows as one that was not
-    interrupted."""
+    interrupted; `metrics_rows`: metrics.jsonl's rows up to `step`, from which a lost or cut
+    metrics.jsonl is rebuilt."""
     meta = dict(description)
     if interval_sums is not None:
         meta["interval_sums"] = {k: v.item() for k, v in interval_sums.items()}
+    if metrics_rows is not None:
+        meta["metrics_rows"] = metrics_rows
     manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                meta=ocp.args.JsonSave(meta)), force=True)
 
 
 def restore_latest(workdir: str, manager: ocp.CheckpointManager, keep: int, abstract_state,
                    description: dict):
-    """The newest checkpoint that can be read, as (manager, step, state, interval_sums), or
-    (manager, None, None, None) if there is none.
+    """The newest checkpoint that can be read, as (manager, step, state, interval_sums,
+    metrics_rows), or (manager, None, None, None, None) if there is none (metrics_rows is None
+    for checkpoints written before they held them).
 
     A checkpoint that cannot be read is reported in one line and moved out of the way, to
     WORKDIR/damaged_checkpoints/STEP (never deleted), once an older one has been read; if none
@@ -116,13 +120,13 @@ def _restore_latest(workdir, manager, keep, abstract_state, description):
         sums = meta.get("interval_sums")
         sums = None if sums is None else {k: np.asarray(v, _SUM_DTYPES.get(k, np.float32))
                                           for k, v in sums.items()}
-        return manager, step, state, sums
+        return manager, step, state, sums, meta.get("metrics_rows")
     if damaged:
         raise StorageError(
             f"no checkpoint in {manager.directory} can be read (steps "
             f"{', '.join(map(str, damaged))}); nothing was changed. Move the checkpoints "
             f"directory away to train from scratch, or restore it from a copy")
-    return manager, None, None, None
+    return manager, None, None, None, None
 
 
 # The integer sums (see metrics.nonfinite_sums); every other sum is float32.
@@ -137,7 +141,7 @@ def _check_compatible(saved: dict, description: dict, path: str) -> None:
     # Keys the checkpoint does not carry are not compared: checkpoints written before it carried
     # the whole run-defining config hold model, dataset, shortcut, batch size and classes.
     different = {k: (saved[k], v) for k, v in description.items()
-                 if k in saved and saved[k] != v}
+                 if k in saved and saved[k] != v}  # metrics_rows, interval_sums: not in it
     if different:
         detail = ", ".join(f"{k}: checkpoint {a!r} vs config {b!r}"
                            for k, (a, b) in sorted(different.items()))

@@ -104,7 +104,7 @@ def _train_and_evaluate(config, workdir, source, stop, wall_start) -> dict:
                                      with_ema=ema_config is not None),
                    out_shardings=sharding.replicated(mesh))
     rng = jax.random.PRNGKey(config.seed)
-    manager, start_step, state, sums = checkpoint.restore_latest(
+    manager, start_step, state, sums, saved_rows = checkpoint.restore_latest(
         workdir, manager, config.keep_checkpoints, jax.eval_shape(init, rng), description)
     if start_step == total_steps:
         finished = metrics.final_eval(workdir, total_steps)
@@ -129,7 +129,7 @@ def _train_and_evaluate(config, workdir, source, stop, wall_start) -> dict:
         records.write_class_names(workdir, info.class_names)
 
     writer = metrics.MetricWriter(workdir, enabled=is_main)
-    writer.resume_at(start_step)
+    writer.resume_at(start_step, saved_rows)
     local_batch = config.batch_size // jax.process_count()
     train_fn, compile_s = steps.compile_train_step(
         state, mesh, (local_batch, *info.image_shape), config.label_smoothing,
@@ -191,7 +191,8 @@ def _train_and_evaluate(config, workdir, source, stop, wall_start) -> dict:
         state is finite (a finite update can still overflow)."""
         interval = None if sums is None else jax.device_get(sums)
         _raise_if_diverged(interval, step, manager, bool(state_is_finite(state)))
-        checkpoint.save(manager, step, state, description, interval)
+        checkpoint.save(manager, step, state, description, interval,
+                        list(writer.rows) if is_main else None)
 
     interval_start, interval_steps, input_wait = time.perf_counter(), 0, 0.0
     stopping = False

@@ -91,15 +91,27 @@ class MetricWriter:
         self.enabled = enabled
         self.workdir = workdir
         self.path = os.path.join(workdir, "metrics.jsonl")
+        self.rows: list[dict] = []  # what metrics.jsonl holds; each checkpoint saves a copy
         self._tensorboard = tensorboard
         self._summary = None
 
-    def resume_at(self, step: int) -> None:
+    def resume_at(self, step: int, saved_rows: list | None = None) -> None:
         """Keeps the rows of steps up to `step` (the checkpoint the run resumes from; they will
-        be written again after it) and rewrites TensorBoard's events to match."""
+        be written again after it) and rewrites TensorBoard's events to match. `saved_rows`: the
+        checkpoint's copy, which replaces a metrics.jsonl that lost rows (deleted, cut)."""
         if not self.enabled:
             return
         kept = [row for row in read_rows(self.path) if row["step"] <= step]
+        if saved_rows is not None and len(saved_rows) > len(kept):
+            print(f"warning: {self.path} lacked {len(saved_rows) - len(kept)} of the "
+                  f"{len(saved_rows)} rows up to step {step} (deleted or cut?); rebuilt them "
+                  f"from checkpoint {step}", file=sys.stderr, flush=True)
+            kept = [dict(row) for row in saved_rows]
+        elif saved_rows is None and step and not kept:
+            print(f"warning: {self.path} holds no rows up to step {step}, and checkpoint "
+                  f"{step} (written by an older version) no copy of them: those rows are "
+                  f"lost; training continues from step {step}", file=sys.stderr, flush=True)
+        self.rows = kept
         write_atomically(self.path, "".join(json.dumps(row) + "\n" for row in kept))
         if self._tensorboard:
             for name in os.listdir(self.workdir):
@@ -113,8 +125,10 @@ class MetricWriter:
     def write(self, step: int, split: str, values: dict) -> None:
         if not self.enabled:
             return
+        row = {"step": int(step), "split": split, **values}
         with open(self.path, "a") as f:
-            f.write(json.dumps({"step": int(step), "split": split, **values}) + "\n")
+            f.write(json.dumps(row) + "\n")
+        self.rows.append(json.loads(json.dumps(row)))  # as read back: plain JSON values
         if self._summary is not None:
             self._scalars(step, split, values)
             self._summary.flush()
