@@ -34,7 +34,8 @@ MODEL_SCRIPT = textwrap.dedent("""
     exported = export_with_weights(model, variables, ("b", 32, 32, 3))
     again = jax.export.deserialize(exported.serialize()).call(np.ones((3, 32, 32, 3), np.float32))
     assert again.shape == (3, 10)
-    np.testing.assert_allclose(again[:2], model.apply(variables, x, train=False), rtol=1e-5, atol=1e-5)
+    expected = model.apply(variables, x, train=False)
+    np.testing.assert_allclose(again[:2], expected, rtol=1e-5, atol=1e-5)
     print("imported:", sorted({m.split(".")[0] for m in sys.modules} & set(sys.argv[1:])))
 """)
 
