@@ -94,29 +94,26 @@ EXIT_GRACE_S = 30.0
 @contextlib.contextmanager
 def reported():
     """One line on stderr and the error's exit status for a `ReportedError`, and for an
-    error caused by the storage (`storage_cause`): exit status 5. Nothing else is caught.
-    Either way the process then exits within `EXIT_GRACE_S`, even if a background thread
-    (Orbax's writers, after a failed save) would keep interpreter shutdown waiting forever."""
+    error caused by the storage (`storage_cause`): exit status 5. Nothing else is caught."""
     try:
         yield
     except ReportedError as error:
         print(f"{error.prefix}{error}", file=sys.stderr, flush=True)
-        _exit_within(EXIT_GRACE_S, error.exit_status)
         sys.exit(error.exit_status)
     except Exception as error:  # a full disk, a read-only mount... wherever it surfaced
         cause = storage_cause(error)
         if cause is None:
-            _exit_within(EXIT_GRACE_S, 1)  # a bug: its traceback, then exit, whatever hangs
             raise
         print(f"error: {describe_os_error(cause)}{_STORAGE_HINTS.get(cause.errno, '')}",
               file=sys.stderr, flush=True)
-        _exit_within(EXIT_GRACE_S, StorageError.exit_status)
         sys.exit(StorageError.exit_status)
 
 
-def _exit_within(seconds: float, status: int) -> None:
+def exit_within(seconds: float, status: int) -> None:
     """Ends the process with `status` after `seconds` unless it has exited by then (a daemon
-    timer: it runs while shutdown waits on other threads, and dies with a clean exit)."""
+    timer: it runs while shutdown waits on other threads, and dies with a clean exit). For a
+    command that stopped on an error: after a failed save, Orbax's writer threads can keep
+    interpreter shutdown waiting forever. Only where the process is about to exit."""
     def force():
         print(f"(exiting: background threads were still running {seconds:.0f} s after the "
               f"error above)", file=sys.stderr, flush=True)

@@ -151,7 +151,7 @@ def test_a_signal_while_the_data_is_listed_stops_before_the_workdir_is_touched(
 @pytest.mark.parametrize("error,status", [("errors.UserError('bad')", 2),
                                           ("OSError(28, 'No space left on device', 'x')", 5),
                                           ("RuntimeError('a bug')", 1)])
-def test_an_error_exits_even_if_a_background_thread_never_ends(error, status):
+def test_a_command_exits_on_an_error_even_if_a_thread_never_ends(error, status):
     """As after a failed Orbax save: a non-daemon thread blocked forever would keep interpreter
     shutdown waiting; the command still exits, with its status, within EXIT_GRACE_S."""
     import subprocess
@@ -159,17 +159,34 @@ def test_an_error_exits_even_if_a_background_thread_never_ends(error, status):
     import textwrap
 
     script = textwrap.dedent(f"""
-        import threading
+        import sys, threading
         from resnet_jax import errors
+        from resnet_jax.cli import flags as cli
         errors.EXIT_GRACE_S = 2.0
-        threading.Thread(target=threading.Event().wait, daemon=False).start()  # never ends
-        with errors.reported():
+
+        def main(argv):
+            threading.Thread(target=threading.Event().wait, daemon=False).start()  # never ends
             raise {error}
+
+        sys.argv = ["resnet-jax-test"]
+        cli.run(main, "testing")
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=60, cwd=os.path.dirname(os.path.dirname(__file__)))
+                          timeout=120, cwd=os.path.dirname(os.path.dirname(__file__)))
     assert proc.returncode == status, proc.stderr
     assert "background threads were still running 2 s after the error" in proc.stderr
+
+
+def test_reported_errors_in_process_arm_nothing():
+    """errors.reported inside a process that goes on (a test, a notebook) leaves no timer."""
+    import threading
+
+    from resnet_jax import errors
+
+    before = threading.active_count()
+    with pytest.raises(SystemExit), errors.reported():
+        raise errors.UserError("bad")
+    assert threading.active_count() == before
 
 
 def test_a_deleted_metrics_file_is_rebuilt_from_the_checkpoint(tmp_path, finished_run,

@@ -116,4 +116,14 @@ def run(main, job: str) -> None:
     for flag in (FLAGS.get_flags_for_module(main.__module__)
                  + FLAGS.get_flags_for_module(__name__)):  # define_launch_flags' 
         FLAGS.register_key_flag_for_module(sys.argv[0], flag)  # absl's name of the main module
-    app.run(wrapped, flags_parser=parse_flags)
+    from resnet_jax import errors
+    try:
+        app.run(wrapped, flags_parser=parse_flags)
+    except SystemExit as stopped:  # the command ends: no background thread may hold it up
+        status = stopped.code if isinstance(stopped.code, int) else int(stopped.code is not None)
+        if status:
+            errors.exit_within(errors.EXIT_GRACE_S, status)
+        raise
+    except BaseException:  # a bug: its traceback, then the same bound on the exit
+        errors.exit_within(errors.EXIT_GRACE_S, 1)
+        raise
