@@ -26,6 +26,7 @@ import os
 import re
 import sys
 import threading
+import traceback
 
 INTERRUPTED_TWICE = 130  # the shell's status for a process ended by SIGINT
 
@@ -99,6 +100,7 @@ def reported():
         yield
     except ReportedError as error:
         print(f"{error.prefix}{error}", file=sys.stderr, flush=True)
+        _release_frames(error)
         sys.exit(error.exit_status)
     except Exception as error:  # a full disk, a read-only mount... wherever it surfaced
         cause = storage_cause(error)
@@ -106,7 +108,19 @@ def reported():
             raise
         print(f"error: {describe_os_error(cause)}{_STORAGE_HINTS.get(cause.errno, '')}",
               file=sys.stderr, flush=True)
+        _release_frames(error)
         sys.exit(StorageError.exit_status)
+
+
+def _release_frames(error: BaseException) -> None:
+    """Drops the locals of the finished frames the error passed through, so that what they held
+    (a tf.data iterator over a Python generator, say) is finalised now, while the interpreter
+    runs, not at its shutdown (where TensorFlow logs that it could not)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        traceback.clear_frames(error.__traceback__)  # frames still running are skipped
+        error = error.__cause__ or error.__context__
 
 
 def exit_within(seconds: float, status: int) -> None:
