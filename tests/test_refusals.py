@@ -78,7 +78,7 @@ def test_a_checkpoint_left_unfinished_is_removed_at_start(tmp_path, finished_run
 
 
 def test_a_failed_atomic_write_leaves_no_temporary_file(tmp_path, monkeypatch):
-    from resnet_jax.train import workdir as workdir_lib
+    from resnet_jax.files import write_atomically
 
     path = tmp_path / "report.txt"
     path.write_text("the last good report\n")
@@ -88,7 +88,7 @@ def test_a_failed_atomic_write_leaves_no_temporary_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", full_disk)
     with pytest.raises(OSError, match="No space left"):
-        workdir_lib.write_atomically(str(path), "a new report\n")
+        write_atomically(str(path), "a new report\n")
     assert os.listdir(tmp_path) == ["report.txt"]
     assert path.read_text() == "the last good report\n"
 

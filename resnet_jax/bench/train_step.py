@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from resnet_jax import environment, models
+from resnet_jax.files import write_atomically
 from resnet_jax.models import kernels as kernel_seam
 from resnet_jax.launch import host_memory, sharding
 from resnet_jax.train import optim, steps
@@ -383,9 +384,7 @@ def main(argv=None):
             print(f"jax train-step compile: cold {c['cold_compile_s']:.1f} s, warm (persistent "
                   f"cache) {c['warm_compile_s']:.1f} s")
     if args.json:
-        with open(args.json + ".tmp", "w") as f:
-            json.dump(result, f, indent=2)
-        os.replace(args.json + ".tmp", args.json)
+        write_atomically(args.json, json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

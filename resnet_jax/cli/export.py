@@ -21,7 +21,7 @@ import os
 from absl import flags
 
 from resnet_jax.cli import flags as cli
-from resnet_jax.train.workdir import write_atomically
+from resnet_jax.files import write_atomically
 
 FORMATS = ("jax", "onnx", "torchvision")
 flags.DEFINE_string("workdir", None, "The run to export (its latest checkpoint).")

@@ -326,6 +326,8 @@ _SOURCES: dict[str, Callable] = {
 
 
 DATASETS = tuple(_SOURCES)
+# Datasets of image files, preprocessed with random-resized crops and resize + center crop.
+FILE_DATASETS = ("folder", "imagenet2012", "imagenette")
 
 
 def check_dataset(name: str) -> None:

@@ -90,7 +90,7 @@ def convert(version_dir: str, log=print) -> None:
             f"{time.monotonic() - start:.1f} s")
     info["fileFormat"] = FORMAT
     info["alternativeFileFormats"] = [*info.get("alternativeFileFormats", []), "tfrecord"]
-    from resnet_jax.train.workdir import write_atomically
+    from resnet_jax.files import write_atomically
     write_atomically(info_path, json.dumps(info, indent=2))
     log(f"{version_dir}: {FORMAT} files added; training reads them by index")
 

@@ -183,7 +183,7 @@ def write_results(workdir: str, planned: list[Run]) -> list[dict]:
 def write_tables(stem: str, rows: list[dict], header: list[str], cells: list[list[str]]) -> None:
     """STEM.csv (`rows`, every value as it is) and STEM.md (`header` over `cells`, the values
     as a reader wants them), each written whole."""
-    from resnet_jax.train.workdir import write_atomically
+    from resnet_jax.files import write_atomically
 
     text = io.StringIO()
     writer = csv.DictWriter(text, list(rows[0]))

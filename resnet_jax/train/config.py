@@ -52,7 +52,7 @@ def validate_config(config) -> None:
                           "to the weights of the backbone to keep (a .pth/.safetensors file "
                           "or a workdir)")
     eval_crop = datasets.eval_crop_size(config)
-    if config.dataset in FILE_DATASETS and config.eval_resize < eval_crop:
+    if config.dataset in datasets.FILE_DATASETS and config.eval_resize < eval_crop:
         raise ConfigError(f"eval_resize={config.eval_resize} must be >= the eval crop "
                           f"{eval_crop} (eval resizes the shorter side to eval_resize, then "
                           f"crops eval_crop_size, or image_size when that is 0)")
@@ -61,8 +61,6 @@ def validate_config(config) -> None:
             raise ConfigError(f"{key} must be {valid}, got {config[key]}")
 
 
-# Datasets of image files, preprocessed with random-resized crops and resize + center crop.
-FILE_DATASETS = ("folder", "imagenet2012", "imagenette")
 
 # Values that cannot work, refused before anything runs: key -> (test, the valid range).
 VALUE_RANGES = {

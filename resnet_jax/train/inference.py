@@ -15,7 +15,7 @@ from resnet_jax import models
 from resnet_jax.data import datasets, preprocessing
 from resnet_jax.errors import UserError
 from resnet_jax.train import checkpoint, records, steps
-from resnet_jax.train.config import FILE_DATASETS, model_from_config
+from resnet_jax.train.config import model_from_config
 
 
 @dataclasses.dataclass
@@ -58,10 +58,10 @@ def from_workdir(workdir: str, kernels: str | None = None) -> RunModel:
 
 def eval_preprocessing(config) -> dict:
     """How an image file becomes this run's input (for predict and the exports' JSON)."""
-    if config.dataset not in FILE_DATASETS:
+    if config.dataset not in datasets.FILE_DATASETS:
         raise UserError(f"runs on {config.dataset!r} take arrays, not image files: predict and "
                         f"the exports' preprocessing serve runs on "
-                        f"{', '.join(FILE_DATASETS)}")
+                        f"{', '.join(datasets.FILE_DATASETS)}")
     return preprocessing.eval_preprocessing_spec(
         datasets.eval_crop_size(config), config.eval_resize, preprocessing.IMAGENET_MEAN,
         preprocessing.IMAGENET_STD)

@@ -13,7 +13,7 @@ import numpy as np
 
 from resnet_jax.data.lazy_tf import tf
 from resnet_jax.errors import StorageError
-from resnet_jax.train.workdir import write_atomically
+from resnet_jax.files import write_atomically
 
 
 def classification_sums(logits, labels, mask=None) -> dict:

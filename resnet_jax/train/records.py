@@ -11,7 +11,7 @@ import os
 import ml_collections
 
 from resnet_jax.errors import UserError
-from resnet_jax.train.workdir import write_atomically
+from resnet_jax.files import write_atomically
 
 CONFIG_FILE, CLASSES_FILE = "config.json", "classes.txt"
 

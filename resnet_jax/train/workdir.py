@@ -31,19 +31,6 @@ STALE_AFTER_S = 600.0
 
 
 
-def write_atomically(path: str, data: str | bytes) -> None:
-    """Writes `data` to `path` whole or not at all: a temporary file beside it, then a rename.
-    A crash leaves the previous file (or none), never a half-written one."""
-    tmp = path + ".tmp"
-    try:
-        with open(tmp, "wb" if isinstance(data, bytes) else "w") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:  # a full disk, a signal: no half-written file left beside it
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
-
 class WorkdirInUse(errors.UserError):
     """Another run holds the workdir's lock."""
 
