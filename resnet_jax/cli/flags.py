@@ -98,11 +98,13 @@ def quiet_logs() -> None:
 def run(main, job: str) -> None:
     """Runs `main(argv)` as a command: absl's flags, then `errors.reported()` around it. `job`
     ("training", "evaluation", ...) names what needs the train extra in a core-only install."""
+    from resnet_jax import errors
+
     def wrapped(argv):
         if len(argv) > 1 and not getattr(main, "takes_arguments", False):
             raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
         quiet_logs()
-        from resnet_jax import environment, errors
+        from resnet_jax import environment
         with errors.reported():  # a UserError: one line, exit 2; anything else: traceback
             environment.require_extra("train", job)
             from resnet_jax.train import checkpoint
@@ -116,7 +118,6 @@ def run(main, job: str) -> None:
     for flag in (FLAGS.get_flags_for_module(main.__module__)
                  + FLAGS.get_flags_for_module(__name__)):  # define_launch_flags' 
         FLAGS.register_key_flag_for_module(sys.argv[0], flag)  # absl's name of the main module
-    from resnet_jax import errors
     try:
         app.run(wrapped, flags_parser=parse_flags)
     except SystemExit as stopped:  # the command ends: no background thread may hold it up

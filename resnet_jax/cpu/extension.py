@@ -52,7 +52,7 @@ class ExtensionUnavailable(UserError):
 
 # oneDNN's wheels (the train extra's) exist for Linux x86_64 only; elsewhere (macOS arm64,
 # Linux aarch64) the portable kernels are the plan, not a fault.
-SUPPORTED_PLATFORM = sys.platform == "linux" and platform.machine() in ("x86_64", "AMD64")
+SUPPORTED_PLATFORM = sys.platform == "linux" and platform.machine() == "x86_64"
 
 
 def _onednn_prefix() -> pathlib.Path:

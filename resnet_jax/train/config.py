@@ -61,7 +61,6 @@ def validate_config(config) -> None:
             raise ConfigError(f"{key} must be {valid}, got {config[key]}")
 
 
-
 # Values that cannot work, refused before anything runs: key -> (test, the valid range).
 VALUE_RANGES = {
     "learning_rate": (lambda v: v >= 0, ">= 0 (a negative rate climbs the loss)"),

@@ -125,10 +125,10 @@ class MetricWriter:
     def write(self, step: int, split: str, values: dict) -> None:
         if not self.enabled:
             return
-        row = {"step": int(step), "split": split, **values}
+        line = json.dumps({"step": int(step), "split": split, **values})
         with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-        self.rows.append(json.loads(json.dumps(row)))  # as read back: plain JSON values
+            f.write(line + "\n")
+        self.rows.append(json.loads(line))  # as read back: plain JSON values
         if self._summary is not None:
             self._scalars(step, split, values)
             self._summary.flush()

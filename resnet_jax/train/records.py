@@ -44,8 +44,11 @@ def _as_json(config) -> dict:
 def defining_values(config) -> dict:
     """The config's values that define the run (what a resume may not change), as JSON values;
     checkpoints carry them, so a lost config.json cannot let a resume drift."""
-    return {k: v for k, v in _as_json(config).items()
-            if k not in CHANGEABLE_ON_RESUME | RETIRED_KEYS}
+    return _defining(_as_json(config))
+
+
+def _defining(values: dict) -> dict:
+    return {k: v for k, v in values.items() if k not in CHANGEABLE_ON_RESUME | RETIRED_KEYS}
 
 
 def _resolved(config) -> dict:
@@ -61,10 +64,9 @@ def check_config(workdir: str, config) -> None:
     path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.exists(path):
         return
-    current, recorded = _resolved(config), read_config_json(path)
+    current, recorded = defining_values(config), _defining(read_config_json(path))
     different = sorted(k for k in set(recorded) | set(current)
-                       if k not in CHANGEABLE_ON_RESUME | RETIRED_KEYS
-                       and recorded.get(k, "<unset>") != current.get(k, "<unset>"))
+                       if recorded.get(k, "<unset>") != current.get(k, "<unset>"))
     if different:
         detail = ", ".join(f"{k}={recorded.get(k, '<unset>')!r} there, "
                            f"{current.get(k, '<unset>')!r} here" for k in different)
