@@ -195,3 +195,67 @@ def test_models_default_to_the_portable_kernels():
     jaxpr = str(jax.make_jaxpr(lambda v, x: model.apply(v, x, train=True,
                                                         mutable=["batch_stats"]))(variables, x))
     assert "ffi_call" not in jaxpr and "custom_call" not in jaxpr  # no extension kernels
+
+
+# --- backbone: pooled features and feature maps (timm's conventions) -------------------------
+
+def test_feature_info_gives_timm_channels_and_reductions():
+    """timm's feature_info for these models: channels and reductions of out_indices 0..4."""
+    def described(name):
+        info = models.create_model(name, num_classes=0, features_only=True).feature_info
+        return [(f.index, f.channels, f.reduction, f.module) for f in info]
+
+    assert described("resnet18") == [(0, 64, 2, "relu"), (1, 64, 4, "layer1"),
+                                     (2, 128, 8, "layer2"), (3, 256, 16, "layer3"),
+                                     (4, 512, 32, "layer4")]
+    assert [c for _, c, _, _ in described("resnet50")] == [64, 256, 512, 1024, 2048]
+    assert [c for _, c, _, _ in described("wide_resnet50_2")] == [64, 256, 512, 1024, 2048]
+    assert described("resnet20") == [(0, 16, 1, "relu"), (1, 16, 1, "layer1"),
+                                     (2, 32, 2, "layer2"), (3, 64, 4, "layer3")]
+
+
+def test_feature_maps_have_the_shapes_feature_info_promises():
+    model = models.create_model("resnet50", num_classes=0, features_only=True)
+    shapes = jax.eval_shape(lambda x: model.init_with_output(
+        jax.random.PRNGKey(0), x, train=False)[0], jnp.zeros((2, 64, 96, 3)))
+    assert [s.shape for s in shapes] == [(2, 64 // f.reduction, 96 // f.reduction, f.channels)
+                                         for f in model.feature_info]
+
+
+def test_a_subset_of_feature_maps_builds_only_the_stages_it_needs():
+    model = models.create_model("resnet18", num_classes=0, features_only=True,
+                                out_indices=(1, 2))
+    params = models.init_shapes(model, 64)["params"]
+    assert {name.split("_")[0] for name in params} == {"conv1", "bn1", "layer1", "layer2"}
+    pooled = models.init_shapes(models.create_model("resnet18", num_classes=0),
+                                64)["params"]
+    assert "fc" not in pooled and "layer4_1" in pooled
+
+
+def test_classifier_weights_serve_every_output():
+    """One set of variables (a classifier's, head included) gives logits, pooled features
+    and feature maps; the logits are the head applied to the pooled features."""
+    classifier = models.create_model("resnet8", num_classes=10)
+    x = jnp.asarray(np.random.RandomState(0).randn(2, 19, 23, 3), jnp.float32)
+    variables = classifier.init(jax.random.PRNGKey(1), x, train=False)
+    logits = classifier.apply(variables, x, train=False)
+    pooled = models.create_model("resnet8", num_classes=0).apply(variables, x, train=False)
+    maps = models.create_model("resnet8", num_classes=0, features_only=True).apply(
+        variables, x, train=False)
+    fc = variables["params"]["fc"]
+    np.testing.assert_allclose(pooled @ fc["kernel"] + fc["bias"], logits, rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(maps[-1].mean(axis=(1, 2)), pooled, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"num_classes": -1}, r"num_classes must be >= 1 \(logits\) or 0"),
+    ({"num_classes": 0, "out_indices": (1,)}, "needs features_only=True"),
+    ({"num_classes": 0, "features_only": True, "out_indices": (0, 5)}, "0..4"),
+    ({"num_classes": 0, "features_only": True, "out_indices": ()}, "distinct numbers"),
+])
+def test_backbone_option_mistakes_are_user_errors(options, message):
+    from resnet_jax.errors import UserError
+
+    with pytest.raises(UserError, match=message):
+        models.create_model("resnet18", **options)

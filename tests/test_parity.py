@@ -93,6 +93,75 @@ def test_float32_eval_logits_equal_torch_through_the_cpu_extension(name, height,
     assert_eval_logits_equal_torch(name, height, width, kernels="native")
 
 
+# --- backbone outputs: torchvision's create_feature_extractor -------------------------------
+
+# Odd sizes, where padding and pooling conventions show; a basic-block, a grouped bottleneck
+# and a CIFAR net (whose twin pools functionally: its node is "adaptive_avg_pool2d").
+FEATURE_CASES = [("resnet18", 45, 61, {}), ("resnext50_32x4d", 41, 39, {}),
+                 ("resnet20", 19, 23, {}),
+                 ("resnet18", 45, 61, {"kernels": "native"})]
+
+
+def torchvision_features(torch_model, x, stages: int):
+    """{timm index: NHWC feature map} and the pooled features, from torchvision's FX
+    feature extractor on the torch model."""
+    from torchvision.models import feature_extraction
+
+    nodes = feature_extraction.get_graph_node_names(torch_model)[1]
+    pooled = "avgpool" if "avgpool" in nodes else "adaptive_avg_pool2d"
+    wanted = {"relu": "0", **{f"layer{i}": str(i) for i in range(1, stages + 1)},
+              pooled: "pooled"}
+    extractor = feature_extraction.create_feature_extractor(torch_model, wanted)
+    with torch.no_grad():
+        out = {k: v.numpy() for k, v in extractor(torch.from_numpy(x)).items()}
+    pooled_features = out.pop("pooled").reshape(len(x), -1)
+    return {int(k): nhwc(v) for k, v in out.items()}, pooled_features
+
+
+@pytest.mark.parametrize("name,height,width,options", FEATURE_CASES,
+                         ids=[f"{c[0]}-{c[1]}x{c[2]}-{c[3].get('kernels', 'xla')}"
+                              for c in FEATURE_CASES])
+def test_feature_maps_and_pooled_features_equal_torchvision(name, height, width, options):
+    """features_only (every out_index) and num_classes=0 from the classifier's weights give
+    torchvision's intermediate and pooled outputs, shapes included."""
+    if options.get("kernels") == "native":
+        extension_available.require()
+    torch_model, _ = torch_pair(name)
+    torch_model.eval()
+    variables = torch_interop.from_torchvision(name, torch_model.state_dict())
+    x = images(2, height, width)
+    model = models.create_model(name, num_classes=0, features_only=True, **options)
+    expected, expected_pooled = torchvision_features(torch_model, x, len(model.feature_info) - 1)
+    maps = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, nhwc(x))
+    assert [f.index for f in model.feature_info] == sorted(expected)
+    for info, ours in zip(model.feature_info, maps):
+        chex.assert_shape(ours, expected[info.index].shape)
+        assert ours.shape[-1] == info.channels
+        assert relative_error(ours, expected[info.index]) < LOGITS_RTOL, info
+    pooled = models.create_model(name, num_classes=0, **options).apply(variables, nhwc(x),
+                                                                       train=False)
+    chex.assert_shape(pooled, expected_pooled.shape)
+    assert relative_error(pooled, expected_pooled) < LOGITS_RTOL
+
+
+def test_float64_feature_maps_equal_torch_tightly():
+    torch_model, _ = torch_pair("resnet18")
+    torch_model.eval().double()
+    x = images(2, 37, 29, dtype=np.float64)
+    expected, expected_pooled = torchvision_features(torch_model, x, 4)
+    with jax.enable_x64(True):
+        model = models.create_model("resnet18", num_classes=0, features_only=True,
+                                    out_indices=(0, 2, 4), dtype=jnp.float64,
+                                    param_dtype=jnp.float64)
+        variables = jax.tree_util.tree_map(
+            lambda v: jnp.asarray(v, jnp.float64),
+            torch_interop.from_torchvision("resnet18", torch_model.state_dict()))
+        maps = model.apply(variables, nhwc(x), train=False)
+        for info, ours in zip(model.feature_info, maps):
+            assert ours.dtype == jnp.float64
+            assert relative_error(ours, expected[info.index]) < 1e-12, info
+
+
 def test_cifar_option_b_eval_logits_equal_torch():
     torch_model, model = torch_pair("resnet20", shortcut="B")
     torch_model.eval()

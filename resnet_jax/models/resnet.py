@@ -3,12 +3,20 @@
 It follows torchvision's structure and parameter names (`conv1`, `bn1`, `layer1_0`,
 `downsample`, `fc`) so that weights map key by key (`resnet_jax.interop`). Input is NHWC.
 No training logic lives here.
+
+One module, three outputs from the same parameters and names (timm's conventions), so the
+weights of any of them load into the others:
+- logits (`num_classes >= 1`);
+- the globally pooled features (`num_classes=0`), torchvision's `avgpool` output flattened;
+- the feature maps (`features_only=True`, `out_indices`), numbered as timm numbers them:
+  0 is the stem's activation (before the ImageNet stem's max-pool), 1.. the stages
+  (`layer1`..); `feature_info` gives each one's channels, reduction and torchvision name.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import jax.numpy as jnp
 from flax import linen as nn
@@ -20,6 +28,14 @@ from resnet_jax.models.layers import (conv_kernel_init, dense_bias_init, dense_k
 
 Dtype = Any
 ModuleDef = Any
+
+
+class FeatureInfo(NamedTuple):
+    """One feature map of `ResNet(features_only=True)`, as timm's `feature_info` describes it."""
+    index: int  # timm's out_indices number
+    channels: int
+    reduction: int  # input size / feature map size (for sizes divisible by it)
+    module: str  # the torchvision node whose output it is (create_feature_extractor's name)
 
 
 class ResNet(nn.Module):
@@ -47,11 +63,32 @@ class ResNet(nn.Module):
     bn_one_pass_variance: bool | None = None  # None: only for 16-bit compute (see BatchNorm)
     bn_group_size: int | None = None  # None: statistics over the whole (global) batch
     kernels: str = "xla"
+    features_only: bool = False
+    out_indices: Sequence[int] | None = None  # with features_only; None: every feature map
     # Stochastic depth (timm's drop_path_rate): block k of n drops its residual branch with
     # probability drop_path_rate * k / (n - 1) in training (needs a "dropout" rng).
     drop_path_rate: float = 0.0
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+
+    @property
+    def feature_info(self) -> tuple[FeatureInfo, ...]:
+        """The feature maps `features_only` returns (all of them when out_indices is None)."""
+        first = 2 if self.stem == "imagenet" else 1  # the stem's stride
+        every = [FeatureInfo(0, self.stage_widths[0], first, "relu")]
+        reduction = first * (2 if self.stem == "imagenet" else 1)  # the max-pool's
+        for i, width in enumerate(self.stage_widths):
+            reduction *= 2 if i > 0 else 1
+            every.append(FeatureInfo(i + 1, width * self.block_cls.expansion, reduction,
+                                     f"layer{i + 1}"))
+        if self.out_indices is None:
+            return tuple(every)
+        bad = [i for i in self.out_indices if not 0 <= i < len(every)]
+        if bad or not self.out_indices or len(set(self.out_indices)) < len(self.out_indices):
+            raise UserError(f"out_indices must be distinct numbers in 0..{len(every) - 1} "
+                            f"(0: the stem, 1..{len(every) - 1}: the stages), got "
+                            f"{tuple(self.out_indices)}")
+        return tuple(every[i] for i in self.out_indices)
 
     @nn.compact
     def __call__(self, x, *, train: bool):
@@ -79,24 +116,34 @@ class ResNet(nn.Module):
         last_norm = _in_mode(functools.partial(bn, scale_init=nn.initializers.zeros), train) \
             if self.zero_init_residual else norm
 
+        wanted = [f.index for f in self.feature_info] if self.features_only else None
+        last = max(wanted) if wanted else len(self.stage_sizes)  # later stages are not built
         x = x.astype(self.dtype)
         if self.stem == "imagenet":
             x = relu(norm(name="bn1")(conv(self.stage_widths[0], 7, 2, name="conv1")(x)))
-            # (B, H/2, W/2, 64); max-pool padding is -inf, as in torch.
-            x = kernels.max_pool(x, (3, 3), (2, 2), symmetric_padding(3))
         else:
             x = relu(norm(name="bn1")(conv(self.stage_widths[0], 3, 1, name="conv1")(x)))
+        feature_maps = [x]  # (B, H/2, W/2, 64) after the ImageNet stem, (B, H, W, 16) CIFAR's
+        if self.stem == "imagenet" and last > 0:
+            # max-pool padding is -inf, as in torch
+            x = kernels.max_pool(x, (3, 3), (2, 2), symmetric_padding(3))
 
         rates = iter(drop_path_rates(sum(self.stage_sizes),
                                      self.drop_path_rate if train else 0.0))
-        for i, (num_blocks, features) in enumerate(zip(self.stage_sizes, self.stage_widths)):
+        stages = list(zip(self.stage_sizes, self.stage_widths))[:last]
+        for i, (num_blocks, features) in enumerate(stages):
             for j in range(num_blocks):
                 strides = 2 if i > 0 and j == 0 else 1
                 x = self.block_cls(features, strides, self.shortcut, conv, norm, last_norm,
                                    groups=self.groups, width_per_group=self.width_per_group,
                                    drop_path=next(rates), name=f"layer{i + 1}_{j}")(x)
+            feature_maps.append(x)
+        if self.features_only:
+            return tuple(feature_maps[i] for i in wanted)  # each (B, H/reduction, W/..., C)
 
         x = jnp.mean(x, axis=(1, 2))  # (B, C)
+        if self.num_classes == 0:
+            return x  # the pooled features, timm's num_classes=0
         return nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
                         kernel_init=dense_kernel_init, bias_init=dense_bias_init(x.shape[-1]),
                         name="fc")(x)

@@ -56,8 +56,7 @@ TORCHVISION_MODELS = frozenset({
 
 MODEL_OPTIONS = ("in_channels", "shortcut", "zero_init_residual", "bn_momentum", "bn_epsilon",
                  "bn_one_pass_variance", "bn_group_size", "kernels", "drop_path_rate",
-                 "dtype", "param_dtype")
-
+                 "dtype", "param_dtype", "features_only", "out_indices")
 
 
 def check_model_name(name: str) -> None:
@@ -84,10 +83,18 @@ def create_model(name: str, *, num_classes: int, **options) -> ResNet:
     of N examples, "ghost" batch norm), kernels ("xla": portable and exportable; "auto": the
     fastest this machine has; see `resnet_jax.models.kernels`), dtype (computation, float32),
     param_dtype (float32). Batch-norm statistics are kept in at least float32.
+
+    As a backbone (timm's conventions): `num_classes=0` returns the globally pooled features
+    (B, C); `features_only=True` returns a tuple of NHWC feature maps, `out_indices` (default:
+    all) numbering them 0 = the stem's activation, 1.. = the stages; the module's
+    `feature_info` gives their channels, reductions and torchvision names.
     """
     check_model_name(name)
-    if num_classes < 1:
-        raise UserError(f"num_classes must be >= 1, got {num_classes}")
+    if num_classes < 0:
+        raise UserError(f"num_classes must be >= 1 (logits) or 0 (pooled features), got "
+                        f"{num_classes}")
+    if options.get("out_indices") is not None and not options.get("features_only"):
+        raise UserError("out_indices chooses feature maps: it needs features_only=True")
     unknown = sorted(set(options) - set(MODEL_OPTIONS))
     if unknown:
         raise UserError(f"unknown model option(s) {', '.join(unknown)}; valid options: "
@@ -99,4 +106,8 @@ def create_model(name: str, *, num_classes: int, **options) -> ResNet:
         raise UserError(f"{name} is a plain net: it has no shortcuts (shortcut="
                         f"{options['shortcut']!r} given)")
     kernels.check_name(options.get("kernels", "xla"))
-    return MODELS[name](num_classes=num_classes, **options)
+    if options.get("out_indices") is not None:
+        options["out_indices"] = tuple(options["out_indices"])
+    model = MODELS[name](num_classes=num_classes, **options)
+    model.feature_info  # a UserError for out_indices outside the model's feature maps
+    return model
