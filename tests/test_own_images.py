@@ -209,6 +209,103 @@ def test_torchvision_with_the_exported_preprocessing_classifies_alike(fine_tuned
     assert abs(np.mean(right) - final["top1"]) <= 1 / len(right) + 1e-9
 
 
+@pytest.fixture(scope="module")
+def gallery(fine_tuned, photos, tmp_path_factory):
+    """embed.py's embeddings of the training images (class folders), and its stdout."""
+    workdir, *_ = fine_tuned
+    output = str(tmp_path_factory.mktemp("embeddings") / "gallery.npz")
+    proc = run_tool("embed.py", ["--workdir", workdir, "--output", output,
+                                 os.path.join(photos, "train")])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return output, proc.stdout
+
+
+def test_embeddings_are_torchvision_pooled_features_of_the_eval_pixels(fine_tuned, photos,
+                                                                        gallery):
+    """The run trained at learning rate 0 from the .pth: its embeddings are torchvision's
+    resnet18 avgpool output for the same evaluation pixels, L2-normalised."""
+    from resnet_jax.data import folders, preprocessing
+
+    _, weights, *_ = fine_tuned
+    output, stdout = gallery
+    with np.load(output, allow_pickle=False) as f:
+        paths, vectors, labels, classes = f["paths"], f["embeddings"], f["labels"], f["classes"]
+    assert f"wrote {output}: {CLASSES * 16} embeddings of dimension 512, 3 classes" in stdout
+    assert vectors.shape == (CLASSES * 16, 512) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, rtol=1e-5)
+    assert list(classes) == [f"class_{k}" for k in range(CLASSES)]
+    assert [classes[label] for label in labels] == [os.path.basename(os.path.dirname(p))
+                                                    for p in paths]
+    model = torchvision.models.resnet18(num_classes=CLASSES)
+    model.load_state_dict(torch.load(weights, weights_only=True))
+    model.fc = torch.nn.Identity()
+    chosen = [0, 17, len(paths) - 1]
+    pixels = np.stack([folders.read_eval_image(str(paths[i]), 32, 36) for i in chosen])
+    x = (pixels / 1.0 - preprocessing.IMAGENET_MEAN) / preprocessing.IMAGENET_STD
+    with torch.no_grad():
+        pooled = model.eval()(torch.from_numpy(x.transpose(0, 3, 1, 2).astype(np.float32)))
+    expected = pooled.numpy() / np.linalg.norm(pooled.numpy(), axis=1, keepdims=True)
+    np.testing.assert_allclose(vectors[chosen], expected, atol=1e-5)
+
+
+def test_search_names_neighbours_and_measures_retrieval(gallery, photos):
+    """The gallery remembers its model: the queries need no --workdir."""
+    output, _ = gallery
+    proc = run_tool("embed.py", ["--gallery", output, "--top_k", "3", "--json",
+                                 os.path.join(photos, "val")])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(rows) == CLASSES * 6
+    with np.load(output, allow_pickle=False) as f:
+        gallery_paths = set(f["paths"])
+    for row in rows:
+        similarities = [n["similarity"] for n in row["neighbors"]]
+        assert len(similarities) == 3 and similarities == sorted(similarities, reverse=True)
+        assert all(n["path"] in gallery_paths and n["class"] == os.path.basename(
+            os.path.dirname(n["path"])) for n in row["neighbors"])
+    quality = json.load(open(output[:-len(".npz")] + ".retrieval.json"))
+    nearest_right = np.mean([r["neighbors"][0]["class"] == os.path.basename(
+        os.path.dirname(r["path"])) for r in rows])
+    assert quality["recall@1"] == pytest.approx(nearest_right)
+    assert quality["queries"] == CLASSES * 6 and 0 < quality["map"] <= 1
+    assert f"retrieval: recall@1 {quality['recall@1']:.4f}" in proc.stderr
+
+
+def test_shards_and_a_weights_file_give_the_same_embeddings(fine_tuned, photos, gallery,
+                                                             tmp_path):
+    """In-process: two shards merged equal the whole job; `--config` with the .pth (the run's
+    starting weights, kept bitwise) embeds alike; an unreadable file is named and skipped."""
+    import shutil
+
+    from resnet_jax.configs import folder
+    from resnet_jax.retrieval import backbone, embeddings, jobs
+
+    workdir, weights, *_ = fine_tuned
+    output, _ = gallery
+    whole = embeddings.load(output)
+    run_backbone = backbone.from_workdir(workdir)
+    train = os.path.join(photos, "train")
+    shards = [str(tmp_path / f"{k}.npz") for k in range(2)]
+    for k, shard in enumerate(shards):
+        jobs.embed_to_file(run_backbone, [train], shard, 8, shard=f"{k}/2")
+    merged = jobs.merge_files(shards, str(tmp_path / "merged.npz"))
+    np.testing.assert_array_equal(merged.paths, whole.paths)
+    np.testing.assert_allclose(merged.embeddings, whole.embeddings, atol=1e-6)
+
+    config = folder.get_config()
+    config.model, config.image_size, config.eval_resize = "resnet18", 32, 36
+    config.init_from = weights
+    damaged = tmp_path / "damaged"
+    shutil.copytree(os.path.join(train, "class_1"), damaged / "class_1")
+    (damaged / "class_1" / "broken.jpg").write_bytes(b"not a JPEG")
+    from_weights = jobs.embed(backbone.from_config(config), [str(damaged)], 4)
+    assert [os.path.basename(s.split(": ")[0].split()[-1]) for s in from_weights.skipped] == \
+        ["broken.jpg"]
+    expected = whole.embeddings[[os.path.basename(os.path.dirname(p)) == "class_1"
+                                 for p in whole.paths]]
+    np.testing.assert_allclose(from_weights.embeddings, expected, atol=1e-5)
+
+
 def test_a_resume_with_another_config_is_refused_untouched(fine_tuned, photos):
     workdir, weights, *_ = fine_tuned
     before = _fresh_tree(workdir)
@@ -234,6 +331,9 @@ def test_a_resume_with_another_config_is_refused_untouched(fine_tuned, photos):
     ("export.py", ["--workdir", "{workdir}", "--format", "jax", "--output",
                    "{workdir}/config.json"],
      "error: {workdir}/config.json exists; choose another --output or pass --overwrite"),
+    ("embed.py", ["--workdir", "{workdir}", "{workdir}"],
+     "error: --output E.npz is where the embeddings go: set it"),
+    ("embed.py", ["--gallery", "{missing}.npz", "{workdir}"], "error: {missing}.npz does not exist"),
 ])
 def test_tool_mistakes_are_one_line_and_exit_2(fine_tuned, tmp_path, tool, args, message):
     workdir, *_ = fine_tuned

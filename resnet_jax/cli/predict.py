@@ -9,7 +9,6 @@ class names with their probabilities; with --json, one JSON object per line:
 """
 
 import json
-import os
 import sys
 
 from absl import app, flags
@@ -24,45 +23,11 @@ flags.DEFINE_integer("batch_size", 32, "Images per forward pass.")
 FLAGS = flags.FLAGS
 
 
-def image_paths(paths) -> list[str]:
-    from resnet_jax.data.folders import IMAGE_EXTENSIONS
-    from resnet_jax.errors import UserError
-
-    found = []
-    for path in paths:
-        if os.path.isdir(path):
-            for root, dirs, files in os.walk(path):
-                dirs.sort()
-                found += [os.path.join(root, f) for f in sorted(files)
-                          if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")]
-        elif os.path.isfile(path):
-            found.append(path)
-        else:
-            raise UserError(f"{path} does not exist")
-    if not found:
-        raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {', '.join(paths)}")
-    return found
-
-
-def load_pixels(path: str, size: int, resize: int, max_pixels: int):
-    """The image at `path` as the run's evaluation sees it: uint8 (size, size, 3)."""
-    from resnet_jax.data import folders, preprocessing
-    from resnet_jax.data.lazy_tf import tf
-    from resnet_jax.errors import UserError
-
-    folders.check_header(path, max_pixels)  # a decompression bomb is named, not decoded
-    try:
-        return preprocessing.eval_pixels(tf.io.read_file(path), size, resize).numpy()
-    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as error:
-        from resnet_jax.data.folders import tf_error_reason
-        raise UserError(f"cannot read image {path}: {tf_error_reason(error)}") from None
-
-
 def main(argv):
     import numpy as np
 
     from resnet_jax import environment
-    from resnet_jax.data import datasets, preprocessing
+    from resnet_jax.data import datasets, folders, preprocessing
     from resnet_jax.errors import UserError
     from resnet_jax.train import inference
 
@@ -75,7 +40,7 @@ def main(argv):
     run = inference.from_workdir(FLAGS.workdir)
     environment.announce(run.config.kernels, run.config.dtype, file=sys.stderr)  # stdout: results
     inference.eval_preprocessing(run.config)  # UserError for runs on arrays
-    paths = image_paths(argv[1:])
+    paths = folders.find_images(argv[1:])
     # uint8 pixels in, normalised on the device as the evaluation step does
     logits_of = inference.logits_fn(run, (preprocessing.IMAGENET_MEAN,
                                           preprocessing.IMAGENET_STD))
@@ -84,7 +49,8 @@ def main(argv):
     k = min(k, len(run.class_names))
     for start in range(0, len(paths), FLAGS.batch_size):
         chunk = paths[start:start + FLAGS.batch_size]
-        pixels = np.stack([load_pixels(p, size, resize, max_pixels) for p in chunk])
+        pixels = np.stack([folders.read_eval_image(p, size, resize, max_pixels)
+                           for p in chunk])
         # A fixed batch shape (padded), so that one compilation serves every chunk.
         padded = np.zeros((FLAGS.batch_size, *pixels.shape[1:]), pixels.dtype)
         padded[:len(chunk)] = pixels

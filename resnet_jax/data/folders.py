@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+import threading
 import unicodedata
 
 import numpy as np
@@ -184,18 +185,24 @@ def check_headers(paths, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
         check_header(path, max_pixels)
 
 
+# PIL's bomb limit is a global that check_header lifts while it reads a header (the limit is
+# ours); the lock keeps threads that read headers at once from leaving it lifted.
+_PIL_LIMIT_LOCK = threading.Lock()
+
+
 def check_header(path: str, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
     from PIL import Image, UnidentifiedImageError
 
-    previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # the limit is ours
-    try:
-        with Image.open(path) as image:
-            width, height = image.size  # the header is parsed by open
-    except (UnidentifiedImageError, OSError) as error:
-        raise FolderError(f"cannot read image {path}: {error}; fix or remove the file") \
-            from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = previous
+    with _PIL_LIMIT_LOCK:
+        previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            with Image.open(path) as image:
+                width, height = image.size  # the header is parsed by open
+        except (UnidentifiedImageError, OSError) as error:
+            raise FolderError(f"cannot read image {path}: {error}; fix or remove the file") \
+                from None
+        finally:
+            Image.MAX_IMAGE_PIXELS = previous
     if width * height > max_pixels:
         raise FolderError(f"image {path} is {width}x{height}, {width * height:,} pixels, more "
                           f"than max_image_pixels={max_pixels:,} (a decompression bomb?); "
@@ -209,6 +216,39 @@ def tf_error_reason(error) -> str:
     message = (str(error.message).strip().splitlines() or ["unreadable"])[0]
     message = re.sub(r"^\{\{[^}]*\}\}\s*", "", message)
     return re.sub(r"\s*\[Op:\w+\].*$", "", message)
+
+
+def find_images(paths) -> list[str]:
+    """The image files that `paths` name: files as given, folders searched recursively (sorted,
+    hidden files skipped). UserError for a path that does not exist or when none is found."""
+    found = []
+    for path in paths:
+        if os.path.isdir(path):
+            for root, dirs, files in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                found += [os.path.join(root, f) for f in sorted(files)
+                          if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")]
+        elif os.path.isfile(path):
+            found.append(path)
+        else:
+            raise UserError(f"{path} does not exist")
+    if not found:
+        raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {', '.join(paths)}")
+    return found
+
+
+def read_eval_image(path: str, size: int, resize: int, max_pixels: int = MAX_IMAGE_PIXELS):
+    """The image at `path` as a run's evaluation sees it: uint8 (size, size, 3). FolderError
+    naming the file if it cannot be read."""
+    from resnet_jax.data.lazy_tf import tf
+    from resnet_jax.data.preprocessing import eval_pixels
+
+    check_header(path, max_pixels)  # a decompression bomb is named, not decoded
+    try:
+        return eval_pixels(tf.io.read_file(path), size, resize).numpy()
+    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError,
+            tf.errors.PermissionDeniedError) as error:
+        raise FolderError(f"cannot read image {path}: {tf_error_reason(error)}") from None
 
 
 def find_undecodable(paths) -> tuple[str, str] | None:

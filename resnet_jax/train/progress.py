@@ -1,4 +1,4 @@
-"""Training progress for a person watching: a tqdm bar on a terminal; in a log file or under a
+"""Progress of long work (training steps, images embedded) for a person watching: a tqdm bar on a terminal; in a log file or under a
 scheduler (no terminal), or with `progress_bar=False`, one plain line every `interval_s`
 instead of a bar's carriage returns."""
 
@@ -22,17 +22,18 @@ def _duration(seconds: float) -> str:
 
 class Progress:
     def __init__(self, total: int, initial: int, enabled: bool, bar: bool, interval_s: float,
-                 stream=None):
+                 stream=None, job: str = "train", unit: str = "step"):
         self.total, self.done, self.enabled = total, initial, enabled
         self._stream = stream or sys.stderr
         self._bar = None
         if enabled and bar and self._stream.isatty():
-            self._bar = tqdm(total=total, initial=initial, desc="train", unit="step",
+            self._bar = tqdm(total=total, initial=initial, desc=job, unit=unit,
                              dynamic_ncols=True, file=self._stream)
         self._interval_s = interval_s
         self._start = self._last_line = time.monotonic()
         self._start_step = initial
         self._values: dict = {}
+        self._job, self._unit = job, unit
 
     @property
     def is_bar(self) -> bool:
@@ -60,8 +61,9 @@ class Progress:
         rate = (self.done - self._start_step) / max(now - self._start, 1e-9)
         eta = (self.total - self.done) / rate if rate > 0 else float("nan")
         shown = "".join(f", {k} {v:.4g}" for k, v in self._values.items())
-        print(f"train: step {self.done}/{self.total} ({self.done / self.total:.0%}), "
-              f"{rate:.2f} steps/s, eta {_duration(eta) if eta == eta else '?'}{shown}",
+        eta_text = _duration(eta) if eta == eta else "?"
+        print(f"{self._job}: {self._unit} {self.done}/{self.total} "
+              f"({self.done / self.total:.0%}), {rate:.2f} {self._unit}s/s, eta {eta_text}{shown}",
               file=self._stream, flush=True)
 
     def write(self, line: str) -> None:

@@ -51,7 +51,7 @@ def _defining(values: dict) -> dict:
     return {k: v for k, v in values.items() if k not in CHANGEABLE_ON_RESUME | RETIRED_KEYS}
 
 
-def _resolved(config) -> dict:
+def resolved(config) -> dict:
     current = _as_json(config)
     if current.get("data_dir"):  # evaluate and predict may run from another directory
         current["data_dir"] = os.path.abspath(os.path.expanduser(current["data_dir"]))
@@ -84,7 +84,7 @@ def record_config(workdir: str, config, write: bool = True) -> None:
 
 def write_config(workdir: str, config) -> None:
     """Writes WORKDIR/config.json unless it already holds exactly `config`."""
-    path, current = os.path.join(workdir, CONFIG_FILE), _resolved(config)
+    path, current = os.path.join(workdir, CONFIG_FILE), resolved(config)
     if os.path.exists(path) and read_config_json(path) == current:
         return
     write_atomically(path, json.dumps(current, indent=2, sort_keys=True) + "\n")
@@ -105,16 +105,21 @@ def read_config_json(path: str) -> dict:
 def load_config(workdir: str) -> ml_collections.ConfigDict:
     """The resolved config a run was started with, on top of today's defaults (keys added to
     the package since fill in with their defaults)."""
-    from resnet_jax.configs import default
-
     path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.isdir(workdir):
         raise NotARun(f"workdir {workdir} does not exist")
     if not os.path.exists(path):
         raise NotARun(f"{workdir} has no {CONFIG_FILE}: not the workdir of a run (or of a "
                       f"run started before runs recorded their config)")
+    return config_from_values(read_config_json(path))
+
+
+def config_from_values(values: dict) -> ml_collections.ConfigDict:
+    """Today's default config with the recorded `values` (a config.json's) on top."""
+    from resnet_jax.configs import default
+
     config = default.get_config()
-    for key, value in read_config_json(path).items():
+    for key, value in values.items():
         if key in config:
             config[key] = tuple(value) if isinstance(value, list) else value
     return config

@@ -1,0 +1,94 @@
+"""The network that embeds: a run's model (or a weights file's) with `num_classes=0`, so it
+returns the globally pooled features, from the same parameters without the head.
+
+Where it came from is kept as a `source` (a small JSON-able dict) in every embeddings file, so
+that a search embeds its queries with the model that embedded the gallery.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+
+import jax
+import numpy as np
+
+from resnet_jax import models
+from resnet_jax.errors import UserError
+from resnet_jax.train import inference, records, steps, warm_start
+from resnet_jax.train.config import model_from_config, validate_config
+
+
+@dataclasses.dataclass
+class Backbone:
+    model: models.ResNet  # num_classes=0: (B, H, W, C) images -> (B, D) pooled features
+    variables: dict  # {"params": ..., "batch_stats": ...} without the head, host arrays
+    config: object  # the run's config: its evaluation preprocessing is the embedding's
+    source: dict  # how to build it again: {"workdir": ..., "step": ...} or {"config": ...}
+
+    @property
+    def description(self) -> str:
+        if "workdir" in self.source:
+            return f"{self.source['workdir']} at step {self.source['step']}"
+        return f"{self.source['config']['model']} with the weights {self.source['init_from']}"
+
+
+def _without_head(variables: dict) -> dict:
+    return {collection: {k: v for k, v in tree.items() if k != steps.HEAD}
+            for collection, tree in variables.items()}
+
+
+def from_workdir(workdir: str) -> Backbone:
+    """WORKDIR's model at its latest checkpoint, as a feature extractor."""
+    run = inference.from_workdir(workdir)
+    inference.eval_preprocessing(run.config)  # UserError for runs on arrays, not image files
+    source = {"workdir": os.path.abspath(workdir), "step": run.step}
+    return Backbone(run.model.clone(num_classes=0), _without_head(run.variables), run.config,
+                    source)
+
+
+def from_config(config) -> Backbone:
+    """The network `config.model` with the weights `config.init_from` names (a torchvision
+    state dict, .safetensors or a workdir): every tensor but the head's must fit."""
+    if not config.init_from:
+        raise UserError("--config embeds with the weights that --config.init_from names; "
+                        "set it (or give --workdir W, a run)")
+    validate_config(config)
+    inference.eval_preprocessing(config)
+    model = model_from_config(config, num_classes=0, in_channels=3)
+    fresh = jax.device_get(jax.jit(model.init, static_argnames="train")(
+        jax.random.PRNGKey(0), np.zeros((1, 32, 32, 3), np.float32), train=False))
+    variables, summary = warm_start.merge(fresh, warm_start.read(config.init_from, fresh),
+                                          config.init_from, config.model)
+    print(summary, file=sys.stderr, flush=True)  # stdout may be data (the search's results)
+    source = {"config": records.resolved(config),
+              "init_from": os.path.abspath(os.path.expanduser(config.init_from))}
+    return Backbone(model, variables, config, source)
+
+
+def from_source(source: dict) -> Backbone:
+    """The backbone an embeddings file records (`Backbone.source`)."""
+    if "workdir" in source:
+        if not os.path.isdir(source["workdir"]):
+            raise UserError(f"the gallery was embedded by the run {source['workdir']}, which "
+                            f"is not there: give --workdir or --config for the queries")
+        backbone = from_workdir(source["workdir"])
+        if backbone.source["step"] != source["step"]:
+            print(f"warning: the gallery was embedded at step {source['step']} of "
+                  f"{source['workdir']}; its latest checkpoint, which embeds the queries, is "
+                  f"step {backbone.source['step']}: embed the gallery again to compare alike",
+                  file=sys.stderr, flush=True)
+        return backbone
+    config = records.config_from_values(source["config"])
+    config.init_from = source["init_from"]
+    return from_config(config)
+
+
+def encode_source(source: dict) -> str:
+    return json.dumps(source, sort_keys=True)
+
+
+def decode_source(text: str) -> dict:
+    return json.loads(text)

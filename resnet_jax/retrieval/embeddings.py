@@ -1,0 +1,189 @@
+"""Image files -> L2-normalised embeddings (the backbone's pooled features), and the .npz file
+that holds them.
+
+The file (numpy's .npz, read with `allow_pickle=False`: nothing in it is a pickled object):
+    paths       (N,) str    the images, as they were named
+    embeddings  (N, D) float32, each row of unit length
+    labels      (N,) int32  the class of each image, where all sat in class folders (else -1)
+    classes     (C,) str    the class folders' names, sorted (empty without labels)
+    skipped     (S,) str    files that could not be read, with the reason
+    order       (N,) int64  each image's position among all the images (shards merge by it)
+    total       ()  int64   how many images all shards together were given
+    source      () str      JSON: the backbone that embedded them (`backbone.Backbone.source`)
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import io
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from resnet_jax.data import datasets, folders, preprocessing
+from resnet_jax.errors import UserError
+from resnet_jax.files import write_atomically
+from resnet_jax.launch import sharding
+from resnet_jax.retrieval.backbone import Backbone, decode_source, encode_source
+from resnet_jax.train import steps
+from resnet_jax.train.progress import Progress
+
+NO_LABEL = -1
+
+
+@dataclasses.dataclass
+class Embeddings:
+    paths: np.ndarray
+    embeddings: np.ndarray
+    labels: np.ndarray
+    classes: np.ndarray
+    skipped: np.ndarray
+    order: np.ndarray
+    total: int
+    source: dict
+
+    @property
+    def labelled(self) -> bool:
+        return len(self.classes) > 0 and bool(np.all(self.labels != NO_LABEL))
+
+    def save(self, path: str) -> None:
+        """Writes the .npz whole or not at all."""
+        buffer = io.BytesIO()
+        np.savez(buffer, paths=self.paths, embeddings=self.embeddings, labels=self.labels,
+                 classes=self.classes, skipped=self.skipped, order=self.order,
+                 total=np.int64(self.total), source=np.str_(encode_source(self.source)))
+        write_atomically(path, buffer.getvalue())
+
+
+def load(path: str) -> Embeddings:
+    """The embeddings file at `path`; UserError if it is missing or not one of ours."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return Embeddings(f["paths"], f["embeddings"], f["labels"], f["classes"],
+                              f["skipped"], f["order"], int(f["total"]),
+                              decode_source(str(f["source"])))
+    except FileNotFoundError:
+        raise UserError(f"{path} does not exist") from None
+    except (OSError, ValueError, KeyError) as error:  # not an .npz, or not ours
+        raise UserError(f"{path} is not an embeddings file of embed.py ({error})") from None
+
+
+def class_labels(groups: list[tuple[str, list[str]]]) -> tuple[np.ndarray, tuple[str, ...]]:
+    """(labels, classes) for images found under the arguments (`groups`: each argument with the
+    images found under it), where every argument is a folder of class folders (ARG/CLASS/FILE);
+    otherwise every label is NO_LABEL and there are no classes."""
+    names = []
+    for argument, paths in groups:
+        for path in paths:
+            parts = os.path.relpath(path, argument).split(os.sep)
+            if not os.path.isdir(argument) or len(parts) != 2:
+                total = sum(len(p) for _, p in groups)
+                return np.full(total, NO_LABEL, np.int32), ()
+            names.append(parts[0])
+    classes = tuple(sorted(set(names)))
+    index = {name: i for i, name in enumerate(classes)}
+    return np.array([index[n] for n in names], np.int32), classes
+
+
+def embedding_fn(backbone: Backbone, batch_size: int):
+    """(uint8 images, padded to `batch_size`) -> (batch_size, D) float32 unit vectors, in eval
+    mode, the batch split over every device."""
+    mesh = sharding.create_mesh()
+    normalization = (preprocessing.IMAGENET_MEAN, preprocessing.IMAGENET_STD)
+
+    def embed(variables, images):
+        x = backbone.model.apply(variables, steps.normalize_images(images, normalization),
+                                 train=False).astype(jnp.float32)  # (B, D)
+        return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+    jitted = jax.jit(embed, in_shardings=(sharding.replicated(mesh),
+                                          sharding.batch_sharding(mesh)))
+    variables = jax.device_put(backbone.variables, sharding.replicated(mesh))
+    return lambda images: jitted(variables, images)
+
+
+def round_up_to_devices(batch_size: int) -> int:
+    devices = jax.device_count()
+    return -(-batch_size // devices) * devices
+
+
+def embed_files(backbone: Backbone, paths: list[str], batch_size: int,
+                progress: bool = True) -> tuple[np.ndarray, list[int], list[str]]:
+    """(embeddings of the readable files, their positions in `paths`, "path: reason" of each
+    unreadable file). Files are decoded by a thread pool while the devices embed the batch
+    before; an unreadable file is named on stderr and skipped."""
+    batch_size = round_up_to_devices(batch_size)
+    embed = embedding_fn(backbone, batch_size)
+    config = backbone.config
+    size, resize = datasets.eval_crop_size(config), config.eval_resize
+    image_shape = (size, size, 3)
+
+    def read(path):
+        try:
+            return folders.read_eval_image(path, size, resize, config.max_image_pixels), None
+        except UserError as error:
+            return None, str(error)
+
+    shown = Progress(len(paths), 0, enabled=progress, bar=True, interval_s=10.0,
+                     job="embed", unit="image")
+    outputs, kept, skipped = [], [], []
+    pending = None  # the batch on the devices while the next one is decoded
+
+    def collect(pending):
+        result, count = pending
+        outputs.append(np.asarray(result)[:count])
+
+    with concurrent.futures.ThreadPoolExecutor(max(2, min(8, os.cpu_count() or 2))) as pool:
+        for start in range(0, len(paths), batch_size):
+            chunk = paths[start:start + batch_size]
+            images = np.zeros((batch_size, *image_shape), np.uint8)
+            count = 0
+            for offset, (pixels, problem) in enumerate(pool.map(read, chunk)):
+                if problem is not None:
+                    skipped.append(problem)
+                    print(f"warning: skipped: {problem}", file=sys.stderr, flush=True)
+                    continue
+                images[count] = pixels
+                kept.append(start + offset)
+                count += 1
+            if pending is not None:
+                collect(pending)
+                pending = None
+            if count:
+                pending = (embed(images), count)  # dispatched: runs while the next is read
+            shown.update(start + len(chunk))
+        if pending is not None:
+            collect(pending)
+    shown.close()
+    dimension = backbone.model.feature_info[-1].channels
+    embeddings = np.concatenate(outputs) if outputs else np.zeros((0, dimension), np.float32)
+    return embeddings, kept, skipped
+
+
+def merge(parts: list[Embeddings], names: list[str]) -> Embeddings:
+    """The shards of one embedding job (`--shard K/N`) as one file, in the images' order.
+    UserError for shards of different jobs, or an incomplete or overlapping set."""
+    first = parts[0]
+    for part, name in zip(parts[1:], names[1:]):
+        if part.source != first.source or part.total != first.total:
+            raise UserError(f"{name} and {names[0]} are not shards of one job (another model "
+                            f"or another set of images)")
+        if not np.array_equal(part.classes, first.classes):
+            raise UserError(f"{name} and {names[0]} have different class folders")
+    order = np.concatenate([p.order for p in parts])
+    skipped = np.concatenate([p.skipped for p in parts])
+    if len(np.unique(order)) != len(order):
+        raise UserError(f"the shards {', '.join(names)} overlap: give each shard once")
+    if len(order) + len(skipped) != first.total:
+        raise UserError(f"the shards hold {len(order)} embeddings and {len(skipped)} skipped "
+                        f"files of {first.total} images: a shard is missing")
+    by_order = np.argsort(order, kind="stable")
+    return Embeddings(
+        np.concatenate([p.paths for p in parts])[by_order],
+        np.concatenate([p.embeddings for p in parts])[by_order],
+        np.concatenate([p.labels for p in parts])[by_order], first.classes, skipped,
+        order[by_order], first.total, first.source)
