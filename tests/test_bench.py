@@ -71,3 +71,21 @@ def test_input_pipeline_benchmark_runs():
     assert latency["middle_step"] == 4
     assert all(latency[f"{name}_step_{at}_s"] > 0 for name in ("random_access",
                "sequential_tfrecord") for at in ("0", "middle"))
+
+
+def test_embedding_rows_compare_jax_torch_and_onnxruntime():
+    """The embed mode's three rows run the same network (pooled features) and report a rate."""
+    pytest.importorskip("onnxruntime", reason="the onnxruntime row needs the [export] extra")
+    result = benchmark.benchmark("resnet8", 4, 16, "float32", ["jax", "torch", "onnxruntime"],
+                                 1, 1, ["embed"], num_classes=10)
+    rows = {r["framework"]: r for r in result["results"]}
+    assert all(r["error"] is None and r["images_per_sec"] > 0 for r in rows.values()), rows
+
+
+def test_search_benchmark_reports_exact_and_faiss():
+    from resnet_jax.bench import search as search_benchmark
+
+    result = search_benchmark.run(gallery_size=2_000, dimension=16, queries=50, clusters=20)
+    assert result["exact_s_per_1000_queries"] > 0
+    if "faiss_recall_at_k" in result:  # faiss-cpu installed (the search extra)
+        assert 0 < result["faiss_recall_at_k"] <= 1

@@ -74,3 +74,22 @@ def test_volatile_numbers_live_in_one_place():
     pattern = re.compile(r"\b\d+ (tests|passed)\b.*\bminutes\b|\bminutes\b.*\b\d+ (tests|passed)\b")
     holders = [page for page in PAGES if pattern.search(_read(page))]
     assert holders == ["docs/development.md"], holders
+
+
+def test_the_dense_task_example_trains_a_step(tmp_path):
+    """docs/backbones.md's segmentation head on the features_only backbone: one step runs, the
+    loss is finite and the backbone's batch-norm statistics moved."""
+    page = _read("docs/backbones.md")
+    section = page[page.index("## A dense task on top"):]
+    snippet = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    check = ("\nimport numpy as np"
+             "\nassert np.isfinite(float(loss))"
+             "\nfresh = model.init(jax.random.key(0), images, train=False)"
+             "\nmean = variables['batch_stats']['backbone']['bn1']['mean']"
+             "\nassert not np.allclose(mean, fresh['batch_stats']['backbone']['bn1']['mean'])"
+             "\nprint('ok', float(loss))")
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    result = subprocess.run([sys.executable, "-c", snippet + check], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith("ok")

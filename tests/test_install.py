@@ -119,6 +119,8 @@ RESOLUTIONS = {
                              ["jax-cuda12-plugin", "jaxlib"]),
     "tpu-linux-x86_64": ("tpu", "x86_64-manylinux_2_31", ["libtpu", "jaxlib"]),  # TPU VMs
     "core-macos-arm64": (None, "aarch64-apple-darwin", ["jax", "flax", "optax", "flatbuffers"]),
+    "search-macos-arm64": ("search", "aarch64-apple-darwin", ["faiss-cpu"]),
+    "search-linux-aarch64": ("search", "aarch64-unknown-linux-gnu", ["faiss-cpu"]),
 }
 # Built on Linux x86_64 only: absent by marker elsewhere (kernels="auto" uses the portable path).
 ONEDNN = "onednn-cpu-gomp"

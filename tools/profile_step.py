@@ -2,6 +2,7 @@
 
     python tools/profile_step.py --model resnet50 --batch_size 16 --steps 2
     python tools/profile_step.py --model resnet20 --batch_size 128 --image_size 32
+    python tools/profile_step.py --model resnet50 --batch_size 16 --mode embed
 
 Builds and compiles the benchmark's training step (`resnet_jax.bench.train_step.jax_runner`, the
 package's defaults, float32), runs two warm-up steps, traces `--steps` more and prints, per
@@ -30,6 +31,8 @@ def main():
     parser.add_argument("--image_size", type=int, default=224)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--top", type=int, default=15, help="kernel kinds to list")
+    parser.add_argument("--mode", default="train", choices=("train", "embed"),
+                        help="the training step, or embed.py's forward pass (pooled features)")
     args = parser.parse_args()
     host_memory.reuse_freed_memory()  # as train.py and the benchmark do, before JAX starts
 
@@ -39,7 +42,7 @@ def main():
 
     num_classes = 1000 if args.model in models.TORCHVISION_MODELS else 10
     run, _ = benchmark.jax_runner(args.model, args.batch_size, args.image_size, "float32",
-                                  "train", num_classes)
+                                  args.mode, num_classes)
     targets = dict(re.findall(r'%?(ffi_call[.\d]*) = .*?custom_call_target="([^"]+)"',
                               run.compiled.as_text()))
     run(2)

@@ -51,7 +51,10 @@ PEAK_FLOPS = {
 LEARNING_RATE, MOMENTUM, WEIGHT_DECAY = 0.1, 0.9, 1e-4
 # JAX rows: the package's defaults, and variants that isolate one choice for measurement.
 JAX_VARIANTS = {"jax": {}, "jax_two_pass_bn": {"bn_one_pass_variance": False}}
-FRAMEWORKS = (*JAX_VARIANTS, "torch", "torch_compile")
+FRAMEWORKS = (*JAX_VARIANTS, "torch", "torch_compile", "onnxruntime")
+# train: forward, backward, SGD; inference: logits in eval mode; embed: the pooled features
+# (num_classes=0), L2-normalised, as embed.py computes them.
+MODES = ("train", "inference", "embed")
 
 
 @dataclasses.dataclass
@@ -61,7 +64,7 @@ class Row:
     batch_size: int
     image_size: int
     dtype: str
-    mode: str  # train | inference
+    mode: str  # train | inference | embed
     images_per_sec: float | None = None
     images_per_sec_min: float | None = None
     images_per_sec_max: float | None = None
@@ -88,6 +91,8 @@ def jax_runner(name: str, batch_size: int, image_size: int, dtype: str, mode: st
                **model_options) -> tuple[Callable[[int], None], float]:
     """Compiles the step; returns (run `n` steps and wait, compile seconds)."""
     compute = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype]
+    if mode == "embed":
+        return _jax_embed_runner(name, batch_size, image_size, compute, kernels, model_options)
     model = models.create_model(name, num_classes=num_classes, dtype=compute, kernels=kernels,
                                 **model_options)
     tx = optim.sgd(LEARNING_RATE, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
@@ -124,6 +129,33 @@ def jax_runner(name: str, batch_size: int, image_size: int, dtype: str, mode: st
     return run, compile_s
 
 
+def _unit_rows(x):
+    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def _jax_embed_runner(name, batch_size, image_size, compute, kernels, model_options):
+    model = models.create_model(name, num_classes=0, dtype=compute, kernels=kernels,
+                                **model_options)
+    x = np.random.default_rng(0).standard_normal((batch_size, image_size, image_size, 3),
+                                                 dtype=np.float32)
+    variables = jax.jit(model.init, static_argnames="train")(jax.random.PRNGKey(0), x[:1],
+                                                             train=False)
+    embed = jax.jit(lambda v, x: _unit_rows(model.apply(v, x, train=False)
+                                            .astype(jnp.float32)))
+    start = time.perf_counter()
+    embed = embed.lower(variables, x).compile()
+    compile_s = time.perf_counter() - start
+    x = jax.device_put(x)
+
+    def run(n):
+        for _ in range(n):
+            out = embed(variables, x)
+        jax.block_until_ready(out)
+
+    run.compiled = embed  # for tools/profile_step.py
+    return run, compile_s
+
+
 def jax_peak_memory_gb() -> float | None:
     stats = jax.local_devices()[0].memory_stats() or {}
     peak = stats.get("peak_bytes_in_use")
@@ -142,6 +174,8 @@ def torch_runner(name: str, batch_size: int, image_size: int, dtype: str, mode: 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()  # peak_memory_gb: this row's warm-up onwards
     model = torch_models.create_torch_model(name, num_classes=num_classes)
+    if mode == "embed":
+        model.fc = torch.nn.Identity()  # the pooled features
     model = model.to(device, memory_format=torch.channels_last)
     if compiled:
         model = torch.compile(model)
@@ -169,7 +203,8 @@ def torch_runner(name: str, batch_size: int, image_size: int, dtype: str, mode: 
 
         def step():
             with torch.inference_mode(), autocast():
-                return model(x)
+                out = model(x)
+                return torch.nn.functional.normalize(out) if mode == "embed" else out
 
     start = time.perf_counter()
     step()  # the first call compiles (torch.compile) or warms up (cuDNN autotuning, allocator)
@@ -180,6 +215,42 @@ def torch_runner(name: str, batch_size: int, image_size: int, dtype: str, mode: 
         for _ in range(n):
             step()
         sync()
+
+    return run, compile_s
+
+
+def onnxruntime_runner(name: str, batch_size: int, image_size: int, dtype: str, mode: str,
+                       num_classes: int) -> tuple[Callable[[int], None], float]:
+    """The same network exported to ONNX (as export.py exports it: torch.onnx from the PyTorch
+    twin), run by onnxruntime on the CPU with its default threads. Inference modes only."""
+    import tempfile
+
+    import onnxruntime
+    import torch
+
+    from resnet_jax.interop import torch_models
+
+    if mode == "train" or dtype != "float32":
+        raise ValueError("onnxruntime rows are float32 inference and embedding only")
+    model = torch_models.create_torch_model(name, num_classes=num_classes).eval()
+    if mode == "embed":
+        model.fc = torch.nn.Identity()
+    x = np.random.default_rng(0).standard_normal((batch_size, 3, image_size, image_size),
+                                                 dtype=np.float32)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.onnx")
+        torch.onnx.export(model, (torch.from_numpy(x),), path, dynamo=False,
+                          input_names=["images"], output_names=["output"])
+        session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    session.run(None, {"images": x})
+    compile_s = time.perf_counter() - start
+
+    def run(n):
+        for _ in range(n):
+            out = session.run(None, {"images": x})[0]
+            if mode == "embed":
+                out = out / np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
 
     return run, compile_s
 
@@ -211,6 +282,9 @@ def benchmark(model: str, batch_size: int, image_size: int, dtype: str, framewor
                     run, row.compile_s = jax_runner(model, batch_size, image_size, dtype, mode,
                                                     num_classes, kernels=kernels,
                                                     **JAX_VARIANTS[framework])
+                elif framework == "onnxruntime":
+                    run, row.compile_s = onnxruntime_runner(model, batch_size, image_size,
+                                                            dtype, mode, num_classes)
                 else:
                     run, row.compile_s = torch_runner(model, batch_size, image_size, dtype, mode,
                                                       num_classes, framework == "torch_compile")
@@ -239,7 +313,8 @@ def benchmark(model: str, batch_size: int, image_size: int, dtype: str, framewor
             if peak:
                 row.mfu = row.images_per_sec * flops_per_image / peak
             row.peak_memory_gb = (jax_peak_memory_gb() if framework in JAX_VARIANTS
-                                  else torch_peak_memory_gb())
+                                  else torch_peak_memory_gb() if framework != "onnxruntime"
+                                  else None)
     return {"results": [dataclasses.asdict(r) for r in rows], "device": device_kind,
             "device_count": 1, "versions": versions(),
             # the JAX model's kernels as asked for, and what they resolved to here
@@ -311,7 +386,8 @@ def main(argv=None):
                         help="the JAX model's kernels (resnet_jax.models.kernels)")
     parser.add_argument("--frameworks", default="jax,torch",
                         help=f"comma-separated: {', '.join(FRAMEWORKS)}")
-    parser.add_argument("--modes", default="train", help="comma-separated: train, inference")
+    parser.add_argument("--modes", default="train",
+                        help=f"comma-separated: {', '.join(MODES)}")
     parser.add_argument("--steps", type=int, default=10, help="steps per timed repeat")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--peak_tflops", type=float, default=None,
@@ -330,6 +406,12 @@ def main(argv=None):
                              "and mid-epoch instead (needs TensorFlow)")
     parser.add_argument("--records", type=int, default=100_000,
                         help="with --resume_latency: records in the dataset it writes")
+    parser.add_argument("--search", action="store_true",
+                        help="measure image search instead: exact on the devices vs faiss")
+    parser.add_argument("--gallery_size", type=int, default=100_000,
+                        help="with --search: gallery embeddings")
+    parser.add_argument("--dimension", type=int, default=512, help="with --search")
+    parser.add_argument("--queries", type=int, default=1_000, help="with --search")
     parser.add_argument("--default_malloc", action="store_true",
                         help="keep glibc's default allocator thresholds (train.py and this "
                              "benchmark otherwise set them: resnet_jax.host_memory)")
@@ -339,13 +421,17 @@ def main(argv=None):
     modes = [m for m in args.modes.split(",") if m]
     if unknown or not frameworks:
         parser.error(f"unknown framework(s) {sorted(unknown)}; valid: {', '.join(FRAMEWORKS)}")
-    if set(modes) - {"train", "inference"} or not modes:
-        parser.error("--modes takes train and/or inference")
+    if set(modes) - set(MODES) or not modes:
+        parser.error(f"--modes takes {', '.join(MODES)}")
     # The input pipeline is measured as an accelerator host runs it: several malloc arenas.
     malloc_tuned = not args.default_malloc and host_memory.reuse_freed_memory(
         single_arena=False if args.input_pipeline or args.resume_latency else None)
     environment.announce(args.kernels, args.dtype, file=sys.stderr)  # stdout may be JSON
-    if args.input_pipeline or args.resume_latency:
+    if args.search:
+        from resnet_jax.bench import search as search_benchmark
+        result = search_benchmark.run(args.gallery_size, args.dimension, args.queries)
+        print(json.dumps(result, indent=2))
+    elif args.input_pipeline or args.resume_latency:
         from resnet_jax.bench import input_pipeline as pipeline_benchmark
         pipelines = tuple(p for p in args.pipelines.split(",") if p)
         if set(pipelines) - set(pipeline_benchmark.PIPELINES) or not pipelines:

@@ -74,7 +74,7 @@ def default_image_size(name: str) -> int:
     return 32 if is_cifar(name) else 224
 
 
-def create_model(name: str, *, num_classes: int, **options) -> ResNet:
+def create_model(name: str, /, *, num_classes: int, **options) -> ResNet:
     """Builds the Flax module `name` (a key of `MODELS`).
 
     Options: in_channels (3), shortcut ("A"/"B" for CIFAR models), zero_init_residual (False),
@@ -87,9 +87,11 @@ def create_model(name: str, *, num_classes: int, **options) -> ResNet:
     As a backbone (timm's conventions): `num_classes=0` returns the globally pooled features
     (B, C); `features_only=True` returns a tuple of NHWC feature maps, `out_indices` (default:
     all) numbering them 0 = the stem's activation, 1.. = the stages; the module's
-    `feature_info` gives their channels, reductions and torchvision names.
+    `feature_info` gives their channels, reductions and torchvision names. Inside another
+    Flax module, `name=` names the submodule (its parameters' scope), as for any Flax module.
     """
     check_model_name(name)
+    module_name = options.pop("name", None)
     if num_classes < 0:
         raise UserError(f"num_classes must be >= 1 (logits) or 0 (pooled features), got "
                         f"{num_classes}")
@@ -108,6 +110,6 @@ def create_model(name: str, *, num_classes: int, **options) -> ResNet:
     kernels.check_name(options.get("kernels", "xla"))
     if options.get("out_indices") is not None:
         options["out_indices"] = tuple(options["out_indices"])
-    model = MODELS[name](num_classes=num_classes, **options)
+    model = MODELS[name](num_classes=num_classes, name=module_name, **options)
     model.feature_info  # a UserError for out_indices outside the model's feature maps
     return model

@@ -68,7 +68,7 @@ def nearest_faiss(queries: np.ndarray, gallery: np.ndarray, k: int, neighbors: i
     index = faiss.IndexHNSWFlat(gallery.shape[1], neighbors, faiss.METRIC_INNER_PRODUCT)
     index.hnsw.efConstruction = 2 * neighbors
     index.add(np.ascontiguousarray(gallery, np.float32))
-    index.hnsw.efSearch = max(64, 2 * k)
+    index.hnsw.efSearch = max(256, 2 * k)
     similarities, indices = index.search(np.ascontiguousarray(queries, np.float32), k)
     return similarities, indices.astype(np.int64)
 
