@@ -95,6 +95,8 @@ def from_torchvision(name: str, state_dict: Mapping[str, Any], **options) -> dic
         raise UserError(f"not a ResNet state dict for {name!r}: it lacks 'fc.weight' or "
                          f"'conv1.weight' (keys start with {list(state_dict)[:3]})")
     num_classes = tuple(state_dict["fc.weight"].shape)[0]
+    if num_classes < 1:  # a classifier's state dict: num_classes=0 (no head) has no fc
+        raise UserError(f"fc.weight has no outputs: num_classes must be >= 1, got {num_classes}")
     in_channels = tuple(state_dict["conv1.weight"].shape)[1]
     expected = _expected_torch_shapes(name, num_classes, in_channels, **options)
 

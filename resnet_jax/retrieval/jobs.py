@@ -92,6 +92,8 @@ def search_gallery(gallery_path: str, arguments: list[str], top_k: int, *,
         raise UserError(f"--top_k must be >= 1, got {top_k}")
     if index not in INDEXES:
         raise UserError(f"--index must be one of {', '.join(INDEXES)}, got {index!r}")
+    if index == "faiss":
+        search.require_faiss()  # before any image is embedded
     gallery = embedding_files.load(gallery_path)
     if len(gallery.paths) == 0:
         raise UserError(f"{gallery_path} holds no embeddings")

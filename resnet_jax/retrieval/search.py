@@ -57,13 +57,19 @@ def nearest(queries: np.ndarray, gallery: np.ndarray, k: int,
     return np.concatenate(similarities), np.concatenate(indices).astype(np.int64)
 
 
-def nearest_faiss(queries: np.ndarray, gallery: np.ndarray, k: int, neighbors: int = 32):
-    """As `nearest`, from a faiss HNSW index (inner product): approximate, fast to query."""
+def require_faiss():
+    """The faiss module; UserError naming the install where it is missing."""
     try:
         import faiss
     except ImportError:
-        raise UserError("--index faiss needs faiss: pip install faiss-cpu (or use the exact "
-                        "search, --index exact)") from None
+        raise UserError("--index faiss needs faiss: pip install 'resnet-jax[search]' (or "
+                        "faiss-cpu; or use the exact search, --index exact)") from None
+    return faiss
+
+
+def nearest_faiss(queries: np.ndarray, gallery: np.ndarray, k: int, neighbors: int = 32):
+    """As `nearest`, from a faiss HNSW index (inner product): approximate, fast to query."""
+    faiss = require_faiss()
     k = min(k, len(gallery))
     index = faiss.IndexHNSWFlat(gallery.shape[1], neighbors, faiss.METRIC_INNER_PRODUCT)
     index.hnsw.efConstruction = 2 * neighbors
