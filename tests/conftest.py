@@ -25,6 +25,14 @@ for _module in ("torch", "triton"):
         pass
 
 
+def pytest_collection_finish(session):
+    """The platform resolutions wait on the package registry for about a minute: start them
+    now, so that they run while the other tests use the CPU."""
+    if any(item.name.startswith("test_every_platform_resolves") for item in session.items):
+        from tests import platform_resolutions
+        platform_resolutions.start_resolutions()
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory):
     """One persistent XLA compilation cache for the session's training runs."""

@@ -2,7 +2,6 @@
 users have resolves (uv's resolver with --python-platform), and the CLIs of a core-only install
 name the extra they need."""
 
-import concurrent.futures
 import os
 import re
 import shutil
@@ -11,6 +10,8 @@ import sys
 import textwrap
 
 import pytest
+
+from tests.platform_resolutions import ONEDNN, RESOLUTIONS, start_resolutions
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEAVY = ("tensorflow", "tensorflow_datasets", "torch", "torchvision", "matplotlib", "sklearn",
@@ -104,42 +105,9 @@ def test_a_fresh_core_install(tmp_path):
     assert re.search(r"^devices: 1 x cpu .*, jax \d", info.stdout, re.M), info.stdout
 
 
-# (extra or None for the core, uv's --python-platform, what the resolution must hold)
-RESOLUTIONS = {
-    "train-linux-x86_64": ("train", "x86_64-unknown-linux-gnu",
-                           ["tensorflow-cpu", "tensorflow-datasets", "array-record", "jax",
-                            "onednn-cpu-gomp"]),
-    "train-linux-aarch64": ("train", "aarch64-unknown-linux-gnu",
-                            ["tensorflow", "tensorflow-datasets", "array-record", "jax"]),
-    "train-macos-arm64": ("train", "aarch64-apple-darwin",
-                          ["tensorflow", "tensorflow-datasets", "array-record", "jax"]),
-    "cuda12-linux-x86_64": ("cuda12", "x86_64-unknown-linux-gnu",
-                            ["jax-cuda12-plugin", "jaxlib"]),
-    "cuda12-linux-aarch64": ("cuda12", "aarch64-unknown-linux-gnu",
-                             ["jax-cuda12-plugin", "jaxlib"]),
-    "tpu-linux-x86_64": ("tpu", "x86_64-manylinux_2_31", ["libtpu", "jaxlib"]),  # TPU VMs
-    "core-macos-arm64": (None, "aarch64-apple-darwin", ["jax", "flax", "optax", "flatbuffers"]),
-    "search-macos-arm64": ("search", "aarch64-apple-darwin", ["faiss-cpu"]),
-    "search-linux-aarch64": ("search", "aarch64-unknown-linux-gnu", ["faiss-cpu"]),
-}
-# Built on Linux x86_64 only: absent by marker elsewhere (kernels="auto" uses the portable path).
-ONEDNN = "onednn-cpu-gomp"
-
-
-def _compile(extra, target):
-    uv = shutil.which("uv") or os.path.join(os.path.dirname(sys.executable), "uv")
-    command = [uv, "pip", "compile", os.path.join(ROOT, "pyproject.toml"), "--python-platform",
-               target, "--python-version", "3.12", "--no-header", "-q"]
-    return _run(command + (["--extra", extra] if extra else []), cwd=ROOT)
-
-
 @pytest.fixture(scope="module")
 def resolutions():
-    """Every resolution at once (they wait on the registry, not the CPU)."""
-    with concurrent.futures.ThreadPoolExecutor(len(RESOLUTIONS)) as pool:
-        futures = {key: pool.submit(_compile, extra, target)
-                   for key, (extra, target, _) in RESOLUTIONS.items()}
-        return {key: future.result() for key, future in futures.items()}
+    return {key: future.result() for key, future in start_resolutions().items()}
 
 
 def _skip_if_offline(result):
@@ -152,7 +120,7 @@ def _pinned(output: str) -> dict[str, str]:
     return dict(re.findall(r"^([A-Za-z0-9_.\-]+)==(\S+)", output, re.M))
 
 
-@pytest.mark.slow  # ~75 s for all: the resolver waits on the registry
+@pytest.mark.slow  # ~75 s for all, waiting on the registry (started at collection)
 @pytest.mark.parametrize("key", sorted(RESOLUTIONS))
 def test_every_platform_resolves(resolutions, key):
     extra, target, expected = RESOLUTIONS[key]

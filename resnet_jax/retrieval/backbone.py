@@ -27,6 +27,8 @@ class Backbone:
     variables: dict  # {"params": ..., "batch_stats": ...} without the head, host arrays
     config: object  # the run's config: its evaluation preprocessing is the embedding's
     source: dict  # how to build it again: {"workdir": ..., "step": ...} or {"config": ...}
+    # batch size -> its embedding function (retrieval.embeddings), compiled once per backbone
+    embedders: dict = dataclasses.field(default_factory=dict, repr=False)
 
     @property
     def description(self) -> str:

@@ -91,7 +91,9 @@ def class_labels(groups: list[tuple[str, list[str]]]) -> tuple[np.ndarray, tuple
 
 def embedding_fn(backbone: Backbone, batch_size: int):
     """(uint8 images, padded to `batch_size`) -> (batch_size, D) float32 unit vectors, in eval
-    mode, the batch split over every device."""
+    mode, the batch split over every device. Made once per backbone and batch size."""
+    if batch_size in backbone.embedders:
+        return backbone.embedders[batch_size]
     mesh = sharding.create_mesh()
     normalization = (preprocessing.IMAGENET_MEAN, preprocessing.IMAGENET_STD)
 
@@ -103,7 +105,8 @@ def embedding_fn(backbone: Backbone, batch_size: int):
     jitted = jax.jit(embed, in_shardings=(sharding.replicated(mesh),
                                           sharding.batch_sharding(mesh)))
     variables = jax.device_put(backbone.variables, sharding.replicated(mesh))
-    return lambda images: jitted(variables, images)
+    backbone.embedders[batch_size] = lambda images: jitted(variables, images)
+    return backbone.embedders[batch_size]
 
 
 def round_up_to_devices(batch_size: int) -> int:
