@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-fast docs clean
+.PHONY: demo test test-fast lint docs clean
 
 # The train extra: what train.py, evaluate.py, predict.py and export.py need.
 $(VENV)/.train: pyproject.toml
@@ -21,15 +21,19 @@ demo: $(VENV)/.train
 	rm -rf runs/digits
 	$(PY) train.py --config configs/digits.py --workdir runs/digits
 
-# All tests; then the model and parity tests once more as on a machine without the CPU
-# extension (RESNET_JAX_KERNELS=xla: its tests skip, nothing builds or loads it).
-test: $(VENV)/.dev
+# The linter (rules: [tool.ruff] in pyproject.toml), all tests; then the model and parity
+# tests once more as on a machine without the CPU extension (RESNET_JAX_KERNELS=xla: its
+# tests skip, nothing builds or loads it).
+test: $(VENV)/.dev lint
 	$(PY) -m pytest
 	RESNET_JAX_KERNELS=xla $(PY) -m pytest -q tests/test_models.py tests/test_parity.py tests/test_export.py
 
 # The inner loop: everything not marked slow.
 test-fast: $(VENV)/.dev
 	$(PY) -m pytest -q -m "not slow"
+
+lint: $(VENV)/.dev
+	$(VENV)/bin/ruff check .
 
 # The documentation site (docs/, mkdocs.yml) into site/; tests/test_docs.py builds it too.
 docs: $(VENV)/.dev

@@ -1,4 +1,5 @@
-"""`python evaluate.py --help`: see resnet_jax/cli/evaluate.py (installed as `resnet-jax-evaluate`)."""
+"""`python evaluate.py --help`: see resnet_jax/cli/evaluate.py (installed as
+`resnet-jax-evaluate`)."""
 
 from resnet_jax.cli.evaluate import run
 

@@ -9,8 +9,8 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from resnet_jax.configs import default
 from resnet_jax.bench import input_pipeline as pipeline_benchmark
+from resnet_jax.configs import default
 from resnet_jax.data import batching, datasets, prepare, preprocessing
 
 N = 10  # examples in the id-carrying source
@@ -37,7 +37,8 @@ def test_every_example_once_per_epoch_in_a_seeded_order():
         assert sorted(window) == list(range(N))
         assert window == batching.epoch_permutation(0, epoch, N).tolist()
     assert stream[:N] != stream[N:2 * N]  # reshuffled each epoch
-    other_seed = sum((ids(b) for b in batching.train_batches(id_source(seed=1), 4, 0, 3, seed=1)), [])
+    other_seed = sum((ids(b) for b in batching.train_batches(id_source(seed=1), 4, 0, 3,
+                                                             seed=1)), [])
     assert other_seed[:N] != stream[:N]
 
 
@@ -45,7 +46,8 @@ def test_resume_and_process_shares_give_the_same_global_batches():
     full = [ids(b) for b in batching.train_batches(id_source(), 4, 0, 10, seed=0)]
     resumed = [ids(b) for b in batching.train_batches(id_source(), 4, 3, 7, seed=0)]
     assert resumed == full[3:]
-    shares = [[ids(b) for b in batching.train_batches(id_source(), 4, 0, 10, 0, p, 2)] for p in (0, 1)]
+    shares = [[ids(b) for b in batching.train_batches(id_source(), 4, 0, 10, 0, p, 2)]
+              for p in (0, 1)]
     assert [a + b for a, b in zip(*shares)] == full
 
 
@@ -72,8 +74,9 @@ def test_pad_crop_flip_takes_a_window_of_the_padded_image():
                for i in range(5) for j in range(5) for flip in (False, True)}
     found = set()
     for seed in range(40):
-        out = preprocessing.pad_crop_flip(image, tf.constant([0, seed], tf.int64), pad=2, flip=True).numpy()
-        again = preprocessing.pad_crop_flip(image, tf.constant([0, seed], tf.int64), pad=2, flip=True)
+        key = tf.constant([0, seed], tf.int64)
+        out = preprocessing.pad_crop_flip(image, key, pad=2, flip=True).numpy()
+        again = preprocessing.pad_crop_flip(image, key, pad=2, flip=True)
         np.testing.assert_array_equal(out, again)  # stateless: same seed, same crop
         match = [k for k, w in windows.items() if np.array_equal(w, out)]
         assert match, f"seed {seed}: not a window of the padded image"
@@ -193,7 +196,8 @@ def test_jpeg_decoding_crops_and_flips_to_uint8_pixels_on_a_written_tfds_dataset
                                       eval_resize=28))
     assert (source.info.num_train, source.info.num_eval) == (16, 2)
     # JPEG datasets hand over uint8 pixels; the steps normalise them with these constants.
-    assert source.info.pixel_normalization == (preprocessing.IMAGENET_MEAN, preprocessing.IMAGENET_STD)
+    assert source.info.pixel_normalization == (preprocessing.IMAGENET_MEAN,
+                                               preprocessing.IMAGENET_STD)
     expected = colour.astype(np.float64)
     # Ids are not needed: constant images decode to constant crops at any scale.
     eval_batch = next(batching.eval_batches(source, 2))

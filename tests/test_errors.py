@@ -68,8 +68,8 @@ def test_a_full_disk_is_a_storage_error_wherever_it_surfaces(error, capsys):
         with errors.reported():
             try:
                 raise OSError(errno.ENOSPC, "No space left on device", "/w/metrics.jsonl")
-            except OSError:
-                raise error
+            except OSError as cause:
+                raise error from cause
     assert exit_.value.code == errors.StorageError.exit_status
     line = capsys.readouterr().err
     assert line.startswith("error: No space left on device: /w/") and line.count("\n") == 1

@@ -19,7 +19,8 @@ def test_resnet18_with_defaults_exports_and_round_trips():
     restored = export.deserialize(exported.serialize())
     x = jax.random.normal(jax.random.PRNGKey(1), (2, 32, 32, 3))
     np.testing.assert_array_equal(restored.call(variables, x),
-                                  jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x))
+                                  jax.jit(lambda v, x: model.apply(v, x, train=False))(
+                                      variables, x))
 
 
 def test_a_model_on_the_cpu_kernels_exports_through_the_portable_ones():

@@ -17,10 +17,18 @@ import numpy as np
 import pytest
 
 from resnet_jax import errors
-from resnet_jax.train import checkpoint, loop, metrics, workdir as workdir_lib
+from resnet_jax.train import checkpoint, loop, metrics
+from resnet_jax.train import workdir as workdir_lib
 from tests.digits_runs import small_digits_config
-from tests.train_cli import (REPO, BackgroundRun, cli_args, cli_env, read_metrics,
-                             reported_lines, run_cli)
+from tests.train_cli import (
+    REPO,
+    BackgroundRun,
+    cli_args,
+    cli_env,
+    read_metrics,
+    reported_lines,
+    run_cli,
+)
 
 STEPS = 120
 

@@ -19,7 +19,7 @@ torch = pytest.importorskip("torch", reason="torchvision state dicts")
 torchvision = pytest.importorskip("torchvision")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _resnet18_variables(num_classes):
     model = models.create_model("resnet18", num_classes=num_classes)
     return jax.device_get(jax.jit(functools.partial(model.init, train=False))(

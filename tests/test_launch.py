@@ -18,8 +18,15 @@ from resnet_jax import errors
 from resnet_jax.launch import multiprocess
 from resnet_jax.train import checkpoint
 from tests.closeness import assert_trees_close
-from tests.train_cli import (REPO, BackgroundRun, cli_args, cli_env, read_metrics,
-                             reported_lines, run_cli)
+from tests.train_cli import (
+    REPO,
+    BackgroundRun,
+    cli_args,
+    cli_env,
+    read_metrics,
+    reported_lines,
+    run_cli,
+)
 
 
 def free_port() -> int:
@@ -170,7 +177,7 @@ def test_two_processes_match_one_and_resume_elastically(tmp_path, cache_dir):
                                    address, "--num_processes=2", f"--process_id={i}"], multi)
                 for i in range(2)]
     with processes(commands, cli_env(devices=2), timeout_s=300) as results:
-        for returncode, out, err in results:
+        for returncode, _out, err in results:
             assert returncode == 0, err[-3000:]
     (_, out0, _), (_, out1, _) = results
     assert "batch 32 over 4 device(s) in 2 processes" in out0

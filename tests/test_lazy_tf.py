@@ -7,7 +7,8 @@ import sys
 
 
 def test_training_modules_import_no_tensorflow():
-    code = ("import sys, resnet_jax.train.loop, resnet_jax.train.metrics, resnet_jax.bench.input_pipeline, resnet_jax.data.datasets; "
+    code = ("import sys, resnet_jax.train.loop, resnet_jax.train.metrics, "
+            "resnet_jax.bench.input_pipeline, resnet_jax.data.datasets; "
             "loaded = {'tensorflow', 'tensorflow_datasets'} & set(sys.modules); "
             "assert not loaded, loaded")
     subprocess.run([sys.executable, "-c", code], check=True)

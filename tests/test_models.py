@@ -87,7 +87,8 @@ def test_unknown_model_and_option_errors_list_the_valid_ones():
 @pytest.mark.parametrize("shape", [(2, 32, 32), (2, 32, 32, 1), (1, 2, 32, 32, 3)])
 def test_bad_input_shape_is_a_clear_error(shape):
     model = _model("resnet20")
-    with pytest.raises(ValueError, match=r"expected NHWC images of shape \(batch, height, width, 3\)"):
+    with pytest.raises(ValueError,
+                       match=r"expected NHWC images of shape \(batch, height, width, 3\)"):
         model.init(jax.random.PRNGKey(0), jnp.zeros(shape), train=False)
 
 

@@ -14,8 +14,8 @@ import sys
 import numpy as np
 import pytest
 
-from tools.image_folders import write_photo_crops
 from tests.train_cli import read_metrics, reported_lines, run_cli, run_tool
+from tools.image_folders import write_photo_crops
 
 torch = pytest.importorskip("torch", reason="the torchvision side of the round trip")
 torchvision = pytest.importorskip("torchvision")
@@ -333,7 +333,8 @@ def test_a_resume_with_another_config_is_refused_untouched(fine_tuned, photos):
      "error: {workdir}/config.json exists; choose another --output or pass --overwrite"),
     ("embed.py", ["--workdir", "{workdir}", "{workdir}"],
      "error: --output E.npz is where the embeddings go: set it"),
-    ("embed.py", ["--gallery", "{missing}.npz", "{workdir}"], "error: {missing}.npz does not exist"),
+    ("embed.py", ["--gallery", "{missing}.npz", "{workdir}"],
+     "error: {missing}.npz does not exist"),
 ])
 def test_tool_mistakes_are_one_line_and_exit_2(fine_tuned, tmp_path, tool, args, message):
     workdir, *_ = fine_tuned

@@ -15,9 +15,9 @@ import pytest
 torch = pytest.importorskip("torch", reason="parity tests need the [dev] extra (torch)")
 
 from resnet_jax import models  # noqa: E402
-from resnet_jax.models import resnet as resnet_module  # noqa: E402
 from resnet_jax.interop import torch_models  # noqa: E402
 from resnet_jax.interop import torchvision_weights as torch_interop  # noqa: E402
+from resnet_jax.models import resnet as resnet_module  # noqa: E402
 from resnet_jax.train import optim  # noqa: E402
 from tests import extension_available  # noqa: E402
 from tests.closeness import relative_error  # noqa: E402
@@ -267,7 +267,7 @@ def test_float64_training_steps_equal_torch(name, options, size):
             opt_state = tx.init(params)
 
             @jax.jit  # one compiled update instead of hundreds of eager per-tensor ops
-            def sgd_step(grads, opt_state, params):
+            def sgd_step(grads, opt_state, params, tx=tx):
                 updates, opt_state = tx.update(grads, opt_state, params)
                 return optax.apply_updates(params, updates), opt_state
 

@@ -2,10 +2,10 @@
 transcriptions of the reference's formulas), torch's gradient clipping and parameter-group
 weight decay (the real torch), torchvision's EMA, MixUp/CutMix and RandomErasing."""
 
-import numpy as np
-import pytest
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 import torch
 
 from resnet_jax.configs import default
@@ -381,7 +381,7 @@ def test_stochastic_depth_at_rate_zero_is_bitwise_the_plain_training_step():
                                              drop_path_rate=0.0), 5)):
         tx = optim.sgd(0.1)
         state = steps.create_train_state(model, tx, (8, 8, 3), jax.random.PRNGKey(0))
-        results.append(jax.jit(lambda s, b: steps.train_step(s, b, dropout_seed=seed))(
+        results.append(jax.jit(lambda s, b, seed=seed: steps.train_step(s, b, dropout_seed=seed))(
             state, batch)[0])
     for a, b in zip(jax.tree_util.tree_leaves(results[0]), jax.tree_util.tree_leaves(results[1])):
         np.testing.assert_array_equal(a, b)
@@ -423,7 +423,8 @@ def test_recipe_configs_validate(name):
 
     config = importlib.import_module(f"resnet_jax.configs.{name}").get_config()
     train_config.validate_config(config)
-    if name.endswith("tv_v2"):  # torchvision's train.py: 1 - min(1, (1 - 0.99998) * 1024 * 32 / 600)
+    # torchvision's train.py: 1 - min(1, (1 - 0.99998) * 1024 * 32 / 600)
+    if name.endswith("tv_v2"):
         decay = ema.EmaConfig.from_config(config, 1_281_167, 600.0).decay
         assert decay == pytest.approx(1 - (1 - 0.99998) * 1024 * 32 / 600, rel=1e-12)
 

@@ -22,7 +22,7 @@ def test_grad_precision_reports_every_mode():
     for line in ("torch float32 eager", "jax float64 vs torch float64", "jax float32 jit",
                  "jax float32 op by op"):
         assert line in out
-    jax64 = next(l for l in out.splitlines() if l.startswith("jax float64 vs torch"))
+    jax64 = next(line for line in out.splitlines() if line.startswith("jax float64 vs torch"))
     assert float(jax64.split("worst ")[1].split()[0]) < 1e-9  # the same function in float64
 
 

@@ -95,9 +95,9 @@ def test_label_smoothing_cross_entropy_equals_torch():
 def test_the_jitted_train_step_traces_once_over_several_steps():
     """The state a step returns has the avals of the state it took (no weak types, no dtype
     drift), so jit traces the step once: a loop over steps never recompiles."""
-    import chex
     import functools
 
+    import chex
     import jax.numpy as jnp
     import optax
 
@@ -117,7 +117,7 @@ def test_the_jitted_train_step_traces_once_over_several_steps():
 
     step = jax.jit(train_step, donate_argnums=0)
     rng = np.random.default_rng(0)
-    for i in range(3):
+    for _ in range(3):
         before = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
         batch = {"image": jnp.asarray(rng.standard_normal((4, 8, 8, 3)), jnp.float32),
                  "label": jnp.asarray(rng.integers(0, 10, 4), jnp.int32)}

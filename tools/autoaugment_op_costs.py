@@ -40,8 +40,9 @@ def main():
                                                           dtype=np.uint8))
     for op in autoaugment.OPS:
         magnitude = tf.constant(MAGNITUDES.get(op, 0.5), tf.float32)
-        ms = milliseconds_per_image(image, lambda x, op=op: autoaugment.apply_op(x, op, magnitude),
-                                    args.images)
+        ms = milliseconds_per_image(
+            image, lambda x, op=op, magnitude=magnitude: autoaugment.apply_op(x, op, magnitude),
+            args.images)
         print(f"{op:12s} {ms:.3f} ms")
     print(f"{'(pipeline)':12s} {milliseconds_per_image(image, lambda x: x, args.images):.3f} ms")
 

@@ -37,6 +37,7 @@ def main():
     host_memory.reuse_freed_memory()  # as train.py and the benchmark do, before JAX starts
 
     import jax
+
     from resnet_jax import models
     from resnet_jax.bench import train_step as benchmark
 

@@ -32,7 +32,6 @@ import numpy as np
 
 from resnet_jax.data.lazy_tf import tf, tfds
 
-
 # name -> (builder config, number of classes) of the registered TFDS builders written here.
 _WRITABLE = {"imagenette": ("full-size-v2", 10), "imagenet2012": (None, 1000)}
 

@@ -26,7 +26,7 @@ import os
 import statistics
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -34,8 +34,8 @@ import numpy as np
 
 from resnet_jax import environment, models
 from resnet_jax.files import write_atomically
-from resnet_jax.models import kernels as kernel_seam
 from resnet_jax.launch import host_memory, sharding
+from resnet_jax.models import kernels as kernel_seam
 from resnet_jax.train import optim, steps
 
 # Dense peak FLOP/s per device by (device kind substring, dtype), vendor datasheets. MFU is
@@ -299,12 +299,12 @@ def benchmark(model: str, batch_size: int, image_size: int, dtype: str, framewor
         # in JAX's first round after PyTorch's warm-up, none later; BENCHMARKS.md), which is
         # not the steady state measured here.
         for repeat in range(repeats + 1):
-            for framework, (row, run, times) in runners.items():
+            for _row, run, times in runners.values():
                 start = time.perf_counter()
                 run(steps_per_repeat)
                 if repeat:
                     times.append(time.perf_counter() - start)
-        for framework, (row, run, times) in runners.items():
+        for framework, (row, _run, times) in runners.items():
             rates = [steps_per_repeat * batch_size / t for t in times]
             row.images_per_sec = statistics.median(rates)
             row.images_per_sec_min, row.images_per_sec_max = min(rates), max(rates)

@@ -61,11 +61,10 @@ def _export_onnx(run, path: str) -> dict:
     import warnings
 
     import numpy as np
+    import onnxruntime  # present: main checked the export extra
     import torch
 
     from resnet_jax.train import inference
-
-    import onnxruntime  # present: main checked the export extra
     model = _torch_model(run)
     height, width, channels = run.image_shape
     example = torch.zeros(2, channels, height, width)

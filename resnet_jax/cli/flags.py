@@ -41,7 +41,7 @@ def parse_flags(argv):
     try:
         argv = FLAGS(_with_shipped_configs(argv))
         if "config" in FLAGS and FLAGS.config is not None:
-            FLAGS.config.keys  # ml_collections defers a load error to the first use
+            _ = FLAGS.config.keys  # ml_collections defers a load error to the first use
         return argv
     except OSError as error:  # the config file is missing or cannot be read
         reason = [line.strip() for line in str(error).splitlines() if line.strip()][-1]
@@ -116,7 +116,7 @@ def run(main, job: str) -> None:
     # installed resnet-jax-train.
     sys.modules["__main__"].__doc__ = sys.modules[main.__module__].__doc__  # the usage text
     for flag in (FLAGS.get_flags_for_module(main.__module__)
-                 + FLAGS.get_flags_for_module(__name__)):  # define_launch_flags' 
+                 + FLAGS.get_flags_for_module(__name__)):  # define_launch_flags'
         FLAGS.register_key_flag_for_module(sys.argv[0], flag)  # absl's name of the main module
     try:
         app.run(wrapped, flags_parser=parse_flags)

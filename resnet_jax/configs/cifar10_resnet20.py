@@ -6,7 +6,8 @@
 Batch 128, lr 0.1 divided by 10 at 32k and 48k iterations, 64k iterations, momentum 0.9, weight
 decay 1e-4, 4-pixel pad + 32x32 random crop + horizontal flip, per-channel normalisation.
 Expected test error (paper, Table 6): resnet20 8.75%, resnet32 7.51%, resnet44 7.17%,
-resnet56 6.97%, resnet110 6.43% (best of 5). Prepare CIFAR-10 once: `python -m resnet_jax.data.prepare cifar10`.
+resnet56 6.97%, resnet110 6.43% (best of 5). Prepare CIFAR-10 once:
+`python -m resnet_jax.data.prepare cifar10`.
 """
 
 from resnet_jax.configs import default

@@ -40,7 +40,8 @@ NATIVE = seam.Kernels("native", conv_general_dilated=conv.native_conv_general_di
 def choose_native(dtype) -> seam.Kernels:
     reason = extension.unavailable_reason()
     if reason is not None:
-        raise extension.ExtensionUnavailable(f"kernels='native': {reason}; use kernels='auto' or 'xla'")
+        raise extension.ExtensionUnavailable(
+            f"kernels='native': {reason}; use kernels='auto' or 'xla'")
     return NATIVE if jnp.dtype(dtype) == jnp.float32 else PATCHES
 
 

@@ -13,7 +13,7 @@ Evaluation: every example exactly once, in a fixed order, the last global batch 
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -94,7 +94,7 @@ def train_positions(num_train: int, seed: int, global_batch: int, start_step: in
         yield positions, indices
 
 
-def _fetched(records: Records, chunks) -> "tf.data.Dataset":
+def _fetched(records: Records, chunks) -> tf.data.Dataset:
     """{"position", raw example fields} for each (positions, indices) chunk of `chunks()`,
     fetched from `records` chunk by chunk, one element per example."""
     def generate():

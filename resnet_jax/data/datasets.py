@@ -26,15 +26,22 @@ TensorFlow runs on the CPU only, imported on first use (`resnet_jax.data.lazy_tf
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
 from resnet_jax.data import autoaugment, folders, preprocessing
 from resnet_jax.data.lazy_tf import tf, tfds
-from resnet_jax.data.preprocessing import (CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD,
-                                           CIFAR100_MEAN, CIFAR100_STD,
-                                           IMAGENET_MEAN, IMAGENET_STD, pad_crop_flip)
+from resnet_jax.data.preprocessing import (
+    CIFAR10_CLASSES,
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    CIFAR100_MEAN,
+    CIFAR100_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    pad_crop_flip,
+)
 from resnet_jax.errors import UserError
 
 DIGITS_EVAL_EXAMPLES = 360  # the fixed stratified held-out split (20% of 1,797)
@@ -71,10 +78,10 @@ class Records:
 
     count: int
     fetch: Callable[[np.ndarray], dict[str, np.ndarray]]
-    spec: dict[str, "tf.TensorSpec"]  # one raw example's fields
+    spec: dict[str, tf.TensorSpec]  # one raw example's fields
 
     @classmethod
-    def of_arrays(cls, **arrays: np.ndarray) -> "Records":
+    def of_arrays(cls, **arrays: np.ndarray) -> Records:
         """Records held in memory: rows of equally long arrays."""
         spec = {key: tf.TensorSpec(value.shape[1:], tf.string if value.dtype == object
                                    else tf.as_dtype(value.dtype))
@@ -217,7 +224,8 @@ def _cifar(config, name) -> Source:
         return {"image": preprocessing.normalize(image, mean, std), "label": example["label"]}
 
     def preprocess_eval(example):
-        return {"image": preprocessing.normalize(example["image"], mean, std), "label": example["label"]}
+        return {"image": preprocessing.normalize(example["image"], mean, std),
+                "label": example["label"]}
 
     return _in_memory(name, arrays[0], arrays[1], num_classes, names, (32, 32, 3),
                       preprocess_train, preprocess_eval)

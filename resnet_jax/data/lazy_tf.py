@@ -18,7 +18,7 @@ import re
 import sys
 import tempfile
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 # glog-style info and warning lines ("I0000 00:00:17... 1234 port.cc:153] ...") and absl's
 # notice about them; errors (E, F) and anything else pass through.

@@ -11,7 +11,8 @@ torch is imported only by `to_torchvision`; `from_torchvision` also takes numpy 
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import numpy as np

@@ -92,7 +92,8 @@ def _coordinate(port: int, num_processes: int, timeout_s: float) -> None:
         server = socket.create_server(("", port))
     except OSError as error:
         raise LaunchError(f"process 0 cannot listen on port {port} ({error.strerror}); is "
-                          f"another run using it? pick another --coordinator_address port")
+                          f"another run using it? pick another --coordinator_address port") \
+            from None
     peers = {}
 
     def release(message: str, *others: socket.socket) -> None:

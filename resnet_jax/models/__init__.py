@@ -9,9 +9,16 @@ from resnet_jax.models.analysis import count_params, forward_macs, init_shapes
 from resnet_jax.models.blocks import BasicBlock, Bottleneck
 from resnet_jax.models.layers import BatchNorm
 from resnet_jax.models.resnet import FeatureInfo, ResNet
-from resnet_jax.models.zoo import (MODEL_OPTIONS, MODELS, TORCHVISION_MODELS, check_model_name,
-                                   create_model, default_image_size, is_cifar)
+from resnet_jax.models.zoo import (
+                                   MODEL_OPTIONS,
+                                   MODELS,
+                                   TORCHVISION_MODELS,
+                                   check_model_name,
+                                   create_model,
+                                   default_image_size,
+                                   is_cifar,
+)
 
-__all__ = ["BasicBlock", "BatchNorm", "Bottleneck", "FeatureInfo", "MODELS", "MODEL_OPTIONS", "ResNet",
-           "TORCHVISION_MODELS", "check_model_name", "count_params", "create_model",
+__all__ = ["BasicBlock", "BatchNorm", "Bottleneck", "FeatureInfo", "MODELS", "MODEL_OPTIONS",
+           "ResNet", "TORCHVISION_MODELS", "check_model_name", "count_params", "create_model",
            "default_image_size", "forward_macs", "init_shapes", "is_cifar"]

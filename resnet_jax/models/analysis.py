@@ -11,6 +11,7 @@ from flax import linen as nn
 
 from resnet_jax.models.resnet import ResNet
 
+
 def init_shapes(model: ResNet, image_size: int, batch_size: int = 1):
     """The variables' shapes and dtypes, by abstract evaluation (no compile, no memory)."""
     x = jax.ShapeDtypeStruct((batch_size, image_size, image_size, model.in_channels), jnp.float32)

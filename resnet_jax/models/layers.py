@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import abc
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -158,7 +159,7 @@ class DeferredNorm(abc.ABC):
     """
 
     @abc.abstractmethod
-    def add(self, other) -> "DeferredNorm | jax.Array":
+    def add(self, other) -> DeferredNorm | jax.Array:
         """This normalisation plus `other` (an array of the same shape)."""
 
     @abc.abstractmethod

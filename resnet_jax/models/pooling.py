@@ -6,7 +6,8 @@ a scalar loop, several times slower than PyTorch's pool backward on the ResNet s
 maximum (row-major order, as torch and select-and-scatter choose), from the same loaded values
 that give the maximum; the backward pass sends each window's gradient to that offset with dense
 array operations (an interior-padded `lax.pad` per offset, all summed in one fused loop), or,
-with `native_backward` (the CPU kernels seam), with one loop in the CPU extension (faster still; BENCHMARKS.md).
+with `native_backward` (the CPU kernels seam), with one loop in the CPU extension (faster
+still; BENCHMARKS.md).
 Comparing the input with the pooled output in the backward pass instead would be fragile: XLA
 may recompute a fused producer (batch norm, ReLU) with different rounding in two places, and a
 maximum would then fail to equal itself.
@@ -19,7 +20,6 @@ import functools
 import jax
 import jax.numpy as jnp
 from jax import lax
-
 
 
 def _windows(x, window, strides, padding):

@@ -16,15 +16,21 @@ weights of any of them load into the others:
 from __future__ import annotations
 
 import functools
-from typing import Any, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import jax.numpy as jnp
 from flax import linen as nn
 
 from resnet_jax.errors import UserError
 from resnet_jax.models import kernels as kernel_seam
-from resnet_jax.models.layers import (conv_kernel_init, dense_bias_init, dense_kernel_init,
-                                      relu, symmetric_padding)
+from resnet_jax.models.layers import (
+    conv_kernel_init,
+    dense_bias_init,
+    dense_kernel_init,
+    relu,
+    symmetric_padding,
+)
 
 Dtype = Any
 ModuleDef = Any

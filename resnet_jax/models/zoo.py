@@ -4,7 +4,7 @@ and `create_model` builds one by name with checked options."""
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 from resnet_jax.errors import UserError
 from resnet_jax.models import kernels
@@ -111,5 +111,5 @@ def create_model(name: str, /, *, num_classes: int, **options) -> ResNet:
     if options.get("out_indices") is not None:
         options["out_indices"] = tuple(options["out_indices"])
     model = MODELS[name](num_classes=num_classes, name=module_name, **options)
-    model.feature_info  # a UserError for out_indices outside the model's feature maps
+    _ = model.feature_info  # a UserError for out_indices outside the model's feature maps
     return model

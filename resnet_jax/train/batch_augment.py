@@ -36,7 +36,7 @@ class BatchAugment:
     cutmix_alpha: float = 0.0
 
     @classmethod
-    def from_config(cls, config) -> "BatchAugment | None":
+    def from_config(cls, config) -> BatchAugment | None:
         augment = cls(config.seed, config.random_erasing, config.mixup_alpha,
                       config.cutmix_alpha)
         return augment if (augment.random_erasing or augment.mixup_alpha

@@ -30,7 +30,7 @@ class EmaConfig:
     warmup_epochs: int      # epochs during which the average only copies
 
     @classmethod
-    def from_config(cls, config, num_train: int, num_epochs: float) -> "EmaConfig | None":
+    def from_config(cls, config, num_train: int, num_epochs: float) -> EmaConfig | None:
         if config.ema_decay <= 0:
             return None
         adjust = config.batch_size * config.ema_steps / num_epochs

@@ -20,8 +20,19 @@ from absl import logging
 from resnet_jax import environment, errors
 from resnet_jax.data import batching, datasets
 from resnet_jax.launch import sharding
-from resnet_jax.train import (batch_augment, checkpoint, ema, evaluation, metrics, optim,
-                              preemption, progress, records, steps, warm_start)
+from resnet_jax.train import (
+    batch_augment,
+    checkpoint,
+    ema,
+    evaluation,
+    metrics,
+    optim,
+    preemption,
+    progress,
+    records,
+    steps,
+    warm_start,
+)
 from resnet_jax.train import workdir as workdir_lib
 from resnet_jax.train.config import model_from_config, validate_config
 

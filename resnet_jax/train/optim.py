@@ -9,7 +9,8 @@ polynomial warm-up/decay schedule (`schedule="polynomial"`).
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -235,7 +236,7 @@ def create_optimizer(config, schedule: optax.Schedule) -> optax.GradientTransfor
         return tx
 
     def labels(params):
-        return {name: jax.tree_util.tree_map(lambda _: "train" if name == HEAD else "frozen",
-                                             value) for name, value in params.items()}
+        return {name: jax.tree_util.tree_map(lambda _, part="train" if name == HEAD else "frozen":
+                                             part, value) for name, value in params.items()}
 
     return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)

@@ -4,7 +4,7 @@ metrics.jsonl and the confusion matrix of an evaluation."""
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

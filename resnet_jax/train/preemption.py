@@ -36,7 +36,7 @@ class StopSignals:
         self._multiprocess = jax.process_count() > 1
         self._previous = {}
 
-    def __enter__(self) -> "StopSignals":
+    def __enter__(self) -> StopSignals:
         if threading.current_thread() is not threading.main_thread():
             return self  # signals reach the main thread only; a run in a thread has no handlers
         handled = [signal.SIGINT, signal.SIGHUP] + ([] if self._multiprocess

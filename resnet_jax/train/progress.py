@@ -1,6 +1,6 @@
-"""Progress of long work (training steps, images embedded) for a person watching: a tqdm bar on a terminal; in a log file or under a
-scheduler (no terminal), or with `progress_bar=False`, one plain line every `interval_s`
-instead of a bar's carriage returns."""
+"""Progress of long work (training steps, images embedded) for a person watching: a tqdm bar
+on a terminal; in a log file or under a scheduler (no terminal), or with
+`progress_bar=False`, one plain line every `interval_s` instead of a bar's carriage returns."""
 
 from __future__ import annotations
 

@@ -52,8 +52,8 @@ def normalize_images(images, normalization):
 
 def train_step(state: TrainState, batch: dict, *, label_smoothing: float = 0.0,
                accumulation_steps: int = 1, num_shards: int = 1, normalization=None,
-               frozen_backbone: bool = False, ema_config: "ema.EmaConfig | None" = None,
-               augment: "batch_augment.BatchAugment | None" = None,
+               frozen_backbone: bool = False, ema_config: ema.EmaConfig | None = None,
+               augment: batch_augment.BatchAugment | None = None,
                dropout_seed: int | None = None):
     """One SGD step on a global batch; returns the new state and metric sums (on device).
 

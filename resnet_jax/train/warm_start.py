@@ -10,7 +10,8 @@ that fit less than half of the model are refused: they are another architecture'
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import numpy as np
@@ -171,7 +172,8 @@ def merge(variables, loaded: dict, source: str, model_name: str = "the model",
     if complete and len(taken) < len(flat):
         raise InitError(
             f"{source} does not fit the model completely ({len(flat) - len(taken)} of "
-            f"{len(flat)} tensors do not: {_names(misshapen and [k for k, *_ in misshapen] or absent)}); "
+            f"{len(flat)} tensors do not: "
+            f"{_names(misshapen and [k for k, *_ in misshapen] or absent)}); "
             f"evaluating needs weights for every layer, the classifier head included (the "
             f"same num_classes)")
     lines = [f"init_from {source}: loaded {len(taken)} of {len(flat)} tensors"]

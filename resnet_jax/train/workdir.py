@@ -78,7 +78,7 @@ class Lock:
         self._stop = threading.Event()
         self._thread = None
         self._record = {"host": socket.gethostname(), "pid": os.getpid(),
-                        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                        "started": datetime.datetime.now(datetime.UTC).isoformat(
                             timespec="seconds")}
 
     def acquire(self) -> None:
