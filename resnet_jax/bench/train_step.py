@@ -120,11 +120,13 @@ def jax_runner(name: str, batch_size: int, image_size: int, dtype: str, mode: st
 
         run.compiled = train_fn  # for tools/profile_step.py: the HLO's custom-call targets
     else:
-        eval_fn, compile_s = steps.compile_eval_step(state, mesh, (batch_size, *image_shape))
+        variables = steps.variables_of(state)
+        eval_fn, compile_s = steps.compile_eval_step(model.apply, variables, mesh,
+                                                     (batch_size, *image_shape))
 
         def run(n):
             for _ in range(n):
-                out = eval_fn(state, batch)
+                out = eval_fn(variables, batch)
             jax.block_until_ready(out)
     return run, compile_s
 

@@ -9,30 +9,19 @@ import sys
 
 from absl import app, flags, logging
 
+from resnet_jax import configs
+from resnet_jax.cli.launching import define_launch_flags, launch  # noqa: F401 (the CLIs' API)
+
 FLAGS = flags.FLAGS
-SHIPPED_CONFIGS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs")
-
-
-def shipped_config(value: str) -> str:
-    """`value` if it is a file; else the shipped config it names (`digits`, `digits.py`,
-    `configs/digits.py` from any directory after a plain `pip install`)."""
-    path, colon, overrides = value.partition(":")  # ml_collections' FILE:ARGUMENT form
-    if os.path.exists(path):
-        return value
-    name = os.path.basename(path)
-    shipped = os.path.join(SHIPPED_CONFIGS, name if name.endswith(".py") else f"{name}.py")
-    if os.path.exists(shipped):
-        return shipped + colon + overrides
-    return value
 
 
 def _with_shipped_configs(argv: list[str]) -> list[str]:
     argv = list(argv)
     for i, arg in enumerate(argv):
         if arg.startswith("--config="):
-            argv[i] = "--config=" + shipped_config(arg.split("=", 1)[1])
+            argv[i] = "--config=" + configs.shipped_config(arg.split("=", 1)[1])
         elif arg == "--config" and i + 1 < len(argv):
-            argv[i + 1] = shipped_config(argv[i + 1])
+            argv[i + 1] = configs.shipped_config(argv[i + 1])
     return argv
 
 
@@ -45,8 +34,7 @@ def parse_flags(argv):
         return argv
     except OSError as error:  # the config file is missing or cannot be read
         reason = [line.strip() for line in str(error).splitlines() if line.strip()][-1]
-        shipped = sorted(name[:-3] for name in os.listdir(SHIPPED_CONFIGS)
-                         if name.endswith(".py") and not name.startswith("_"))
+        shipped = configs.shipped_names()
         print(f"error: cannot load the --config file: {reason} (shipped configs: "
               f"{', '.join(shipped)})", file=sys.stderr)
     except SyntaxError as error:
@@ -59,33 +47,6 @@ def parse_flags(argv):
     except (flags.Error, ValueError, TypeError) as error:
         print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
     sys.exit(2)
-
-
-def define_launch_flags() -> None:
-    """The flags of a command that trains: how its processes find each other."""
-    flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0, for a "
-                        "multi-process run JAX cannot detect itself.")
-    flags.DEFINE_integer("num_processes", None, "Number of processes in a multi-process run.")
-    flags.DEFINE_integer("process_id", None, "This process's index, 0..num_processes-1.")
-    flags.DEFINE_float("distributed_timeout_s", 60.0,
-                       "How long processes wait for each other at start-up before giving up.")
-
-
-def launch() -> None:
-    """Brings the processes together (one line and exit 1 if they cannot be), before the
-    input pipeline and XLA allocate; process 0 alone logs."""
-    from resnet_jax.launch import host_memory, multiprocess
-
-    try:
-        multiprocess.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
-                                FLAGS.process_id, FLAGS.distributed_timeout_s)
-    except multiprocess.LaunchError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
-    host_memory.reuse_freed_memory()
-    import jax
-    if jax.process_index() != 0 and not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.ERROR)  # one voice: process 0 logs for the run
 
 
 def quiet_logs() -> None:

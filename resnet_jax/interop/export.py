@@ -1,17 +1,32 @@
-"""A model as a serialised `jax.export` artifact, for serving stacks that load StableHLO.
+"""A model for serving stacks, as files: a `jax.export` artifact (StableHLO), an ONNX model
+checked with onnxruntime, or a torchvision state dict.
+
+    export_inference, export_with_weights   the jax.export artifacts (in memory)
+    write_jax, write_onnx, write_torchvision  the files; each returns the input's description
+                                               (layout, shape, dtype) for a sidecar record
 
 Export always uses the portable kernels (`kernels="xla"`): the CPU kernels are custom calls
 that only this package's process can run. The function exported is the same one to the parity
-tolerances, whatever kernels trained the weights.
+tolerances, whatever kernels trained the weights. ONNX and torchvision need the `[export]` and
+`[torch]` extras.
 """
 
 from __future__ import annotations
 
+import io
+import os
+import warnings
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import export
 
-from resnet_jax.models import ResNet
+from resnet_jax.files import write_atomically
+from resnet_jax.models import ResNet, is_cifar
+
+# How close onnxruntime's logits must be to ours (relative to the largest logit).
+ONNX_TOLERANCE = 1e-4
 
 
 def export_inference(model: ResNet, variables, batch_shape, dtype=jnp.float32) -> export.Exported:
@@ -33,3 +48,72 @@ def export_with_weights(model: ResNet, variables, batch_shape,
                                         else d for d in batch_shape), dtype)
     constants = jax.tree_util.tree_map(jnp.asarray, variables)
     return export.export(jax.jit(lambda x: portable.apply(constants, x, train=False)))(images)
+
+
+def write_jax(model: ResNet, variables, image_shape, path: str) -> dict:
+    """`images -> logits` for any batch of NHWC float32 images of `image_shape`, weights inside
+    (`export_with_weights`), serialised to `path`."""
+    exported = export_with_weights(model, variables, ("b", *image_shape))
+    write_atomically(path, bytes(exported.serialize()))
+    return {"layout": "NHWC", "shape": ["batch", *image_shape], "dtype": "float32"}
+
+
+def _torch_twin(name: str, model: ResNet, variables):
+    from resnet_jax.interop import torch_models, torchvision_weights
+
+    num_classes = variables["params"]["fc"]["kernel"].shape[-1]
+    options = {"shortcut": model.shortcut} if is_cifar(name) else {}
+    twin = torch_models.create_torch_model(name, num_classes=num_classes,
+                                           in_channels=model.in_channels, **options)
+    twin.load_state_dict(torchvision_weights.to_torchvision(name, variables), strict=True)
+    return twin.eval()
+
+
+def write_onnx(name: str, model: ResNet, variables, image_shape, path: str) -> dict:
+    """The model `name` as ONNX (input "images", float32 NCHW, any batch; output "logits"),
+    exported from its PyTorch twin and kept only if onnxruntime's logits equal ours within
+    ONNX_TOLERANCE (an AssertionError otherwise: the export would be wrong)."""
+    import onnxruntime
+    import torch
+
+    height, width, channels = image_shape
+    tmp = path + ".tmp"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation notice
+        torch.onnx.export(_torch_twin(name, model, variables),
+                          (torch.zeros(2, channels, height, width),), tmp, dynamo=False,
+                          input_names=["images"], output_names=["logits"],
+                          dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
+    images = np.random.default_rng(0).standard_normal((3, *image_shape), dtype=np.float32)
+    portable = model.clone(kernels="xla")
+    ours = np.asarray(jax.jit(lambda v, x: portable.apply(v, x, train=False))(variables, images))
+    session = onnxruntime.InferenceSession(tmp, providers=["CPUExecutionProvider"])
+    theirs = session.run(None, {"images": np.ascontiguousarray(images.transpose(0, 3, 1, 2))})[0]
+    difference = float(np.max(np.abs(theirs - ours)) / max(np.max(np.abs(ours)), 1e-12))
+    if not difference <= ONNX_TOLERANCE:
+        os.remove(tmp)
+        raise AssertionError(f"onnxruntime's logits differ from ours by {difference:.2e} "
+                             f"(relative), more than {ONNX_TOLERANCE}: the export is wrong")
+    os.replace(tmp, path)
+    print(f"checked: onnxruntime's logits equal ours to {difference:.1e} (relative)")
+    return {"layout": "NCHW", "shape": ["batch", channels, height, width], "dtype": "float32",
+            "input_name": "images", "output_name": "logits"}
+
+
+def write_torchvision(name: str, variables, image_shape, path: str) -> dict:
+    """A state dict that torchvision's `name` (or, for the CIFAR family, this package's twin)
+    loads with `strict=True`; the description says how."""
+    import torch
+
+    from resnet_jax.interop import torchvision_weights
+
+    buffer = io.BytesIO()
+    torch.save(torchvision_weights.to_torchvision(name, variables), buffer)
+    write_atomically(path, buffer.getvalue())
+    height, width, channels = image_shape
+    num_classes = variables["params"]["fc"]["kernel"].shape[-1]
+    load = (f"resnet_jax.interop.torch_models.create_torch_model({name!r}, "
+            f"num_classes={num_classes})" if is_cifar(name) else
+            f"torchvision.models.{name}(num_classes={num_classes})")
+    return {"layout": "NCHW", "shape": ["batch", channels, height, width], "dtype": "float32",
+            "load": f"{load}.load_state_dict(torch.load(PATH, weights_only=True))"}

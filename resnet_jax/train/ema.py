@@ -62,6 +62,6 @@ def update(averaged: dict, params, batch_stats, step, config: EmaConfig) -> dict
             "count": count.astype(jnp.int32)}
 
 
-def averaged_state(state):
-    """`state` with the averaged weights and statistics in place of the trained ones."""
-    return state.replace(params=state.ema["params"], batch_stats=state.ema["batch_stats"])
+def averaged_variables(state) -> dict:
+    """The averaged weights and statistics, as a model in eval mode takes them."""
+    return {"params": state.ema["params"], "batch_stats": state.ema["batch_stats"]}

@@ -1,10 +1,11 @@
-"""Evaluating a state on every held-out example exactly once, and recording the result: the
-report (per-class table, confusion matrix) and the figures. Shared by the training loop and
-the evaluate command."""
+"""Evaluating a model's variables on every held-out example exactly once, and recording the
+result: the report (per-class table, confusion matrix) and the figures. Shared by the training
+loop and the evaluate command (`evaluate_weights`)."""
 
 from __future__ import annotations
 
 import os
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +17,7 @@ from resnet_jax.launch import sharding
 from resnet_jax.train import metrics, plots
 
 
-def evaluate(eval_fn, state, source, eval_batch_size: int, mesh, show_progress: bool):
+def evaluate(eval_fn, variables, source, eval_batch_size: int, mesh, show_progress: bool):
     """Every eval example exactly once; returns (values, labels, predictions) on the host, where
     values are the mean loss/top-1/top-5 and the example count."""
     sums, labels, predictions = None, [], []
@@ -25,7 +26,7 @@ def evaluate(eval_fn, state, source, eval_batch_size: int, mesh, show_progress: 
     total = batching.num_eval_batches(source, eval_batch_size)
     for batch in tqdm(sharding.prefetch_to_mesh(batches, mesh), total=total, desc="eval",
                       leave=False, disable=not show_progress):
-        batch_sums, batch_predictions = eval_fn(state, batch)
+        batch_sums, batch_predictions = eval_fn(variables, batch)
         sums = batch_sums if sums is None else jax.tree_util.tree_map(jnp.add, sums, batch_sums)
         mask = np.asarray(jax.device_get(_replicated_value(batch["mask"])))
         labels.append(np.asarray(jax.device_get(_replicated_value(batch["label"])))[mask])
@@ -67,3 +68,77 @@ def plot_curves(workdir: str, title: str) -> None:
     os.makedirs(os.path.join(workdir, "plots"), exist_ok=True)
     plots.training_curves(metrics.read_rows(os.path.join(workdir, "metrics.jsonl")),
                           os.path.join(workdir, "plots", "training_curves.png"), title)
+
+
+def _split_name(info, split: str | None) -> str:
+    name = split or os.path.basename(os.path.normpath(info.eval_from)) or "eval"
+    return name if "held out" not in info.eval_from else "holdout"
+
+
+def _weights_from_config(config, info) -> tuple:
+    """(model, variables) for config.model with every tensor loaded from config.init_from."""
+    from resnet_jax.train import warm_start
+    from resnet_jax.train.config import model_from_config
+
+    model = model_from_config(config, info.num_classes, info.image_shape[-1])
+    fresh = jax.device_get(jax.jit(model.init, static_argnames="train")(
+        jax.random.PRNGKey(0), jnp.zeros((1, *info.image_shape)), train=False))
+    loaded = warm_start.read(config.init_from, fresh)
+    variables, summary_line = warm_start.merge(fresh, loaded, config.init_from, config.model,
+                                               complete=True)
+    print(summary_line, flush=True)
+    return model, variables
+
+
+def evaluate_weights(*, workdir: str | None = None, config=None, data_dir: str | None = None,
+                     split: str | None = None, report: str | None = None) -> dict:
+    """What `evaluate.py` does: WORKDIR's latest checkpoint (on its recorded config), or the
+    weights `config.init_from` names, evaluated on every example of the split once. A run gets
+    WORKDIR/report_SPLIT.txt and its figure; weights get `report` if given. Returns the values."""
+    from resnet_jax import environment
+    from resnet_jax.data import datasets
+    from resnet_jax.errors import UserError
+    from resnet_jax.train import inference, steps
+    from resnet_jax.train.config import validate_config
+
+    if workdir:
+        run = inference.from_workdir(workdir)
+        config = run.config
+    elif not config.init_from:
+        raise UserError("--config without --workdir evaluates the weights that "
+                        "--config.init_from names; set it")
+    if data_dir is not None:
+        config.data_dir = data_dir
+    if split is not None:
+        config.eval_split = split
+    validate_config(config)
+    source = datasets.create_source(config)
+    info = source.info
+    mesh = sharding.create_mesh()
+    environment.announce(config.kernels, config.dtype)
+    if workdir:
+        if tuple(info.class_names) != tuple(run.class_names):
+            raise UserError(f"the data's classes ({', '.join(info.class_names[:8])}...) are "
+                            f"not the run's ({', '.join(run.class_names[:8])}...)")
+        model, variables, what = run.model, run.variables, f"{workdir} at step {run.step}"
+    else:
+        (model, variables), what = _weights_from_config(config, info), config.init_from
+    variables = jax.device_put(variables, sharding.replicated(mesh))
+    eval_fn, _ = steps.compile_eval_step(
+        model.apply, variables, mesh,
+        (config.eval_batch_size // jax.process_count(), *info.eval_shape),
+        info.pixel_normalization)
+    values, labels, predictions = evaluate(eval_fn, variables, source, config.eval_batch_size,
+                                           mesh, sys.stderr.isatty())
+    header = f"{what}: {config.model} on {info.name}, evaluated on {info.eval_from}"
+    examples = "training examples" if config.eval_split == "train" else "held-out examples"
+    print(f"{header}\n{summary(values, examples)}", flush=True)
+    if jax.process_index() == 0 and workdir:
+        path = record(workdir, f"_{_split_name(info, split)}", labels, predictions, values,
+                      info.class_names, header)
+        print(f"report: {path}", flush=True)
+    elif jax.process_index() == 0 and report:
+        metrics.write_report(report, labels, predictions, values["top5"], info.class_names,
+                             header)
+        print(f"report: {report}", flush=True)
+    return values

@@ -1,19 +1,21 @@
 """A finished (or running) run's model for inference: its recorded config, class names and the
-weights of its latest checkpoint, without the training data. Used by evaluate, predict and
-export."""
+weights of its latest checkpoint, without the training data. Used by evaluate, predict, embed
+and export (`export_run`: the interop exporters plus the sidecar record)."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from resnet_jax import models
+from resnet_jax import environment, models
 from resnet_jax.data import datasets, preprocessing
 from resnet_jax.errors import UserError
+from resnet_jax.files import write_atomically
 from resnet_jax.train import checkpoint, records, steps
 from resnet_jax.train.config import model_from_config
 
@@ -75,3 +77,44 @@ def logits_fn(run: RunModel, normalization=None):
         variables, steps.normalize_images(images, normalization), train=False)
         .astype(jnp.float32))
     return lambda images: np.asarray(apply(run.variables, images))
+
+
+EXPORT_FORMATS = ("jax", "onnx", "torchvision")
+_EXPORT_EXTRAS = {"onnx": "export", "torchvision": "torch"}  # what a format needs beyond [train]
+
+
+def export_run(workdir: str, fmt: str, output: str, overwrite: bool = False) -> dict:
+    """WORKDIR's latest checkpoint written as `fmt` to OUTPUT, and OUTPUT.json beside it: the
+    model, the class names, the input layout and the exact preprocessing. Nothing is overwritten
+    unless `overwrite`; returns the record."""
+    from resnet_jax.interop import export
+
+    if fmt not in EXPORT_FORMATS:
+        raise UserError(f"unknown export format {fmt!r}; valid: {', '.join(EXPORT_FORMATS)}")
+    sidecar = output + ".json"
+    existing = [p for p in (output, sidecar) if os.path.exists(p)]
+    if existing and not overwrite:
+        raise UserError(f"{existing[0]} exists; choose another --output or pass --overwrite")
+    if os.path.dirname(output) and not os.path.isdir(os.path.dirname(output)):
+        raise UserError(f"the folder of --output, {os.path.dirname(output)}, does not exist")
+    if fmt in _EXPORT_EXTRAS:
+        environment.require_extra(_EXPORT_EXTRAS[fmt], f"--format {fmt}")
+    run = from_workdir(workdir, kernels="xla")
+    environment.announce("xla", run.config.dtype)
+    try:
+        preprocessing_spec = eval_preprocessing(run.config)
+    except UserError:
+        preprocessing_spec = None  # a run on arrays: the inputs are the dataset's own
+    name = run.config.model
+    if fmt == "jax":
+        inputs = export.write_jax(run.model, run.variables, run.image_shape, output)
+    elif fmt == "onnx":
+        inputs = export.write_onnx(name, run.model, run.variables, run.image_shape, output)
+    else:
+        inputs = export.write_torchvision(name, run.variables, run.image_shape, output)
+    record = {"format": fmt, "model": name, "workdir": os.path.abspath(workdir),
+              "step": run.step, "classes": list(run.class_names), "input": inputs,
+              "preprocessing": preprocessing_spec or f"the {run.config.dataset} dataset's arrays"}
+    write_atomically(sidecar, json.dumps(record, indent=2) + "\n")
+    print(f"wrote {output} ({fmt}) and {sidecar} (classes and preprocessing)")
+    return record

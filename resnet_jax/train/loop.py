@@ -148,7 +148,8 @@ def _train_and_evaluate(config, workdir, source, stop, wall_start) -> dict:
         ema_config, batch_augment.BatchAugment.from_config(config),
         dropout_seed=config.seed if config.drop_path_rate > 0 else None)
     eval_fn, _ = steps.compile_eval_step(
-        state, mesh, (config.eval_batch_size // jax.process_count(), *info.eval_shape),
+        state.apply_fn, steps.variables_of(state), mesh,
+        (config.eval_batch_size // jax.process_count(), *info.eval_shape),
         info.pixel_normalization)
     if is_main:
         where = f"{jax.device_count()} device(s)"
@@ -177,9 +178,9 @@ def _train_and_evaluate(config, workdir, source, stop, wall_start) -> dict:
 
     def evaluate_and_record(done):
         values, labels, predictions = evaluation.evaluate(
-            eval_fn, state, source, config.eval_batch_size, mesh, shown.is_bar)
+            eval_fn, steps.variables_of(state), source, config.eval_batch_size, mesh, shown.is_bar)
         if ema_config is not None:  # the averaged model too, as torchvision's reference does
-            averaged, _, _ = evaluation.evaluate(eval_fn, ema.averaged_state(state), source,
+            averaged, _, _ = evaluation.evaluate(eval_fn, ema.averaged_variables(state), source,
                                                  config.eval_batch_size, mesh, shown.is_bar)
             if is_main:
                 writer.write(done, "eval_ema", averaged)

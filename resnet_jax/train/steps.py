@@ -158,18 +158,24 @@ def split_micro_batches(batch: dict, accumulation_steps: int, num_shards: int) -
     return jax.tree_util.tree_map(split, batch)
 
 
-def eval_step(state: TrainState, batch: dict, *, normalization=None):
-    """Metric sums over the unmasked examples, plus predictions for the report."""
-    logits = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats},
-                            normalize_images(batch["image"], normalization), train=False)
+def variables_of(state: TrainState) -> dict:
+    """What a model in eval mode needs of a training state."""
+    return {"params": state.params, "batch_stats": state.batch_stats}
+
+
+def eval_step(variables: dict, batch: dict, *, apply_fn, normalization=None):
+    """Metric sums over the unmasked examples, plus predictions for the report. `variables`:
+    {"params", "batch_stats"} (a run's, a weights file's, or the EMA's)."""
+    logits = apply_fn(variables, normalize_images(batch["image"], normalization), train=False)
     sums = metrics.classification_sums(logits, batch["label"], batch["mask"])
     return sums, jnp.argmax(logits, axis=-1)
 
 
 def _compile(step_fn, state, mesh, local_batch_shape, batch_keys, train: bool,
              image_dtype=jnp.float32):
-    """Jits `step_fn(state, batch)` with explicit shardings (state replicated, batch sharded on
-    `data`) and compiles it once for the global batch; returns (compiled, seconds).
+    """Jits `step_fn(state, batch)` with explicit shardings (state, or an eval step's variables,
+    replicated; batch sharded on `data`) and compiles it once for the global batch; returns
+    (compiled, seconds).
 
     A training step returns (state, metrics) and donates its input state; an eval step returns
     (metrics, predictions), all replicated.
@@ -206,8 +212,9 @@ def compile_train_step(state, mesh, local_batch_shape, label_smoothing,
                     image_dtype=_image_dtype(normalization))
 
 
-def compile_eval_step(state, mesh, local_batch_shape, normalization=None):
-    """The evaluation step (masked batches), compiled once, timed."""
-    step_fn = functools.partial(eval_step, normalization=normalization)
-    return _compile(step_fn, state, mesh, local_batch_shape, ("image", "label", "mask"),
+def compile_eval_step(apply_fn, variables, mesh, local_batch_shape, normalization=None):
+    """The evaluation step `(variables, batch) -> (sums, predictions)` of the model whose
+    `apply` is `apply_fn`, on masked batches, compiled once, timed."""
+    step_fn = functools.partial(eval_step, apply_fn=apply_fn, normalization=normalization)
+    return _compile(step_fn, variables, mesh, local_batch_shape, ("image", "label", "mask"),
                     train=False, image_dtype=_image_dtype(normalization))
