@@ -41,3 +41,34 @@ def test_lower_layers_import_nothing_from_higher_ones(package):
 def test_leaf_modules_import_nothing_from_the_package(leaf):
     found = [name for name in _imports(PACKAGE / leaf) if name.startswith("resnet_jax")]
     assert not found, found
+
+
+# --- the shape of the code: short functions, thin command-line modules ---------------------
+
+MAX_FUNCTION_LINES = 80  # without the docstring; configs (tables of values) aside
+MAX_CLI_MODULE_LINES = 100
+
+
+def _function_lengths(path: pathlib.Path):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            first = body[0]
+            has_docstring = (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+                             and isinstance(first.value.value, str))
+            start = body[1].lineno if has_docstring and len(body) > 1 else first.lineno
+            yield node.name, node.end_lineno - start + 1
+
+
+def test_no_function_is_longer_than_a_screen():
+    long = [f"{path.relative_to(PACKAGE)}:{name} ({lines} lines)"
+            for path in sorted(PACKAGE.rglob("*.py")) if "configs" not in path.parts
+            for name, lines in _function_lengths(path) if lines > MAX_FUNCTION_LINES]
+    assert not long, long
+
+
+def test_command_line_modules_are_thin():
+    thick = [f"{path.name} ({len(path.read_text().splitlines())} lines)"
+             for path in sorted((PACKAGE / "cli").glob("*.py"))
+             if len(path.read_text().splitlines()) > MAX_CLI_MODULE_LINES]
+    assert not thick, thick

@@ -377,7 +377,7 @@ def warm_compile_s(model: str, batch_size: int, image_size: int, dtype: str,
     return warm
 
 
-def main(argv=None):
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="resnet50", choices=sorted(models.MODELS))
     parser.add_argument("--batch_size", type=int, default=16)
@@ -417,6 +417,11 @@ def main(argv=None):
     parser.add_argument("--default_malloc", action="store_true",
                         help="keep glibc's default allocator thresholds (train.py and this "
                              "benchmark otherwise set them: resnet_jax.host_memory)")
+    return parser
+
+
+def main(argv=None):
+    parser = _parser()
     args = parser.parse_args(argv)
     frameworks = [f for f in args.frameworks.split(",") if f]
     unknown = set(frameworks) - set(FRAMEWORKS)

@@ -9,6 +9,7 @@ fetched only every `log_every_steps`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import math
 import os
@@ -91,174 +92,266 @@ def _out_of_memory_explained(config):
 
 
 def _train_and_evaluate(config, workdir, source, stop, wall_start) -> dict:
-    is_main = jax.process_index() == 0
-    info = source.info
-    epoch_length = batching.epoch_length(info.num_train, config.ra_reps)
-    steps_per_epoch = epoch_length / config.batch_size
-    total_steps = (config.num_train_steps if config.num_train_steps > 0
-                   else math.ceil(config.num_epochs * steps_per_epoch))
+    run = _Run.plan(config, workdir, source)
+    finished = _already_finished(run)
+    if finished is not None:
+        return finished
+    _init_or_restore(run)
+    _compile_steps(run)
+    stopped_at = _train(run, stop)
+    run.shown.close()
+    run.manager.wait_until_finished()
+    if stopped_at is not None:
+        raise errors.Interrupted(
+            f"{stop.received}: stopped at step {stopped_at} of {run.total_steps}, checkpoint "
+            f"saved in {os.path.join(workdir, 'checkpoints', str(stopped_at))}; run the same "
+            f"command to continue")
+    if run.end_step < run.total_steps:
+        if run.is_main:
+            print(f"stopped at step {run.end_step} of {run.total_steps} (stop_after_steps); "
+                  f"run the same command again to continue", flush=True)
+        return {"step": run.end_step}
+    return _finish(run, wall_start)
 
-    manager = checkpoint.create_manager(workdir, config.keep_checkpoints)
-    description = checkpoint.describe(config, info.num_classes)
-    _setup_compilation_cache(config.compilation_cache_dir)
-    if config.dtype == "float64":
-        jax.config.update("jax_enable_x64", True)
 
-    mesh = sharding.create_mesh()
-    environment.announce(config.kernels, config.dtype)
-    model = model_from_config(config, info.num_classes, info.image_shape[-1])
-    schedule = optim.create_schedule(config, steps_per_epoch, total_steps)
-    tx = optim.create_optimizer(config, schedule)
-    ema_config = ema.EmaConfig.from_config(config, epoch_length,
-                                           total_steps / steps_per_epoch)
-    init = jax.jit(functools.partial(steps.create_train_state, model, tx, info.image_shape,
-                                     with_ema=ema_config is not None),
-                   out_shardings=sharding.replicated(mesh))
-    rng = jax.random.PRNGKey(config.seed)
-    manager, start_step, state, sums, saved_rows = checkpoint.restore_latest(
-        workdir, manager, config.keep_checkpoints, jax.eval_shape(init, rng), description)
-    if start_step == total_steps:
-        finished = metrics.final_eval(workdir, total_steps)
-        if finished is not None:  # evaluating again is the evaluate command's job
-            if is_main:
-                print(f"{workdir} finished at step {total_steps} (top-1 {finished['top1']:.4f} "
-                      f"on {finished['count']} held-out examples): nothing to do", flush=True)
-            return {**finished, "step": total_steps}
-    if state is None:
-        start_step, state = 0, init(rng)
+@dataclasses.dataclass
+class _Run:
+    """What one training run holds while it runs: its plan, its compiled steps, its state."""
+
+    config: object
+    workdir: str
+    source: object
+    is_main: bool
+    total_steps: int
+    steps_per_epoch: float
+    mesh: object
+    manager: object
+    description: dict
+    schedule: object
+    ema_config: object
+    init: object  # rng -> a fresh TrainState, replicated
+    start_step: int = 0
+    end_step: int = 0
+    state: object = None
+    sums: object = None  # metric sums on the device since the last log
+    saved_rows: object = None
+    writer: object = None
+    shown: object = None
+    train_fn: object = None
+    eval_fn: object = None
+    compile_s: float = 0.0
+
+    @property
+    def info(self):
+        return self.source.info
+
+    @property
+    def title(self) -> str:
+        return f"{self.config.model} on {self.info.name}"
+
+    @classmethod
+    def plan(cls, config, workdir, source) -> _Run:
+        """The run's length, mesh, model, optimiser and checkpoint manager; nothing computed."""
+        info = source.info
+        epoch_length = batching.epoch_length(info.num_train, config.ra_reps)
+        steps_per_epoch = epoch_length / config.batch_size
+        total_steps = (config.num_train_steps if config.num_train_steps > 0
+                       else math.ceil(config.num_epochs * steps_per_epoch))
+        manager = checkpoint.create_manager(workdir, config.keep_checkpoints)
+        _setup_compilation_cache(config.compilation_cache_dir)
+        if config.dtype == "float64":
+            jax.config.update("jax_enable_x64", True)
+        mesh = sharding.create_mesh()
+        environment.announce(config.kernels, config.dtype)
+        model = model_from_config(config, info.num_classes, info.image_shape[-1])
+        schedule = optim.create_schedule(config, steps_per_epoch, total_steps)
+        tx = optim.create_optimizer(config, schedule)
+        ema_config = ema.EmaConfig.from_config(config, epoch_length,
+                                               total_steps / steps_per_epoch)
+        init = jax.jit(functools.partial(steps.create_train_state, model, tx, info.image_shape,
+                                         with_ema=ema_config is not None),
+                       out_shardings=sharding.replicated(mesh))
+        return cls(config, workdir, source, jax.process_index() == 0, total_steps,
+                   steps_per_epoch, mesh, manager, checkpoint.describe(config, info.num_classes),
+                   schedule, ema_config, init)
+
+
+def _already_finished(run: _Run) -> dict | None:
+    """Restores the latest checkpoint into `run`; the final eval's values if the run is over
+    (evaluating again is the evaluate command's job)."""
+    run.manager, run.start_step, run.state, run.sums, run.saved_rows = (
+        checkpoint.restore_latest(run.workdir, run.manager, run.config.keep_checkpoints,
+                                  jax.eval_shape(run.init, jax.random.PRNGKey(0)),
+                                  run.description))
+    if run.start_step != run.total_steps:
+        return None
+    finished = metrics.final_eval(run.workdir, run.total_steps)
+    if finished is not None and run.is_main:
+        print(f"{run.workdir} finished at step {run.total_steps} (top-1 "
+              f"{finished['top1']:.4f} on {finished['count']} held-out examples): nothing to "
+              f"do", flush=True)
+    return None if finished is None else {**finished, "step": run.total_steps}
+
+
+def _init_or_restore(run: _Run) -> None:
+    """A fresh state (with init_from's weights) unless a checkpoint was restored; then the
+    run's record (every refusal has happened by now) and its metrics writer."""
+    config = run.config
+    if run.state is None:
+        run.start_step, run.state = 0, run.init(jax.random.PRNGKey(config.seed))
         if config.init_from:
-            state, loaded = warm_start.apply(state, config.init_from, config.model,
-                                             sharding.replicated(mesh))
-            if is_main:
+            run.state, loaded = warm_start.apply(run.state, config.init_from, config.model,
+                                                 sharding.replicated(run.mesh))
+            if run.is_main:
                 print(loaded, flush=True)
     else:
-        logging.info("resumed from step %d", start_step)
-    # Every refusal (config, data, init_from, checkpoints of another run) has happened: the run
-    # starts, and its record is written.
-    if is_main:
-        records.write_config(workdir, config)
-        records.write_class_names(workdir, info.class_names)
+        logging.info("resumed from step %d", run.start_step)
+    if run.is_main:
+        records.write_config(run.workdir, config)
+        records.write_class_names(run.workdir, run.info.class_names)
+    run.writer = metrics.MetricWriter(run.workdir, enabled=run.is_main)
+    run.writer.resume_at(run.start_step, run.saved_rows)
+    end_step = run.total_steps if config.stop_after_steps <= 0 else min(
+        run.total_steps, config.stop_after_steps)
+    run.end_step = max(end_step, run.start_step)
 
-    writer = metrics.MetricWriter(workdir, enabled=is_main)
-    writer.resume_at(start_step, saved_rows)
-    local_batch = config.batch_size // jax.process_count()
-    train_fn, compile_s = steps.compile_train_step(
-        state, mesh, (local_batch, *info.image_shape), config.label_smoothing,
-        config.grad_accumulation_steps, info.pixel_normalization, config.freeze_backbone,
-        ema_config, batch_augment.BatchAugment.from_config(config),
+
+def _compile_steps(run: _Run) -> None:
+    """The jitted train and eval steps, compiled once; the run's opening lines."""
+    config, info = run.config, run.info
+    run.train_fn, run.compile_s = steps.compile_train_step(
+        run.state, run.mesh, (config.batch_size // jax.process_count(), *info.image_shape),
+        config.label_smoothing, config.grad_accumulation_steps, info.pixel_normalization,
+        config.freeze_backbone, run.ema_config, batch_augment.BatchAugment.from_config(config),
         dropout_seed=config.seed if config.drop_path_rate > 0 else None)
-    eval_fn, _ = steps.compile_eval_step(
-        state.apply_fn, steps.variables_of(state), mesh,
+    run.eval_fn, _ = steps.compile_eval_step(
+        run.state.apply_fn, steps.variables_of(run.state), run.mesh,
         (config.eval_batch_size // jax.process_count(), *info.eval_shape),
         info.pixel_normalization)
-    if is_main:
-        where = f"{jax.device_count()} device(s)"
-        if jax.process_count() > 1:
-            where += f" in {jax.process_count()} processes"
-        if config.grad_accumulation_steps > 1:
-            where += f", {config.grad_accumulation_steps} micro-batches per step"
-        print(f"{config.model} on {info.name}: {info.num_train} train / {info.num_eval} eval "
-              f"examples, batch {config.batch_size} over {where}, steps {start_step}.."
-              f"{total_steps}, train step compiled in {compile_s:.1f} s", flush=True)
-        if info.name == "folder":
-            print(f"classes: {', '.join(info.class_names[:20])}"
-                  f"{' ...' if len(info.class_names) > 20 else ''}; evaluating on "
-                  f"{info.eval_from}", flush=True)
+    if run.is_main:
+        _announce(run)
+    # after the opening lines: a bar on a terminal stays below them
+    run.shown = progress.Progress(run.total_steps, run.start_step, enabled=run.is_main,
+                                  bar=bool(config.progress_bar),
+                                  interval_s=config.progress_interval_s)
 
-    end_step = total_steps if config.stop_after_steps <= 0 else min(total_steps,
-                                                                     config.stop_after_steps)
-    end_step = max(end_step, start_step)
-    batches = batching.train_batches(source, config.batch_size, start_step,
-                                     end_step - start_step, config.seed, jax.process_index(),
-                                     jax.process_count(), config.ra_reps)
-    batches = sharding.prefetch_to_mesh(batches, mesh)
-    shown = progress.Progress(total_steps, start_step, enabled=is_main,
-                              bar=bool(config.progress_bar), interval_s=config.progress_interval_s)
-    title = f"{config.model} on {info.name}"
 
-    def evaluate_and_record(done):
-        values, labels, predictions = evaluation.evaluate(
-            eval_fn, steps.variables_of(state), source, config.eval_batch_size, mesh, shown.is_bar)
-        if ema_config is not None:  # the averaged model too, as torchvision's reference does
-            averaged, _, _ = evaluation.evaluate(eval_fn, ema.averaged_variables(state), source,
-                                                 config.eval_batch_size, mesh, shown.is_bar)
-            if is_main:
-                writer.write(done, "eval_ema", averaged)
-                shown.write(f"step {done}: eval (EMA) {evaluation.summary(averaged)}")
-        if is_main:
-            writer.write(done, "eval", values)
-            header = (f"{title}, step {done} of {total_steps}, evaluated on "
-                      f"{info.eval_from or 'the held-out split'}")
-            report = evaluation.record(workdir, "", labels, predictions, values,
-                                       info.class_names, header)
-            evaluation.plot_curves(workdir, title)
-            shown.write(f"step {done}: eval {evaluation.summary(values)}")
-            return values, report
-        return values, None
+def _announce(run: _Run) -> None:
+    config, info = run.config, run.info
+    where = f"{jax.device_count()} device(s)"
+    if jax.process_count() > 1:
+        where += f" in {jax.process_count()} processes"
+    if config.grad_accumulation_steps > 1:
+        where += f", {config.grad_accumulation_steps} micro-batches per step"
+    print(f"{run.title}: {info.num_train} train / {info.num_eval} eval examples, batch "
+          f"{config.batch_size} over {where}, steps {run.start_step}..{run.total_steps}, train "
+          f"step compiled in {run.compile_s:.1f} s", flush=True)
+    if info.name == "folder":
+        print(f"classes: {', '.join(info.class_names[:20])}"
+              f"{' ...' if len(info.class_names) > 20 else ''}; evaluating on "
+              f"{info.eval_from}", flush=True)
 
+
+def _train(run: _Run, stop) -> int | None:
+    """Steps start_step..end_step with periodic log, eval and checkpoint; the step at which a
+    signal stopped the run (saved), or None."""
+    config = run.config
+    batches = sharding.prefetch_to_mesh(batching.train_batches(
+        run.source, config.batch_size, run.start_step, run.end_step - run.start_step,
+        config.seed, jax.process_index(), jax.process_count(), config.ra_reps), run.mesh)
     state_is_finite = jax.jit(steps.all_finite)
-
-    def save(step):
-        """Checkpoints `step` if every step so far had a finite loss and gradients, and the
-        state is finite (a finite update can still overflow)."""
-        interval = None if sums is None else jax.device_get(sums)
-        _raise_if_diverged(interval, step, manager, bool(state_is_finite(state)))
-        checkpoint.save(manager, step, state, description, interval,
-                        list(writer.rows) if is_main else None)
-
-    interval_start, interval_steps, input_wait = time.perf_counter(), 0, 0.0
-    stopping = False
-    for step in range(start_step, end_step):
+    interval = _Interval()
+    for step in range(run.start_step, run.end_step):
         wait_start = time.perf_counter()
         batch = next(batches)  # steps are dispatched asynchronously: time here is input-bound
-        input_wait += time.perf_counter() - wait_start
-        state, step_sums = train_fn(state, batch)
-        sums = metrics.accumulate(sums, step_sums)
-        interval_steps += 1
+        interval.input_wait += time.perf_counter() - wait_start
+        run.state, step_sums = run.train_fn(run.state, batch)
+        run.sums = metrics.accumulate(run.sums, step_sums)
+        interval.steps += 1
         done = step + 1
-        shown.update(done)
-        if done % config.log_every_steps == 0 or done == total_steps:
-            interval = jax.device_get(sums)  # the only host sync in the loop
-            _raise_if_diverged(interval, done, manager)
-            values = metrics.means(interval)
-            elapsed = time.perf_counter() - interval_start
-            values["learning_rate"] = float(schedule(step))
-            values["images_per_sec"] = interval_steps * config.batch_size / elapsed
-            values["input_wait_fraction"] = min(input_wait / elapsed, 1.0)
-            writer.write(done, "train", values)
-            shown.note(loss=values["loss"], lr=values["learning_rate"],
-                       img_s=values["images_per_sec"])
-            sums, interval_start, interval_steps, input_wait = (None, time.perf_counter(),
-                                                                0, 0.0)
+        run.shown.update(done)
+        if done % config.log_every_steps == 0 or done == run.total_steps:
+            _log(run, step, interval)
+            interval = _Interval()
         if (config.eval_every_steps > 0 and done % config.eval_every_steps == 0
-                and done < total_steps):
-            evaluate_and_record(done)
+                and done < run.total_steps):
+            _evaluate_and_record(run, done)
         stopping = stop.requested(done)  # every step: processes agree on where to stop
-        if done % config.checkpoint_every_steps == 0 or done == end_step or stopping:
-            save(done)
+        if done % config.checkpoint_every_steps == 0 or done == run.end_step or stopping:
+            _save(run, done, bool(state_is_finite(run.state)))
         if stopping:
-            break
-    shown.close()
-    manager.wait_until_finished()
-    if stopping:
-        raise errors.Interrupted(
-            f"{stop.received}: stopped at step {done} of {total_steps}, checkpoint saved in "
-            f"{os.path.join(workdir, 'checkpoints', str(done))}; run the same command to "
-            f"continue")
+            return done
+    return None
 
-    if end_step < total_steps:
-        if is_main:
-            print(f"stopped at step {end_step} of {total_steps} (stop_after_steps); run the "
-                  f"same command again to continue", flush=True)
-        return {"step": end_step}
 
-    eval_result, report = evaluate_and_record(total_steps)
+@dataclasses.dataclass
+class _Interval:
+    """Since the last log: steps, and seconds spent waiting for input."""
+    steps: int = 0
+    input_wait: float = 0.0
+    start: float = dataclasses.field(default_factory=time.perf_counter)
+
+
+def _log(run: _Run, step: int, interval: _Interval) -> None:
+    """The interval's metrics fetched (the loop's only host sync), checked, written, shown."""
+    done = step + 1
+    sums = jax.device_get(run.sums)
+    _raise_if_diverged(sums, done, run.manager)
+    values = metrics.means(sums)
+    elapsed = time.perf_counter() - interval.start
+    values["learning_rate"] = float(run.schedule(step))
+    values["images_per_sec"] = interval.steps * run.config.batch_size / elapsed
+    values["input_wait_fraction"] = min(interval.input_wait / elapsed, 1.0)
+    run.writer.write(done, "train", values)
+    run.shown.note(loss=values["loss"], lr=values["learning_rate"],
+                   img_s=values["images_per_sec"])
+    run.sums = None
+
+
+def _save(run: _Run, step: int, state_finite: bool) -> None:
+    """Checkpoints `step` if every step so far had a finite loss and gradients, and the state
+    is finite (a finite update can still overflow)."""
+    interval = None if run.sums is None else jax.device_get(run.sums)
+    _raise_if_diverged(interval, step, run.manager, state_finite)
+    checkpoint.save(run.manager, step, run.state, run.description, interval,
+                    list(run.writer.rows) if run.is_main else None)
+
+
+def _evaluate_and_record(run: _Run, done: int) -> tuple[dict, str | None]:
+    """Every eval example once (and the EMA's, as torchvision's reference does); process 0
+    writes the metrics, the report and the figures. Returns (values, report path)."""
+    config, info = run.config, run.info
+    values, labels, predictions = evaluation.evaluate(
+        run.eval_fn, steps.variables_of(run.state), run.source, config.eval_batch_size,
+        run.mesh, run.shown.is_bar)
+    if run.ema_config is not None:
+        averaged, _, _ = evaluation.evaluate(
+            run.eval_fn, ema.averaged_variables(run.state), run.source, config.eval_batch_size,
+            run.mesh, run.shown.is_bar)
+        if run.is_main:
+            run.writer.write(done, "eval_ema", averaged)
+            run.shown.write(f"step {done}: eval (EMA) {evaluation.summary(averaged)}")
+    if not run.is_main:
+        return values, None
+    run.writer.write(done, "eval", values)
+    header = (f"{run.title}, step {done} of {run.total_steps}, evaluated on "
+              f"{info.eval_from or 'the held-out split'}")
+    report = evaluation.record(run.workdir, "", labels, predictions, values, info.class_names,
+                               header)
+    evaluation.plot_curves(run.workdir, run.title)
+    run.shown.write(f"step {done}: eval {evaluation.summary(values)}")
+    return values, report
+
+
+def _finish(run: _Run, wall_start: float) -> dict:
+    """The final evaluation, and the run's last line."""
+    result, report = _evaluate_and_record(run, run.total_steps)
     wall_s = time.perf_counter() - wall_start
-    if is_main:
-        print(f"done: wall time {wall_s:.1f} s (train-step compile {compile_s:.1f} s); "
-              f"report: {report}, figures: {os.path.join(workdir, 'plots')}", flush=True)
-    eval_result.update(step=total_steps, wall_s=wall_s, compile_s=compile_s)
-    return eval_result
+    if run.is_main:
+        print(f"done: wall time {wall_s:.1f} s (train-step compile {run.compile_s:.1f} s); "
+              f"report: {report}, figures: {os.path.join(run.workdir, 'plots')}", flush=True)
+    result.update(step=run.total_steps, wall_s=wall_s, compile_s=run.compile_s)
+    return result
 
 
 def _raise_if_diverged(interval: dict | None, step: int, manager,
