@@ -9,9 +9,8 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from resnet_jax.bench import input_pipeline as pipeline_benchmark
 from resnet_jax.configs import default
-from resnet_jax.data import batching, datasets, prepare, preprocessing
+from resnet_jax.data import batching, datasets, prepare, preprocessing, synthetic
 
 N = 10  # examples in the id-carrying source
 
@@ -137,7 +136,7 @@ def test_cifar10_on_tfds_mock_data():
 
 def test_imagenet2012_on_a_written_array_record_dataset(tmp_path):
     images = [np.full((20 + i, 30, 3), 10 * i, np.uint8) for i in range(6)]
-    pipeline_benchmark.write_jpeg_dataset(str(tmp_path), {"train": images, "validation": images},
+    synthetic.write_jpeg_dataset(str(tmp_path), {"train": images, "validation": images},
                                           name="imagenet2012")
     source = datasets.create_source(_config("imagenet2012", data_dir=str(tmp_path),
                                             image_size=32, eval_resize=36))
@@ -151,7 +150,7 @@ def test_imagenet2012_on_a_written_array_record_dataset(tmp_path):
 
 def test_a_tfrecord_dataset_is_refused_with_the_conversion_command(tmp_path):
     images = [np.zeros((8, 8, 3), np.uint8)] * 2
-    pipeline_benchmark.write_jpeg_dataset(str(tmp_path), {"train": images, "validation": images},
+    synthetic.write_jpeg_dataset(str(tmp_path), {"train": images, "validation": images},
                                           file_format="tfrecord")
     with pytest.raises(datasets.DataError) as error:
         datasets.create_source(_config("imagenette", data_dir=str(tmp_path)))
@@ -189,7 +188,7 @@ def test_jpeg_decoding_crops_and_flips_to_uint8_pixels_on_a_written_tfds_dataset
     train = [np.broadcast_to(colour, (40 + 7 * i, 70 - 5 * i, 3)).copy() for i in range(6)]
     train += [half] * 10
     evaluation = [np.broadcast_to(colour, (50, 90, 3)).copy(), half]
-    pipeline_benchmark.write_jpeg_dataset(str(tmp_path), {"train": train,
+    synthetic.write_jpeg_dataset(str(tmp_path), {"train": train,
                                                           "validation": evaluation})
 
     source = datasets.create_source(_config("imagenette", data_dir=str(tmp_path), image_size=24,
@@ -260,7 +259,7 @@ def test_repeated_augmentation_epochs_hold_each_image_ra_reps_times_apart():
 def test_the_eval_crop_can_differ_from_the_train_crop(tmp_path):
     """torchvision's --train-crop-size 176 --val-crop-size 224: eval batches at their own size."""
     images = [np.full((40 + i, 50, 3), 20 * i, np.uint8) for i in range(6)]
-    pipeline_benchmark.write_jpeg_dataset(str(tmp_path), {"train": images, "validation": images})
+    synthetic.write_jpeg_dataset(str(tmp_path), {"train": images, "validation": images})
     source = datasets.create_source(_config("imagenette", data_dir=str(tmp_path), image_size=16,
                                             eval_crop_size=24, eval_resize=28))
     assert source.info.image_shape == (16, 16, 3) and source.info.eval_shape == (24, 24, 3)

@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 from array_record.python import array_record_data_source
 
-from resnet_jax.bench import input_pipeline as pipeline_benchmark
 from resnet_jax.configs import default
-from resnet_jax.data import batching, datasets
+from resnet_jax.data import batching, datasets, synthetic
 
 NUM_RECORDS = 2000
 GLOBAL_BATCH = 40  # 50 steps an epoch; divisible by 1, 2 and 4 processes
@@ -26,7 +25,7 @@ def source(tmp_path_factory):
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (8 + i % 5, 12, 3), dtype=np.uint8)
               for i in range(NUM_RECORDS)]
-    pipeline_benchmark.write_jpeg_dataset(str(data_dir), {"train": images,
+    synthetic.write_jpeg_dataset(str(data_dir), {"train": images,
                                                           "validation": images[:30]})
     config = default.get_config()
     config.update(dataset="imagenette", data_dir=str(data_dir), image_size=8, eval_resize=8)

@@ -144,11 +144,10 @@ def test_workdir_of_another_model_is_refused_untouched(finished_run):
 
 def test_training_on_jpeg_files_normalises_uint8_pixels_on_the_device(tmp_path, cache_dir):
     """Imagenette-format JPEGs end to end: uint8 batches, normalised inside the jitted steps."""
-    from resnet_jax.bench import input_pipeline as pipeline_benchmark
-    from resnet_jax.data import batching, datasets
+    from resnet_jax.data import batching, datasets, synthetic
 
-    images = pipeline_benchmark.photo_like_images(20)
-    pipeline_benchmark.write_jpeg_dataset(str(tmp_path / "data"), {
+    images = synthetic.photo_like_images(20)
+    synthetic.write_jpeg_dataset(str(tmp_path / "data"), {
         "train": images[:14], "validation": images[14:]})
     config = small_digits_config(
         cache_dir, dataset="imagenette", data_dir=str(tmp_path / "data"), image_size=8,

@@ -31,47 +31,7 @@ import time
 import numpy as np
 
 from resnet_jax.data.lazy_tf import tf, tfds
-
-# name -> (builder config, number of classes) of the registered TFDS builders written here.
-_WRITABLE = {"imagenette": ("full-size-v2", 10), "imagenet2012": (None, 1000)}
-
-
-def write_jpeg_dataset(data_dir: str, splits: dict[str, list[np.ndarray]],
-                       name: str = "imagenette", file_format: str = "array_record") -> None:
-    """A real TFDS dataset of JPEG images in `data_dir`, in the format and version of the
-    registered builder `name` (imagenette or imagenet2012), so that it (and `resnet_jax.data`)
-    reads it. `file_format`: "array_record" (random access) or "tfrecord".
-
-    `splits` maps "train"/"validation" to uint8 (H, W, 3) images; labels cycle through 0..9.
-    """
-    config, num_classes = _WRITABLE[name]
-
-    def split(images):
-        return tf.data.Dataset.from_generator(
-            lambda: ({"image": im, "label": i % 10} for i, im in enumerate(images)),
-            output_signature={"image": tf.TensorSpec((None, None, 3), tf.uint8),
-                              "label": tf.TensorSpec((), tf.int64)})
-
-    features = tfds.features.FeaturesDict({
-        "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
-        "label": tfds.features.ClassLabel(num_classes=num_classes)})
-    tfds.dataset_builders.TfDataBuilder(
-        name=name, config=config, version=str(tfds.builder_cls(name).VERSION),
-        data_dir=data_dir, split_datasets={name: split(images) for name, images in splits.items()},
-        features=features, file_format=file_format).download_and_prepare()
-
-
-def photo_like_images(count: int, seed: int = 0) -> list[np.ndarray]:
-    """Random sizes around 500x375 of smooth noise: JPEG-compresses like photographs."""
-
-    rng = np.random.default_rng(seed)
-    images = []
-    for _ in range(count):
-        height, width = int(rng.integers(300, 450)), int(rng.integers(400, 560))
-        small = rng.integers(0, 256, (height // 16 + 1, width // 16 + 1, 3)).astype(np.float32)
-        big = tf.image.resize(small[None], (height, width), method="bicubic")[0]
-        images.append(tf.cast(tf.clip_by_value(big, 0, 255), tf.uint8).numpy())
-    return images
+from resnet_jax.data.synthetic import photo_like_images, write_jpeg_dataset
 
 
 def _sequential_tfrecord_batches(builder, source, batch_size: int, start_step: int,
