@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from resnet_jax.cpu import conv, extension
+from resnet_jax.cpu import norm as native_norm
 from resnet_jax.cpu.norm import NativeBatchNorm
 from resnet_jax.models import kernels as seam
 from resnet_jax.models import pooling
@@ -34,7 +35,8 @@ def _native_max_pool(x, window, strides, padding):
 
 PATCHES = seam.Kernels("patches", conv_general_dilated=conv.conv_general_dilated)
 NATIVE = seam.Kernels("native", conv_general_dilated=conv.native_conv_general_dilated,
-                      norm=NativeBatchNorm, max_pool=_native_max_pool)
+                      norm=NativeBatchNorm, max_pool=_native_max_pool,
+                      activation=native_norm.activation)
 
 
 def choose_native(dtype) -> seam.Kernels:

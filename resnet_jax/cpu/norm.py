@@ -1,7 +1,8 @@
 """Training-mode batch norm by the CPU extension, fused with what follows it in a block.
 
 `NativeBatchNorm` is `resnet_jax.models.BatchNorm` (same variables, same eval path) whose
-training normalisation returns a `DeferredNorm`: the block's `+ shortcut` and `relu` extend it,
+training normalisation returns a `DeferredNorm`: the block's `+ shortcut` and the seam's
+`activation` (this module's, `Kernels.activation`) extend it,
 and the extension's batch-norm loops then compute normalisation, addition and ReLU in one pass,
 and read the ReLU's mask from the output in the backward pass. Cases the loops do not cover
 (batch-norm groups, one-pass variance, other dtypes) take the portable path.
@@ -9,10 +10,62 @@ and read the ReLU's mask from the output in the backward pass. Cases the loops d
 
 from __future__ import annotations
 
+import abc
+
+import jax
 import jax.numpy as jnp
+from flax import linen as nn
 
 from resnet_jax.cpu import extension
-from resnet_jax.models.layers import BatchNorm, DeferredNorm
+from resnet_jax.models.layers import BatchNorm
+
+
+class DeferredNorm(abc.ABC):
+    """A training-mode normalisation that the kernel computes together with what follows it
+    in a block (`+ shortcut`, then the activation), in one pass over memory. `+` and
+    `activation` extend it; anything else (a product, as in stochastic depth) computes it."""
+
+    x: jax.Array  # the normalisation's input: its output has the same shape and dtype
+
+    @abc.abstractmethod
+    def add(self, other) -> DeferredNorm | jax.Array:
+        """This normalisation plus `other` (an array of the same shape)."""
+
+    @abc.abstractmethod
+    def finish(self, relu: bool = False) -> jax.Array:
+        """The array, with a ReLU applied if `relu`."""
+
+    @property
+    def shape(self):
+        return self.x.shape
+
+    @property
+    def ndim(self):
+        return self.x.ndim
+
+    @property
+    def dtype(self):
+        return self.x.dtype
+
+    def __add__(self, other):
+        return self.add(finished(other))
+
+    __radd__ = __add__
+
+    def __mul__(self, other):
+        return self.finish() * other
+
+    __rmul__ = __mul__
+
+
+def finished(x):
+    """`x` as an array (a `DeferredNorm` computed now)."""
+    return x.finish() if isinstance(x, DeferredNorm) else x
+
+
+def activation(x):
+    """ReLU; on a `DeferredNorm`, fused into its kernel (the seam's `Kernels.activation`)."""
+    return x.finish(relu=True) if isinstance(x, DeferredNorm) else nn.relu(x)
 
 
 class NativeBatchNorm(BatchNorm):

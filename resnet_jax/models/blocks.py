@@ -1,7 +1,7 @@
 """Residual blocks (He et al. 2015, Fig. 2 and 5): y = relu(F(x) + shortcut(x)).
 
-`conv` and `norm` are constructors handed down by `ResNet` (which knows the dtypes, the
-initialisers and the kernels); the blocks only say what the paper says.
+`conv` and `norm` are constructors and `activation` a function handed down by `ResNet` (which
+knows the dtypes, the initialisers and the kernels); the blocks only say what the paper says.
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
-
-from resnet_jax.models.layers import finished, relu
 
 ModuleDef = Any
 
@@ -34,7 +32,6 @@ def drop_path(module: nn.Module, branch, rate: float):
     is its shortcut); the expected output is the branch's. Draws from the "dropout" rng."""
     if rate == 0.0:
         return branch
-    branch = finished(branch)
     keep = 1.0 - rate
     mask = jax.random.bernoulli(module.make_rng("dropout"), keep,
                                 (branch.shape[0],) + (1,) * (branch.ndim - 1))
@@ -79,17 +76,19 @@ class BasicBlock(nn.Module):
     groups: int = 1
     width_per_group: int = 64
     drop_path: float = 0.0  # stochastic depth rate (training only; see `drop_path`)
+    activation: ModuleDef = nn.relu
     expansion = 1
 
     @nn.compact
     def __call__(self, x):
-        y = relu(self.norm(name="bn1")(self.conv(self.features, 3, self.strides, name="conv1")(x)))
+        y = self.norm(name="bn1")(self.conv(self.features, 3, self.strides, name="conv1")(x))
+        y = self.activation(y)
         y = self.last_norm(name="bn2")(self.conv(self.features, 3, 1, name="conv2")(y))
         y = drop_path(self, y, self.drop_path)
         if self.shortcut is None:  # the paper's plain network
-            return relu(y)
-        return relu(y + shortcut(x, self.features, self.strides, self.shortcut, self.conv,
-                                 self.norm))
+            return self.activation(y)
+        return self.activation(y + shortcut(x, self.features, self.strides, self.shortcut,
+                                            self.conv, self.norm))
 
 
 class Bottleneck(nn.Module):
@@ -104,18 +103,19 @@ class Bottleneck(nn.Module):
     groups: int = 1
     width_per_group: int = 64
     drop_path: float = 0.0
+    activation: ModuleDef = nn.relu
     expansion = 4
 
     @nn.compact
     def __call__(self, x):
         width = int(self.features * (self.width_per_group / 64.0)) * self.groups
-        y = relu(self.norm(name="bn1")(self.conv(width, 1, 1, name="conv1")(x)))
+        y = self.activation(self.norm(name="bn1")(self.conv(width, 1, 1, name="conv1")(x)))
         # v1.5: the stride sits on the 3x3 conv, not on the first 1x1.
-        y = relu(self.norm(name="bn2")(
+        y = self.activation(self.norm(name="bn2")(
             self.conv(width, 3, self.strides, groups=self.groups, name="conv2")(y)))
         y = self.last_norm(name="bn3")(self.conv(self.features * 4, 1, 1, name="conv3")(y))
         y = drop_path(self, y, self.drop_path)
         if self.shortcut is None:
-            return relu(y)
-        return relu(y + shortcut(x, self.features * 4, self.strides, self.shortcut, self.conv,
-                                 self.norm))
+            return self.activation(y)
+        return self.activation(y + shortcut(x, self.features * 4, self.strides, self.shortcut,
+                                            self.conv, self.norm))

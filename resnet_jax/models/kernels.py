@@ -2,7 +2,10 @@
 
 A model names its kernels (`kernels="xla"`, the default, or another registered name); the name
 resolves to a `Kernels`: the `conv_general_dilated` that `flax.linen.Conv` calls, the batch-norm
-layer class, and the max pool. The portable `XLA` kernels are plain lax and Flax, run on every
+layer class, the activation and the max pool. A block reads `activation(norm(conv(y)) +
+shortcut)`; a seam may fuse the normalisation, the addition and the activation (its norm
+returning a value that its `+` and its activation complete: `resnet_jax.cpu.norm`), which the
+model code does not see. The portable `XLA` kernels are plain lax and Flax, run on every
 backend and export with `jax.export`. Other packages register more (`resnet_jax.cpu`: "native",
 "patches", and what "auto" picks on each machine); the model code never changes with them.
 
@@ -39,13 +42,14 @@ def portable_max_pool(x, window, strides, padding):
 
 @dataclasses.dataclass(frozen=True)
 class Kernels:
-    """Who computes a ResNet's convolutions, its batch norm and its max pool."""
+    """Who computes a ResNet's convolutions, its batch norm, its activation and its max pool."""
 
     name: str
     # lax.conv_general_dilated's signature; None: lax's own.
     conv_general_dilated: Callable | None = None
     norm: type[BatchNorm] = BatchNorm
     max_pool: Callable = portable_max_pool  # (x, window, strides, padding)
+    activation: Callable = nn.relu  # of whatever `norm` (plus a shortcut) returns
 
 
 XLA = Kernels("xla")

@@ -11,7 +11,6 @@ Where a naive Flax port differs from torchvision, this follows torchvision:
 
 from __future__ import annotations
 
-import abc
 import math
 from collections.abc import Callable
 from typing import Any
@@ -147,36 +146,3 @@ class BatchNorm(nn.Module):
         running_mean.value = (1 - m) * running_mean.value + m * jnp.mean(mean, axis=over_groups)
         running_var.value = ((1 - m) * running_var.value +
                              m * jnp.mean(unbiased_var, axis=over_groups))
-
-
-class DeferredNorm(abc.ABC):
-    """A training-mode normalisation that a faster kernel computes together with what follows
-    it in a block (`+ shortcut`, then `relu`), in one pass over memory.
-
-    A kernels seam's norm layer may return one instead of an array; `+` and `relu` extend it,
-    and `finished` turns it into an array wherever anything else needs one. The portable
-    `BatchNorm` returns arrays and never one of these.
-    """
-
-    @abc.abstractmethod
-    def add(self, other) -> DeferredNorm | jax.Array:
-        """This normalisation plus `other` (an array of the same shape)."""
-
-    @abc.abstractmethod
-    def finish(self, relu: bool = False) -> jax.Array:
-        """The array, with a ReLU applied if `relu`."""
-
-    def __add__(self, other):
-        return self.add(finished(other))
-
-    __radd__ = __add__
-
-
-def finished(x):
-    """`x` as an array (a `DeferredNorm` computed now)."""
-    return x.finish() if isinstance(x, DeferredNorm) else x
-
-
-def relu(x):
-    """max(x, 0); on a `DeferredNorm`, fused into its kernel."""
-    return x.finish(relu=True) if isinstance(x, DeferredNorm) else nn.relu(x)

@@ -28,7 +28,6 @@ from resnet_jax.models.layers import (
     conv_kernel_init,
     dense_bias_init,
     dense_kernel_init,
-    relu,
     symmetric_padding,
 )
 
@@ -126,9 +125,11 @@ class ResNet(nn.Module):
         last = max(wanted) if wanted else len(self.stage_sizes)  # later stages are not built
         x = x.astype(self.dtype)
         if self.stem == "imagenet":
-            x = relu(norm(name="bn1")(conv(self.stage_widths[0], 7, 2, name="conv1")(x)))
+            x = kernels.activation(norm(name="bn1")(conv(self.stage_widths[0], 7, 2,
+                                                         name="conv1")(x)))
         else:
-            x = relu(norm(name="bn1")(conv(self.stage_widths[0], 3, 1, name="conv1")(x)))
+            x = kernels.activation(norm(name="bn1")(conv(self.stage_widths[0], 3, 1,
+                                                         name="conv1")(x)))
         feature_maps = [x]  # (B, H/2, W/2, 64) after the ImageNet stem, (B, H, W, 16) CIFAR's
         if self.stem == "imagenet" and last > 0:
             # max-pool padding is -inf, as in torch
@@ -142,7 +143,8 @@ class ResNet(nn.Module):
                 strides = 2 if i > 0 and j == 0 else 1
                 x = self.block_cls(features, strides, self.shortcut, conv, norm, last_norm,
                                    groups=self.groups, width_per_group=self.width_per_group,
-                                   drop_path=next(rates), name=f"layer{i + 1}_{j}")(x)
+                                   drop_path=next(rates), activation=kernels.activation,
+                                   name=f"layer{i + 1}_{j}")(x)
             feature_maps.append(x)
         if self.features_only:
             return tuple(feature_maps[i] for i in wanted)  # each (B, H/reduction, W/..., C)
