@@ -28,9 +28,9 @@ test: $(VENV)/.dev lint
 	$(PY) -m pytest
 	RESNET_JAX_KERNELS=xla $(PY) -m pytest -q tests/test_models.py tests/test_parity.py tests/test_export.py
 
-# The inner loop: everything not marked slow.
+# The inner loop: the unit tests (not slow, not end to end: tests/conftest.py), ~3 minutes.
 test-fast: $(VENV)/.dev
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow and not e2e"
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .

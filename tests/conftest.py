@@ -25,6 +25,20 @@ for _module in ("torch", "triton"):
         pass
 
 
+# Modules that train, run the command-line tools or install packages: `make test-fast` (the
+# inner loop, `-m "not slow and not e2e"`) leaves them to `make test`.
+END_TO_END = {"test_own_images", "test_faults", "test_launch", "test_experiments",
+              "test_recipes", "test_train_loop", "test_run_records", "test_install", "test_docs",
+              "test_refusals", "test_tools", "test_fine_tuning", "test_errors", "test_bench",
+              "test_folders", "test_cpu_build"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.module.__name__.rpartition(".")[2] in END_TO_END:
+            item.add_marker(pytest.mark.e2e)
+
+
 def pytest_collection_finish(session):
     """The platform resolutions wait on the package registry for about a minute: start them
     now, so that they run while the other tests use the CPU."""

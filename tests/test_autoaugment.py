@@ -63,6 +63,7 @@ def test_op_tables_equal_torchvisions(policy, cls):
             np.testing.assert_array_equal(ours[name][0], magnitudes.numpy().astype(np.float32))
 
 
+@pytest.mark.slow  # over ~5 s: make test-fast leaves it out
 def test_sampling_matches_torchvisions_distribution():
     """Chi-square two-sample tests of the op and the magnitude bin, a binomial test of the
     sign of signed ops, 0.1% false-alarm rate each; 6,000 draws; fixed seeds."""

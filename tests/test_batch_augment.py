@@ -75,6 +75,7 @@ def test_mixup_cutmix_sampling_matches_torchvision():
     assert stats.ks_2samp(lam[~use_cutmix], cutmix_lams).pvalue < alpha
 
 
+@pytest.mark.slow  # over ~5 s: make test-fast leaves it out
 def test_random_erasing_box_and_rate_match_torchvision():
     images = np.zeros((1, 3, 32, 48), np.float32)
     draws, alpha = 3000, 0.001

@@ -63,6 +63,7 @@ def test_other_convolutions_are_left_to_lax():
     assert "custom_vjp" in jaxpr
 
 
+@pytest.mark.slow  # over ~5 s: make test-fast leaves it out
 def test_model_gradients_equal_with_either_weight_gradient():
     """A ResNet in float64 (the zoo's module, two small stages: stem, basic blocks, projection
     shortcut, head): "patches" and "xla" give the same training gradients."""

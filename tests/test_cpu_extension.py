@@ -186,6 +186,7 @@ def test_old_builds_are_pruned_to_the_newest_few(tmp_path):
         "cpu_kernels_0000000000000002.so", "unrelated.so"]
 
 
+@pytest.mark.slow  # over ~5 s: make test-fast leaves it out
 def test_model_gradients_through_the_extension_equal_xla():
     """A small ResNet (stem, basic blocks, projection shortcut, head) in float32: oneDNN's
     training gradients equal XLA's to float32 accuracy."""
@@ -245,6 +246,7 @@ def test_batch_norm_rejects_a_residual_of_another_shape():
         extension.batch_norm_train(x, jnp.ones(4), jnp.zeros(4), 1e-5, True, x[:1])
 
 
+@pytest.mark.slow  # over ~5 s: make test-fast leaves it out
 def test_model_batch_stats_through_native_kernels_equal_xla():
     """A training step's outputs and running statistics: "native" kernels (batch norm fused
     with the residual addition and ReLU) against XLA's."""

@@ -4,6 +4,7 @@ exported function equals `model.apply`; so do models that trained with the CPU k
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from jax import export
 
 from resnet_jax.interop.export import export_inference
@@ -11,6 +12,7 @@ from resnet_jax.models import create_model
 from tests import extension_available
 
 
+@pytest.mark.slow  # over ~5 s: make test-fast leaves it out
 def test_resnet18_with_defaults_exports_and_round_trips():
     model = create_model("resnet18", num_classes=10)
     variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)), train=False)

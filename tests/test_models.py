@@ -120,6 +120,7 @@ def test_init_follows_torchvision(resnet20_variables):
     np.testing.assert_array_equal(stats["var"], 1)
 
 
+@pytest.mark.slow  # over ~5 s: make test-fast leaves it out
 def test_zero_init_residual_zeroes_each_branch_last_bn():
     model = _model("resnet18", zero_init_residual=True)
     variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, 32, 32, 3)), train=False))(
@@ -134,6 +135,7 @@ def test_zero_init_residual_zeroes_each_branch_last_bn():
             np.testing.assert_array_equal(block["downsample"]["bn"]["scale"], 1)
 
 
+@pytest.mark.slow  # over ~5 s: make test-fast leaves it out
 def test_eval_mode_uses_running_stats_and_mutates_nothing(resnet20_variables):
     model, variables = resnet20_variables
     x = jax.random.normal(jax.random.PRNGKey(1), (4, 32, 32, 3))
@@ -161,6 +163,7 @@ def test_train_mode_returns_new_batch_stats(resnet20_variables):
                                rtol=1e-4)
 
 
+@pytest.mark.slow  # over ~5 s: make test-fast leaves it out
 def test_bf16_compute_keeps_float32_params_and_stats():
     model = _model("resnet20", dtype=jnp.bfloat16)
     x = jnp.ones((2, 8, 8, 3))

@@ -297,6 +297,7 @@ def test_float64_training_steps_equal_torch(name, options, size):
 
 # --- float32 gradients against the float64 result ------------------------------------------
 
+@pytest.mark.slow  # over ~5 s: make test-fast leaves it out
 def test_float32_gradients_stay_close_to_float64():
     """float32 training gradients of resnet18 stay near float64 (worst tensor, relative).
 

@@ -67,6 +67,7 @@ def assert_trees_close(ours, reference, tolerance=1e-10):
     closeness.assert_trees_close(ours, reference, tolerance)
 
 
+@pytest.mark.slow  # over ~5 s: make test-fast leaves it out
 def test_global_batch_norm_on_two_devices_equals_one_device_holding_the_batch():
     with jax.enable_x64(True):
         state = make_state(optax.sgd(0.1, momentum=0.9))
@@ -78,6 +79,7 @@ def test_global_batch_norm_on_two_devices_equals_one_device_holding_the_batch():
     assert_trees_close(sharded_sums, single_sums, 1e-6)  # metric sums are float32
 
 
+@pytest.mark.slow  # over ~5 s: make test-fast leaves it out
 def test_batch_norm_groups_of_the_per_device_batch_equal_pmap_without_cross_device_mean():
     """bn_group_size = per-device batch on a sharded jit is what PyTorch DDP computes: pmap with
     per-device statistics and only the gradients averaged across devices. Running statistics:
@@ -115,6 +117,7 @@ def test_batch_norm_groups_of_the_per_device_batch_equal_pmap_without_cross_devi
 
 
 @pytest.mark.parametrize("num_devices", [1, 2])
+@pytest.mark.slow  # over ~5 s: make test-fast leaves it out
 def test_gradient_accumulation_with_groups_of_the_micro_batch_equals_the_large_batch(
         num_devices):
     """Two micro-batches with BN groups of a per-device micro-batch give the large batch's

@@ -4,6 +4,7 @@ the plain step."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from resnet_jax.train import optim
 
@@ -38,6 +39,7 @@ def test_drop_path_keeps_each_example_whole_or_drops_it_and_keeps_the_mean():
     assert Branch(0.0).apply({}, x) is x
 
 
+@pytest.mark.slow  # over ~5 s: make test-fast leaves it out
 def test_stochastic_depth_at_rate_zero_is_bitwise_the_plain_training_step():
     from resnet_jax import models
     from resnet_jax.train import steps

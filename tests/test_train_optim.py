@@ -92,6 +92,7 @@ def test_label_smoothing_cross_entropy_equals_torch():
     assert float(ours) == pytest.approx(float(theirs), rel=1e-6)
 
 
+@pytest.mark.slow  # over ~5 s: make test-fast leaves it out
 def test_the_jitted_train_step_traces_once_over_several_steps():
     """The state a step returns has the avals of the state it took (no weak types, no dtype
     drift), so jit traces the step once: a loop over steps never recompiles."""
