@@ -23,10 +23,11 @@ demo: $(VENV)/.train
 
 # The linter (rules: [tool.ruff] in pyproject.toml), all tests; then the model and parity
 # tests once more as on a machine without the CPU extension (RESNET_JAX_KERNELS=xla: its
-# tests skip, nothing builds or loads it).
+# tests skip, nothing builds or loads it). The slow ones are left out of that rerun: they build
+# their models with kernels="xla" (unchanged by the variable) or "native" (skipped there).
 test: $(VENV)/.dev lint
 	$(PY) -m pytest
-	RESNET_JAX_KERNELS=xla $(PY) -m pytest -q tests/test_models.py tests/test_parity.py tests/test_export.py
+	RESNET_JAX_KERNELS=xla $(PY) -m pytest -q -m "not slow" tests/test_models.py tests/test_parity.py tests/test_export.py
 
 # The inner loop: the unit tests (not slow, not end to end: tests/conftest.py), ~3 minutes.
 test-fast: $(VENV)/.dev
