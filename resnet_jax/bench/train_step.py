@@ -131,18 +131,16 @@ def jax_runner(name: str, batch_size: int, image_size: int, dtype: str, mode: st
     return run, compile_s
 
 
-def _unit_rows(x):
-    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
 def _jax_embed_runner(name, batch_size, image_size, compute, kernels, model_options):
+    from resnet_jax.retrieval.search import unit_rows  # embed.py's normalisation
+
     model = models.create_model(name, num_classes=0, dtype=compute, kernels=kernels,
                                 **model_options)
     x = np.random.default_rng(0).standard_normal((batch_size, image_size, image_size, 3),
                                                  dtype=np.float32)
     variables = jax.jit(model.init, static_argnames="train")(jax.random.PRNGKey(0), x[:1],
                                                              train=False)
-    embed = jax.jit(lambda v, x: _unit_rows(model.apply(v, x, train=False)
+    embed = jax.jit(lambda v, x: unit_rows(model.apply(v, x, train=False)
                                             .astype(jnp.float32)))
     start = time.perf_counter()
     embed = embed.lower(variables, x).compile()

@@ -12,9 +12,6 @@ import json
 import os
 import sys
 
-import jax
-import numpy as np
-
 from resnet_jax import models
 from resnet_jax.errors import UserError
 from resnet_jax.train import inference, records, steps, warm_start
@@ -60,10 +57,9 @@ def from_config(config) -> Backbone:
     validate_config(config)
     inference.eval_preprocessing(config)
     model = model_from_config(config, num_classes=0, in_channels=3)
-    fresh = jax.device_get(jax.jit(model.init, static_argnames="train")(
-        jax.random.PRNGKey(0), np.zeros((1, 32, 32, 3), np.float32), train=False))
-    variables, summary = warm_start.merge(fresh, warm_start.read(config.init_from, fresh),
-                                          config.init_from, config.model)
+    # the head is absent here: every other tensor must fit (merge refuses missing ones)
+    variables, summary = warm_start.initialised_from(model, (32, 32, 3), config.init_from,
+                                                     config.model)
     print(summary, file=sys.stderr, flush=True)  # stdout may be data (the search's results)
     source = {"config": records.resolved(config),
               "init_from": os.path.abspath(os.path.expanduser(config.init_from))}

@@ -28,6 +28,7 @@ from resnet_jax.data import datasets, folders, preprocessing
 from resnet_jax.errors import UserError
 from resnet_jax.files import write_atomically
 from resnet_jax.launch import sharding
+from resnet_jax.retrieval import search
 from resnet_jax.retrieval.backbone import Backbone, decode_source, encode_source
 from resnet_jax.train import steps
 from resnet_jax.train.progress import Progress
@@ -100,7 +101,7 @@ def embedding_fn(backbone: Backbone, batch_size: int):
     def embed(variables, images):
         x = backbone.model.apply(variables, steps.normalize_images(images, normalization),
                                  train=False).astype(jnp.float32)  # (B, D)
-        return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+        return search.unit_rows(x)
 
     jitted = jax.jit(embed, in_shardings=(sharding.replicated(mesh),
                                           sharding.batch_sharding(mesh)))

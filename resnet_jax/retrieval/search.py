@@ -21,6 +21,12 @@ GALLERY_BLOCK = 32_768
 QUERY_CHUNK = 1_024
 
 
+def unit_rows(x):
+    """Each row of `x` scaled to length 1 (an all-zero row stays zero): what makes the dot
+    product the cosine similarity."""
+    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
 @functools.partial(jax.jit, static_argnames="k")
 def _merge_block(best_similarity, best_index, queries, block, first, valid, *, k):
     """The running top k of `queries` (Q, D) merged with a gallery block (B, D) whose rows

@@ -81,11 +81,9 @@ def _weights_from_config(config, info) -> tuple:
     from resnet_jax.train.config import model_from_config
 
     model = model_from_config(config, info.num_classes, info.image_shape[-1])
-    fresh = jax.device_get(jax.jit(model.init, static_argnames="train")(
-        jax.random.PRNGKey(0), jnp.zeros((1, *info.image_shape)), train=False))
-    loaded = warm_start.read(config.init_from, fresh)
-    variables, summary_line = warm_start.merge(fresh, loaded, config.init_from, config.model,
-                                               complete=True)
+    variables, summary_line = warm_start.initialised_from(model, info.image_shape,
+                                                          config.init_from, config.model,
+                                                          complete=True)
     print(summary_line, flush=True)
     return model, variables
 

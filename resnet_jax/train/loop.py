@@ -123,7 +123,6 @@ class _Run:
     source: object
     is_main: bool
     total_steps: int
-    steps_per_epoch: float
     mesh: object
     manager: object
     description: dict
@@ -171,9 +170,9 @@ class _Run:
         init = jax.jit(functools.partial(steps.create_train_state, model, tx, info.image_shape,
                                          with_ema=ema_config is not None),
                        out_shardings=sharding.replicated(mesh))
-        return cls(config, workdir, source, jax.process_index() == 0, total_steps,
-                   steps_per_epoch, mesh, manager, checkpoint.describe(config, info.num_classes),
-                   schedule, ema_config, init)
+        return cls(config, workdir, source, jax.process_index() == 0, total_steps, mesh,
+                   manager, checkpoint.describe(config, info.num_classes), schedule, ema_config,
+                   init)
 
 
 def _already_finished(run: _Run) -> dict | None:

@@ -192,6 +192,16 @@ def merge(variables, loaded: dict, source: str, model_name: str = "the model",
             "\n  ".join(lines))
 
 
+def initialised_from(model, image_shape, path: str, model_name: str,
+                     complete: bool = False) -> tuple[dict, str]:
+    """`model`'s variables (host arrays) with the weights at `path` merged into a fresh
+    initialisation, for images of `image_shape` (H, W, C); returns them and the summary. With
+    `complete`, every tensor must be loaded (see `merge`)."""
+    fresh = jax.device_get(jax.jit(model.init, static_argnames="train")(
+        jax.random.PRNGKey(0), np.zeros((1, *image_shape), np.float32), train=False))
+    return merge(fresh, read(path, fresh), path, model_name, complete=complete)
+
+
 def _torch_shape(shape) -> tuple:
     """A Flax shape in torch's layout, as the names in the summary are torch's."""
     shape = tuple(shape)
