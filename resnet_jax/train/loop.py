@@ -44,12 +44,16 @@ def _setup_compilation_cache(path: str) -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
-def train_and_evaluate(config, workdir: str) -> dict:
+def train_and_evaluate(config, workdir: str, *, on_evaluation=None) -> dict:
     """Trains `config` in `workdir`, resuming from its latest checkpoint; returns eval metrics.
 
     Stops early, with a checkpoint, on SIGTERM/SIGINT/SIGHUP (`errors.Interrupted`) and,
     without saving anything non-finite, when the loss or gradients stop being finite
     (`errors.Diverged`). A signal while the data is listed stops before the workdir is touched.
+    `on_evaluation(step, values) -> bool`, called on every process after each evaluation (a
+    hyper-parameter search reports to its trial there): True stops the run at that evaluation
+    with a checkpoint (a pruned trial); the result then holds `"pruned": True`. Every process
+    must get the same answer.
     """
     wall_start = time.perf_counter()
     with preemption.StopSignals() as stop:  # heard from the start, not only once training runs
@@ -66,7 +70,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
             if jax.process_index() == 0:
                 checkpoint.remove_unfinished(workdir)
             with _out_of_memory_explained(config):
-                return _train_and_evaluate(config, workdir, source, stop, wall_start)
+                return _train_and_evaluate(config, workdir, source, stop, wall_start,
+                                           on_evaluation)
 
 
 @contextlib.contextmanager
@@ -91,8 +96,9 @@ def _out_of_memory_explained(config):
             f"{first})") from None
 
 
-def _train_and_evaluate(config, workdir, source, stop, wall_start) -> dict:
+def _train_and_evaluate(config, workdir, source, stop, wall_start, on_evaluation) -> dict:
     run = _Run.plan(config, workdir, source)
+    run.on_evaluation = on_evaluation
     finished = _already_finished(run)
     if finished is not None:
         return finished
@@ -106,6 +112,11 @@ def _train_and_evaluate(config, workdir, source, stop, wall_start) -> dict:
             f"{stop.received}: stopped at step {stopped_at} of {run.total_steps}, checkpoint "
             f"saved in {os.path.join(workdir, 'checkpoints', str(stopped_at))}; run the same "
             f"command to continue")
+    if run.pruned_at is not None:
+        if run.is_main:
+            print(f"stopped at step {run.pruned_at} of {run.total_steps}: pruned at this "
+                  f"evaluation (checkpoint saved)", flush=True)
+        return {"step": run.pruned_at, "pruned": True}
     if run.end_step < run.total_steps:
         if run.is_main:
             print(f"stopped at step {run.end_step} of {run.total_steps} (stop_after_steps); "
@@ -139,6 +150,8 @@ class _Run:
     train_fn: object = None
     eval_fn: object = None
     compile_s: float = 0.0
+    on_evaluation: object = None  # (step, values) -> stop here?
+    pruned_at: int | None = None
 
     @property
     def info(self):
@@ -275,9 +288,13 @@ def _train(run: _Run, stop) -> int | None:
         if (config.eval_every_steps > 0 and done % config.eval_every_steps == 0
                 and done < run.total_steps):
             _evaluate_and_record(run, done)
+        pruned = run.pruned_at == done
         stopping = stop.requested(done)  # every step: processes agree on where to stop
-        if done % config.checkpoint_every_steps == 0 or done == run.end_step or stopping:
+        if (done % config.checkpoint_every_steps == 0 or done == run.end_step or stopping
+                or pruned):
             _save(run, done, bool(state_is_finite(run.state)))
+        if pruned:
+            return None
         if stopping:
             return done
     return None
@@ -330,6 +347,8 @@ def _evaluate_and_record(run: _Run, done: int) -> tuple[dict, str | None]:
         if run.is_main:
             run.writer.write(done, "eval_ema", averaged)
             run.shown.write(f"step {done}: eval (EMA) {evaluation.summary(averaged)}")
+    if run.on_evaluation is not None and run.on_evaluation(done, values):
+        run.pruned_at = done if done < run.total_steps else None
     if not run.is_main:
         return values, None
     run.writer.write(done, "eval", values)

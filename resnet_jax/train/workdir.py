@@ -70,10 +70,11 @@ def create(workdir: str) -> None:
 
 
 class Lock:
-    """WORKDIR/lock, held from `acquire` to `release`, kept fresh by a heartbeat thread."""
+    """WORKDIR/lock (or WORKDIR/`name`), held from `acquire` to `release`, kept fresh by a
+    heartbeat thread."""
 
-    def __init__(self, workdir: str):
-        self.path = os.path.join(workdir, LOCK_NAME)
+    def __init__(self, workdir: str, name: str = LOCK_NAME):
+        self.path = os.path.join(workdir, name)
         self.workdir = workdir
         self._stop = threading.Event()
         self._thread = None
@@ -82,8 +83,10 @@ class Lock:
                             timespec="seconds")}
 
     def acquire(self) -> None:
-        if not self._create():
+        while not self._create():
             holder, age = self._holder()
+            if holder is None and age == float("inf"):
+                continue  # released between the two looks: try again, nothing to take over
             if not self._is_stale(holder, age):
                 raise WorkdirInUse(
                     f"{self.workdir} is in use by another run ({_describe(holder, age)}); "
@@ -96,6 +99,7 @@ class Lock:
                 holder, age = self._holder()
                 raise WorkdirInUse(f"{self.workdir} is in use by another run "
                                    f"({_describe(holder, age)})")
+            break
         self._thread = threading.Thread(target=self._heartbeat, daemon=True,
                                         name="workdir-lock-heartbeat")
         self._thread.start()
@@ -176,7 +180,7 @@ def claim(workdir: str):
             lock.acquire()
     except errors.ReportedError as error:
         failure = error
-    status = _agree(failure.exit_status if failure else 0)
+    status = agree(failure.exit_status if failure else 0)
     if failure is not None:
         raise failure
     if status:
@@ -192,8 +196,8 @@ _ERRORS = {errors.UserError.exit_status: WorkdirInUse,
            errors.StorageError.exit_status: errors.StorageError}
 
 
-def _agree(status: int) -> int:
-    """Process 0's status, on every process (no-op with one process)."""
+def agree(status: int) -> int:
+    """Process 0's integer (a status, a choice), on every process (no-op with one process)."""
     if jax.process_count() == 1:
         return status
     import numpy as np
