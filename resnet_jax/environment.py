@@ -26,6 +26,7 @@ EXTRA_MODULES = {
               "tqdm"),
     "torch": ("torch", "torchvision"),
     "export": ("torch", "torchvision", "onnx", "onnxruntime"),
+    "tune": ("optuna",),
 }
 # What the report lists, in order: (distribution names tried, label)
 _PACKAGES = (

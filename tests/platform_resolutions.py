@@ -29,6 +29,9 @@ RESOLUTIONS = {
     "core-macos-arm64": (None, "aarch64-apple-darwin", ["jax", "flax", "optax", "flatbuffers"]),
     "search-macos-arm64": ("search", "aarch64-apple-darwin", ["faiss-cpu"]),
     "search-linux-aarch64": ("search", "aarch64-unknown-linux-gnu", ["faiss-cpu"]),
+    "tune-macos-arm64": ("tune", "aarch64-apple-darwin", ["optuna", "psycopg-binary", "cmaes"]),
+    "tune-linux-aarch64": ("tune", "aarch64-unknown-linux-gnu",
+                           ["optuna", "psycopg-binary", "cmaes"]),
 }
 # Built on Linux x86_64 only: absent by marker elsewhere (kernels="auto" uses the portable path).
 ONEDNN = "onednn-cpu-gomp"

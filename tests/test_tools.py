@@ -36,3 +36,10 @@ def test_autoaugment_op_costs_lists_every_op():
     out = run_tool("tools/autoaugment_op_costs.py", "--size", "16", "--images", "10")
     for op in ("Identity", "ShearX", "Rotate", "Equalize", "(pipeline)"):
         assert any(line.startswith(op) and line.endswith(" ms") for line in out.splitlines())
+
+
+def test_search_storage_measures_each_storage():
+    out = run_tool("tools/search_storage.py", "--workers", "2", "--trials", "4", "--repeats", "1")
+    for storage in ("journal", "sqlite"):
+        line = next(line for line in out.splitlines() if line.startswith(f"{storage}: "))
+        assert "started [4]; failed workers [0]" in line, line

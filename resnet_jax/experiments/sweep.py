@@ -23,37 +23,16 @@ import shlex
 
 import numpy as np
 
-from resnet_jax.errors import UserError
+from resnet_jax.experiments import trials
+from resnet_jax.experiments.space import SpaceError, check_key, typed_value
 
-
-class SweepError(UserError):
-    """A --set that cannot be swept."""
+SweepError = SpaceError  # a --set that cannot be swept
 
 
 @dataclasses.dataclass(frozen=True)
 class Run:
     name: str            # the sub-workdir's name: KEY=VALUE,...
     overrides: dict      # config key -> value
-
-
-def _parse_value(key: str, text: str, default):
-    if isinstance(default, bool):
-        if text.lower() in ("true", "1", "yes"):
-            return True
-        if text.lower() in ("false", "0", "no"):
-            return False
-        raise SweepError(f"--set {key}: {text!r} is not a boolean")
-    if isinstance(default, (int, float)) and not isinstance(default, bool):
-        try:
-            value = float(text)
-        except ValueError:
-            raise SweepError(f"--set {key}: {text!r} is not a number") from None
-        if isinstance(default, int) and value.is_integer():
-            return int(value)
-        return value
-    if isinstance(default, str):
-        return text
-    raise SweepError(f"--set {key}: keys of type {type(default).__name__} cannot be swept")
 
 
 def parse_sets(sets: list[str], config) -> dict[str, list]:
@@ -64,12 +43,11 @@ def parse_sets(sets: list[str], config) -> dict[str, list]:
         key = key.strip()
         if not separator or not values:
             raise SweepError(f"--set {item!r}: expected KEY=VALUE1,VALUE2,...")
-        if key not in config:
-            raise SweepError(f"--set {key}: not a config key (every key is listed in "
-                             f"resnet_jax/configs/default.py)")
+        check_key("--set", key, config)
         if key in grid:
             raise SweepError(f"--set {key} is given twice")
-        grid[key] = [_parse_value(key, v.strip(), config[key]) for v in values.split(",")]
+        grid[key] = [typed_value("--set", key, v.strip(), config[key])
+                     for v in values.split(",")]
     if not grid:
         raise SweepError("give at least one --set KEY=VALUE1,VALUE2")
     return grid
@@ -111,37 +89,34 @@ def train_command(config_path: str, workdir: str, run: Run, base: list[str] = ()
     return " ".join(shlex.quote(a) for a in args)
 
 
-DIVERGED_FILE = "DIVERGED"  # in a run's workdir: why it stopped; the sweep does not retry it
+DIVERGED_FILE = trials.DIVERGED_FILE  # in a run's workdir: why it stopped; not retried
 
 
 def train_all(config, workdir: str, planned: list[Run], train=None) -> None:
-    """Trains every run in turn (finished ones say so and return at once). A run that diverges
-    (a learning rate too high is a common point of a grid) is recorded as such and the sweep
-    goes on; it is not retried when the sweep is run again. `train`: the training function (the
-    loop's `train_and_evaluate`)."""
-    from resnet_jax import errors
+    """Trains every run in turn, as the trials of an Optuna study in W (the runner a search
+    uses): each planned run is enqueued once, in order, so running the command again (or in
+    another process at once) skips finished runs and resumes an interrupted one. A run that
+    diverges (a learning rate too high is a common point of a grid) is recorded as such and the
+    sweep goes on; it is not retried. `train`: the training function (the loop's
+    `train_and_evaluate`)."""
+    import jax
 
-    if train is None:
-        from resnet_jax.train.loop import train_and_evaluate as train
-    for index, run in enumerate(planned, 1):
-        run_dir = run_workdir(workdir, run)
-        marker = os.path.join(run_dir, DIVERGED_FILE)
-        if os.path.exists(marker):
-            print(f"sweep: run {index} of {len(planned)}: {run.name} diverged before "
-                  f"({marker}); not retried", flush=True)
-            continue
-        print(f"sweep: run {index} of {len(planned)}: {run.name}", flush=True)
-        run_config = config.copy_and_resolve_references()
-        run_config.update(run.overrides)
-        try:
-            train(run_config, run_dir)
-        except errors.Diverged as error:
-            print(f"sweep: {run.name}: {error}; going on with the next run", flush=True)
-            import jax
-            if jax.process_index() == 0:
-                os.makedirs(run_dir, exist_ok=True)
-                with open(marker, "w") as f:
-                    f.write(f"{error}\n")
+    study = trials.open_study(workdir, "", "sweep", "maximize")
+    keys = list(planned[0].overrides) if planned else []
+    space = {key: trials.optuna().distributions.CategoricalDistribution(
+        list(dict.fromkeys(run.overrides[key] for run in planned))) for key in keys}
+    if jax.process_index() == 0:
+        with trials.held(os.path.join(workdir, trials.CHOOSE_LOCK)):
+            for run in planned:
+                study.enqueue_trial(run.overrides, skip_if_exists=True)
+    total = len(study.get_trials(deepcopy=False))
+
+    def directory(number: int, params: dict) -> str:
+        return run_workdir(workdir, Run(",".join(f"{k}={params[k]}" for k in keys), params))
+
+    search = trials.Search(study, workdir, total, space, config, trial_workdir=directory,
+                           train=train)
+    trials.work(search, say=lambda line: print(f"sweep: {line}", flush=True))
 
 
 def final_values(run_dir: str) -> dict | None:
