@@ -96,7 +96,7 @@ SMALL = ["--config.model=resnet8", "--config.num_train_steps=24", "--config.eval
 
 @pytest.mark.slow
 def test_two_workers_search_the_digits_and_a_killed_one_is_taken_over(tmp_path):
-    """The issue's scenario: two workers at once with ASHA over two log-uniform keys, then a
+    """The search as users run it: two workers at once with ASHA over two log-uniform keys, then a
     worker killed with -9 mid-trial and the same command with a larger total."""
     workdir = str(tmp_path / "search")
 

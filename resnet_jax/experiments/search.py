@@ -153,12 +153,13 @@ def plot(study, search: trials.Search) -> list[str]:
         plt.close(axes.get_figure())
     metric = trials.OBJECTIVES[search.objective][0]
     figure, axis = plt.subplots(figsize=(8, 5))
-    for trial in study.get_trials(deepcopy=False):
+    for index, trial in enumerate(study.get_trials(deepcopy=False)):
         directory = search.directory(trial.number, trial.params)
         evals = [r for r in metrics.read_rows(os.path.join(directory, "metrics.jsonl"))
                  if r["split"] == "eval"]
         axis.plot([r["step"] for r in evals], [r[metric] for r in evals], marker="o",
                   linestyle="--" if trial.state.name == "PRUNED" else "-",
+                  color=plt.get_cmap("tab20")(index % 20),
                   label=f"{trial.number} ({trial.state.name.lower()})")
     axis.set_xlabel("step")
     axis.set_ylabel(f"eval {metric}")
