@@ -12,8 +12,9 @@ from flax import traverse_util
 
 from resnet_jax import models
 from resnet_jax.configs import default
+from resnet_jax.errors import UserError
 from resnet_jax.interop import torchvision_weights
-from resnet_jax.train import optim, steps, warm_start
+from resnet_jax.train import optim, steps, trainable, warm_start
 
 torch = pytest.importorskip("torch", reason="torchvision state dicts")
 torchvision = pytest.importorskip("torchvision")
@@ -101,28 +102,73 @@ def test_weights_that_cannot_be_used_are_refused(tmp_path, make, message):
     assert "weights_only=False" not in str(error.value)  # never advise running the pickle
 
 
-def test_a_frozen_backbone_keeps_its_weights_and_statistics_bitwise():
-    model = models.create_model("resnet8", num_classes=4, in_channels=3)
+def _train_two_steps(trainable_text, freeze_backbone=False):
+    """resnet8 (stem, layer1..3, head) trained 2 steps with `trainable`; (before, after)."""
     config = default.get_config()
-    config.update(freeze_backbone=True, learning_rate=0.5, weight_decay=1e-2,
-                  init_from="(set)")
+    config.update(model="resnet8", trainable=trainable_text, freeze_backbone=freeze_backbone,
+                  learning_rate=0.5, weight_decay=1e-2, momentum=0.9)
+    parts = trainable.parse(config.trainable, "resnet8", freeze_backbone)
+    model = models.create_model("resnet8", num_classes=4, in_channels=3,
+                                eval_mode_norms=trainable.eval_mode_norms(parts, "resnet8"))
     tx = optim.create_optimizer(config, optax.constant_schedule(0.5))
     state = steps.create_train_state(model, tx, (8, 8, 3), jax.random.PRNGKey(0))
+    trains = None if parts is None else trainable.mask(state.params, parts)
     batch = {"image": jax.random.normal(jax.random.PRNGKey(1), (6, 8, 8, 3)),
              "label": jnp.arange(6) % 4}
-    step = jax.jit(functools.partial(steps.train_step, frozen_backbone=True))
+    step = jax.jit(functools.partial(steps.train_step, trains=trains))
     new = state
     for _ in range(2):
         new, _ = step(new, batch)
-    old_params = traverse_util.flatten_dict(state.params)
-    for key, value in traverse_util.flatten_dict(new.params).items():
-        if key[0] == steps.HEAD:
-            assert not np.array_equal(value, old_params[key]), key
-        else:
-            np.testing.assert_array_equal(value, old_params[key], err_msg=str(key))
-    for a, b in zip(jax.tree_util.tree_leaves(new.batch_stats),
-                    jax.tree_util.tree_leaves(state.batch_stats)):
-        np.testing.assert_array_equal(a, b)
+    return state, new
+
+
+def _changed(before, after) -> dict:
+    """{path: changed?} over params and batch statistics."""
+    old = traverse_util.flatten_dict({"params": before.params, "stats": before.batch_stats})
+    new = traverse_util.flatten_dict({"params": after.params, "stats": after.batch_stats})
+    return {key: not np.array_equal(value, old[key]) for key, value in new.items()}
+
+
+@pytest.mark.parametrize("text, freeze_backbone", [("head", False), ("all", True)])
+def test_a_frozen_backbone_keeps_its_weights_and_statistics_bitwise(text, freeze_backbone):
+    before, after = _train_two_steps(text, freeze_backbone)
+    for key, changed in _changed(before, after).items():
+        assert changed == (key[:2] in (("params", "fc"),)), key
+
+
+def test_norm_and_head_change_norms_and_head_only_and_update_the_statistics():
+    before, after = _train_two_steps("norm+head")
+    for key, changed in _changed(before, after).items():
+        norm_or_head = key[1] == "fc" or key[0] == "stats" or key[-2].startswith("bn")
+        assert changed == norm_or_head, key
+
+
+def test_a_trainable_stage_changes_and_the_frozen_ones_stay_bitwise_statistics_too():
+    before, after = _train_two_steps("layer3+head")
+    for key, changed in _changed(before, after).items():
+        assert changed == (key[1] == "fc" or key[1].startswith("layer3_")), key
+
+
+def test_frozen_parameters_have_no_optimiser_state():
+    before, _ = _train_two_steps("layer3+head")
+    trains = trainable.mask(before.params, frozenset({"layer3", "head"}))
+    trained = sum(int(np.prod(p.shape)) for p, t in zip(
+        jax.tree_util.tree_leaves(before.params), jax.tree_util.tree_leaves(trains)) if t)
+    state_sizes = [int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(before.opt_state)
+                   if hasattr(x, "shape") and x.ndim > 0]
+    assert sum(state_sizes) == trained  # one momentum buffer per trainable parameter only
+    assert "trainable: layer3+head, " in trainable.describe(before.params, trains, "layer3+head")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("layer4+head", "trainable='layer4\\+head': layer4 is not a part of resnet8"),
+    ("bn+head", "bn is not a part"),
+])
+def test_parts_the_model_lacks_are_refused(text, message):
+    with pytest.raises(UserError, match=message):
+        trainable.parse(text, "resnet8")
+    with pytest.raises(UserError, match="cannot be combined with trainable='norm'"):
+        trainable.parse("norm", "resnet18", freeze_backbone=True)
 
 
 def test_a_shallower_networks_weights_are_refused(tmp_path):

@@ -154,3 +154,68 @@ def test_epoch_schedule_equals_torchvisions_sequential_lr():
                                                                             abs=1e-7)
         sgd.step()
         torch_schedule.step()
+
+
+# --- timm's layer-wise learning-rate decay ---------------------------------------------------
+
+def test_layer_decay_groups_a_resnet_as_timm_does():
+    """Every parameter of resnet50 gets the learning-rate scale timm's
+    `param_groups_layer_decay` gives the same parameter of timm's resnet50."""
+    timm = pytest.importorskip("timm")
+    from timm.optim._param_groups import param_groups_layer_decay
+
+    from resnet_jax import models
+    from resnet_jax.interop import torchvision_weights
+
+    model = models.create_model("resnet50", num_classes=10)
+    variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
+                                                  jnp.zeros((1, 32, 32, 3)), train=False))
+    ids, count = optim.layer_ids(variables["params"])
+    scales = jax.tree_util.tree_map(lambda p, i: np.full(p.shape, 0.7 ** (count - 1 - i),
+                                                         np.float32), variables["params"], ids)
+    stats = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, np.float32),
+                                   variables["batch_stats"])
+    ours = torchvision_weights.to_torchvision("resnet50", {"params": scales,
+                                                           "batch_stats": stats})
+    reference = timm.create_model("resnet50", num_classes=10)
+    names = {id(p): n for n, p in reference.named_parameters()}
+    compared = 0
+    for group in param_groups_layer_decay(reference, weight_decay=0.0, layer_decay=0.7):
+        for parameter in group["params"]:
+            name = names[id(parameter)]
+            np.testing.assert_allclose(ours[name].numpy(), group["lr_scale"], rtol=1e-6,
+                                       err_msg=name)
+            compared += 1
+    assert compared == len(names) == 161  # every parameter of the network
+
+
+def test_layer_decay_steps_equal_torch_sgd_with_a_learning_rate_per_layer():
+    config = default.get_config()
+    config.update(weight_decay=1e-3, learning_rate=0.5, momentum=0.9, nesterov=True,
+                  layer_decay=0.5)
+    rng = np.random.default_rng(3)
+    params = {"conv1": {"kernel": rng.normal(size=(3, 3, 2, 4))},
+              "layer1_0": {"conv1": {"kernel": rng.normal(size=(3, 3, 4, 4))}},
+              "layer1_1": {"conv1": {"kernel": rng.normal(size=(3, 3, 4, 4))}},
+              "fc": {"kernel": rng.normal(size=(4, 5))}}
+    params = jax.tree_util.tree_map(lambda p: p.astype(np.float32), params)
+    grads = [jax.tree_util.tree_map(lambda p: rng.normal(size=p.shape).astype(np.float32),
+                                    params) for _ in range(3)]
+    tx = optim.create_optimizer(config, optax_constant(0.5))
+    ours, state = params, tx.init(params)
+    for g in grads:
+        updates, state = tx.update(g, state, ours)
+        ours = jax.tree_util.tree_map(lambda p, u: p + u, ours, updates)
+    # the stem 0.5^3, the blocks 0.5^2 and 0.5, the head 1: torch parameter groups
+    layers = {"conv1": 0.125, "layer1_0": 0.25, "layer1_1": 0.5, "fc": 1.0}
+    leaf = lambda tree, name: np.asarray(jax.tree_util.tree_leaves(tree[name])[0])  # noqa: E731
+    tensors = {name: torch.tensor(leaf(params, name), requires_grad=True) for name in layers}
+    sgd = torch.optim.SGD([{"params": [tensors[n]], "lr": 0.5 * s} for n, s in layers.items()],
+                          lr=0.5, momentum=0.9, nesterov=True, weight_decay=1e-3)
+    for g in grads:
+        for name, t in tensors.items():
+            t.grad = torch.tensor(leaf(g, name))
+        sgd.step()
+    for name, t in tensors.items():
+        np.testing.assert_allclose(leaf(ours, name), t.detach().numpy(), rtol=2e-6, atol=1e-7,
+                                   err_msg=name)

@@ -66,6 +66,9 @@ def get_config() -> ml_collections.ConfigDict:
                                   # another class count is re-initialised
     c.freeze_backbone = False     # train only the classifier head (backbone weights and
                                   # batch-norm statistics fixed, batch norm in eval mode)
+    c.trainable = "all"           # what training may change, '+'-joined: stem, layer1..layer4
+                                  # (CIFAR nets: ..layer3), norm (every BN scale/bias), head;
+                                  # frozen parts stay bitwise (resnet_jax/train/trainable.py)
 
     # Optimisation (torch.optim.SGD semantics: coupled weight decay, momentum on the gradient).
     c.batch_size = 256            # global batch, over all devices and processes
@@ -85,6 +88,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.optimizer = "sgd"           # sgd (torch.optim.SGD) | lars (MLPerf's reference LARS)
     c.lars_eeta = 0.001           # LARS trust coefficient
     c.lars_epsilon = 0.0          # LARS epsilon (0: Keras's 1e-7, as MLPerf's reference)
+    c.layer_decay = 1.0           # timm's --layer-decay: the head at the full rate, each block
+                                  # below it at layer_decay^k of it, the stem lowest (1: off)
     c.grad_clip_norm = 0.0        # > 0: clip the global gradient norm (torch's
                                   # clip_grad_norm_, --clip-grad-norm)
     c.label_smoothing = 0.0

@@ -73,6 +73,9 @@ class ResNet(nn.Module):
     # Stochastic depth (timm's drop_path_rate): block k of n drops its residual branch with
     # probability drop_path_rate * k / (n - 1) in training (needs a "dropout" rng).
     drop_path_rate: float = 0.0
+    # "stem", "layer1".. whose batch norms run in eval mode (and residual branches are never
+    # dropped) even in training: the frozen parts of a fine-tuning (train/trainable.py).
+    eval_mode_norms: Sequence[str] = ()
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -116,14 +119,19 @@ class ResNet(nn.Module):
                                dtype=self.dtype, param_dtype=self.param_dtype,
                                one_pass_variance=self.bn_one_pass_variance,
                                group_size=self.bn_group_size)
-        norm = _in_mode(bn, train)
-        # zero_init_residual: each residual branch starts as zero, so each block as identity.
-        last_norm = _in_mode(functools.partial(bn, scale_init=nn.initializers.zeros), train) \
-            if self.zero_init_residual else norm
+        def norms(part: str):
+            """The norm constructors of the stem or a stage: (every norm, a block's last)."""
+            mode = train and part not in self.eval_mode_norms
+            norm = _in_mode(bn, mode)
+            # zero_init_residual: each residual branch starts as zero, so each block as identity
+            last = _in_mode(functools.partial(bn, scale_init=nn.initializers.zeros), mode) \
+                if self.zero_init_residual else norm
+            return norm, last
 
         wanted = [f.index for f in self.feature_info] if self.features_only else None
         last = max(wanted) if wanted else len(self.stage_sizes)  # later stages are not built
         x = x.astype(self.dtype)
+        norm, _ = norms("stem")
         if self.stem == "imagenet":
             x = kernels.activation(norm(name="bn1")(conv(self.stage_widths[0], 7, 2,
                                                          name="conv1")(x)))
@@ -139,12 +147,15 @@ class ResNet(nn.Module):
                                      self.drop_path_rate if train else 0.0))
         stages = list(zip(self.stage_sizes, self.stage_widths))[:last]
         for i, (num_blocks, features) in enumerate(stages):
+            stage = f"layer{i + 1}"
+            norm, last_norm = norms(stage)
             for j in range(num_blocks):
                 strides = 2 if i > 0 and j == 0 else 1
+                rate = next(rates)
                 x = self.block_cls(features, strides, self.shortcut, conv, norm, last_norm,
                                    groups=self.groups, width_per_group=self.width_per_group,
-                                   drop_path=next(rates), activation=kernels.activation,
-                                   name=f"layer{i + 1}_{j}")(x)
+                                   drop_path=0.0 if stage in self.eval_mode_norms else rate,
+                                   activation=kernels.activation, name=f"{stage}_{j}")(x)
             feature_maps.append(x)
         if self.features_only:
             return tuple(feature_maps[i] for i in wanted)  # each (B, H/reduction, W/..., C)

@@ -9,7 +9,7 @@ from resnet_jax import models
 from resnet_jax.data import autoaugment, datasets
 from resnet_jax.errors import UserError
 from resnet_jax.models import kernels
-from resnet_jax.train import optim
+from resnet_jax.train import optim, trainable
 
 
 class ConfigError(UserError):
@@ -47,6 +47,7 @@ def validate_config(config) -> None:
         raise ConfigError(f"unknown dtype {config.dtype!r}; valid: {', '.join(DTYPES)}")
     if config.num_train_steps <= 0 and config.num_epochs <= 0:
         raise ConfigError("set num_train_steps > 0 or num_epochs > 0")
+    trainable.parse(config.trainable, config.model, config.freeze_backbone)
     if config.freeze_backbone and not config.init_from:
         raise ConfigError("freeze_backbone=True trains only the classifier head: set init_from "
                           "to the weights of the backbone to keep (a .pth/.safetensors file "
@@ -79,6 +80,7 @@ VALUE_RANGES = {
     "crop_min_area": (lambda v: 0 < v <= 1, "in (0, 1]"),
     "progress_interval_s": (lambda v: v > 0, "> 0"),
     "grad_clip_norm": (lambda v: v >= 0, ">= 0 (0: no clipping)"),
+    "layer_decay": (lambda v: 0 < v <= 1, "in (0, 1] (1: every layer at the full rate)"),
     "ema_decay": (lambda v: 0 <= v < 1, "in [0, 1) (0: no EMA)"),
     "ema_steps": (lambda v: v >= 1, ">= 1"),
     "random_erasing": (lambda v: 0 <= v <= 1, "in [0, 1]"),
@@ -103,12 +105,19 @@ def _check_multiple(config, key: str, multiple_of: int, what: str) -> None:
                           f"{max(multiple_of, value - value % multiple_of)}")
 
 
+def trainable_parts(config) -> frozenset[str] | None:
+    """The parts of the network the run may change (None: all of it)."""
+    return trainable.parse(config.trainable, config.model, config.freeze_backbone)
+
+
 def model_from_config(config, num_classes: int, in_channels: int) -> models.ResNet:
     options = {"in_channels": in_channels, "zero_init_residual": config.zero_init_residual,
                "bn_momentum": config.bn_momentum, "bn_epsilon": config.bn_epsilon,
                "bn_group_size": config.bn_group_size or None,
                "kernels": config.kernels, "drop_path_rate": config.drop_path_rate,
-               "dtype": DTYPES[config.dtype][0], "param_dtype": DTYPES[config.dtype][1]}
+               "dtype": DTYPES[config.dtype][0], "param_dtype": DTYPES[config.dtype][1],
+               "eval_mode_norms": trainable.eval_mode_norms(trainable_parts(config),
+                                                            config.model)}
     if models.is_cifar(config.model) and not config.model.startswith("plain"):
         options["shortcut"] = config.shortcut  # plain nets have none
     return models.create_model(config.model, num_classes=num_classes, **options)

@@ -76,6 +76,33 @@ def add_weight_decays(decays: dict[str, float]) -> optax.GradientTransformation:
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
+def layer_ids(params) -> tuple[object, int]:
+    """(a pytree of each parameter's layer number, the number of layers), grouped as timm's
+    `param_groups_layer_decay` groups a ResNet (its `group_matcher(coarse=False)`): the stem
+    0, each residual block its own layer in network order, the head (with any hidden layer)
+    the last."""
+    blocks = sorted({name for name in params if name.startswith("layer")},
+                    key=lambda name: tuple(int(n) for n in name[5:].split("_")))
+    number = {name: i + 1 for i, name in enumerate(blocks)}
+    last = len(blocks) + 1
+
+    def layer(path, _):
+        top = getattr(path[0], "key", str(path[0]))
+        return 0 if top in ("conv1", "bn1") else number.get(top, last)
+    return jax.tree_util.tree_map_with_path(layer, params), last + 1
+
+
+def scale_by_layer(decay: float) -> optax.GradientTransformation:
+    """Each update times decay^(last layer - its layer) (`layer_ids`): timm's layer-wise
+    learning-rate decay. After SGD or LARS, whose updates are linear in the rate, this equals
+    a learning rate per layer, as timm's parameter groups have, under every schedule."""
+    def update(updates, state, params=None):
+        ids, count = layer_ids(updates)
+        return jax.tree_util.tree_map(lambda u, i: u * decay ** (count - 1 - i), updates,
+                                      ids), state
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 def clip_grad_norm(max_norm: float) -> optax.GradientTransformation:
     """`torch.nn.utils.clip_grad_norm_`: g *= min(1, max_norm / (||g||_2 + 1e-6)), the norm over
     all gradients together (optax's `clip_by_global_norm` has no 1e-6 and divides differently)."""
@@ -219,9 +246,9 @@ def _schedule(config, steps_per_epoch: float, total_steps: int) -> optax.Schedul
 
 
 def create_optimizer(config, schedule: optax.Schedule) -> optax.GradientTransformation:
-    """SGD as torch's (or MLPerf's LARS), after gradient clipping if asked; with
-    `freeze_backbone`, for the classifier head only (the rest is left exactly as it is: no
-    update, no weight decay)."""
+    """SGD as torch's (or MLPerf's LARS), after gradient clipping if asked; for the
+    `trainable` parts only (the rest is left exactly as it is: no update, no weight decay, no
+    optimiser state)."""
     check_optimizer(config.optimizer)
     if config.optimizer == "lars":
         tx = mlperf_lars(schedule, momentum=config.momentum, weight_decay=config.weight_decay,
@@ -232,11 +259,16 @@ def create_optimizer(config, schedule: optax.Schedule) -> optax.GradientTransfor
                  weight_decay=weight_decays(config))
     if config.grad_clip_norm > 0:
         tx = optax.chain(clip_grad_norm(config.grad_clip_norm), tx)
-    if not config.freeze_backbone:
+    if config.layer_decay < 1:
+        tx = optax.chain(tx, scale_by_layer(config.layer_decay))
+    from resnet_jax.train import trainable
+
+    parts = trainable.parse(config.trainable, config.model, config.freeze_backbone)
+    if parts is None:
         return tx
 
     def labels(params):
-        return {name: jax.tree_util.tree_map(lambda _, part="train" if name == HEAD else "frozen":
-                                             part, value) for name, value in params.items()}
+        return jax.tree_util.tree_map(lambda trains: "train" if trains else "frozen",
+                                      trainable.mask(params, parts))
 
     return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)

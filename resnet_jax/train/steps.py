@@ -16,8 +16,8 @@ import optax
 from flax.training import train_state
 
 from resnet_jax.launch import sharding
-from resnet_jax.train import batch_augment, ema, metrics
-from resnet_jax.train.optim import HEAD  # the classifier: what freeze_backbone trains
+from resnet_jax.train import batch_augment, ema, metrics, trainable
+from resnet_jax.train.optim import HEAD  # the classifier
 
 
 class TrainState(train_state.TrainState):
@@ -52,7 +52,7 @@ def normalize_images(images, normalization):
 
 def train_step(state: TrainState, batch: dict, *, label_smoothing: float = 0.0,
                accumulation_steps: int = 1, num_shards: int = 1, normalization=None,
-               frozen_backbone: bool = False, ema_config: ema.EmaConfig | None = None,
+               trains=None, ema_config: ema.EmaConfig | None = None,
                augment: batch_augment.BatchAugment | None = None,
                dropout_seed: int | None = None):
     """One SGD step on a global batch; returns the new state and metric sums (on device).
@@ -79,10 +79,10 @@ def train_step(state: TrainState, batch: dict, *, label_smoothing: float = 0.0,
 
     `ema_config`: after the update, the EMA of the weights and statistics (`ema.update`).
 
-    `frozen_backbone`: only the classifier head (`HEAD`) learns: the backbone runs in eval
-    mode (batch norm with its running statistics, which stay as they are) and no gradient
-    flows into it (XLA drops its backward pass); the optimizer leaves it unchanged
-    (`optim.create_optimizer`).
+    `trains`: a pytree of bools like the parameters (`trainable.mask`), or None (all train):
+    no gradient flows into a frozen parameter (XLA drops the backward pass nothing else needs)
+    and the optimizer leaves it unchanged (`optim.create_optimizer`); the model's
+    `eval_mode_norms` keep the statistics of frozen stages as they are.
     """
 
     if augment is not None:
@@ -96,15 +96,11 @@ def train_step(state: TrainState, batch: dict, *, label_smoothing: float = 0.0,
         variables = {"params": params, "batch_stats": state.batch_stats}
         rngs = {} if dropout_seed is None else {"dropout": jax.random.fold_in(jax.random.fold_in(
             jax.random.PRNGKey(dropout_seed), state.step), micro_index)}
-        if frozen_backbone:
-            variables["params"] = {name: value if name == HEAD else
-                                   jax.lax.stop_gradient(value) for name, value in params.items()}
-            logits, batch_stats = state.apply_fn(variables, images, train=False), \
-                state.batch_stats
-        else:
-            logits, new_variables = state.apply_fn(variables, images, train=True,
-                                                   mutable=["batch_stats"], rngs=rngs)
-            batch_stats = new_variables["batch_stats"]
+        if trains is not None:
+            variables["params"] = trainable.stop_frozen_gradients(params, trains)
+        logits, new_variables = state.apply_fn(variables, images, train=True,
+                                               mutable=["batch_stats"], rngs=rngs)
+        batch_stats = new_variables["batch_stats"]
         loss = cross_entropy(logits, labels, logits.shape[-1], label_smoothing)
         return loss, (logits, batch_stats)
 
@@ -199,13 +195,13 @@ def _image_dtype(normalization):
 
 def compile_train_step(state, mesh, local_batch_shape, label_smoothing,
                        accumulation_steps: int = 1, normalization=None,
-                       frozen_backbone: bool = False, ema_config=None, augment=None,
+                       trains=None, ema_config=None, augment=None,
                        dropout_seed=None):
     """The training step, compiled once with explicit shardings and donated state, timed.
     `normalization` (mean, std): the batches hold uint8 pixels (`normalize_images`)."""
     step_fn = functools.partial(train_step, label_smoothing=label_smoothing,
                                 accumulation_steps=accumulation_steps, num_shards=mesh.size,
-                                normalization=normalization, frozen_backbone=frozen_backbone,
+                                normalization=normalization, trains=trains,
                                 ema_config=ema_config, augment=augment,
                                 dropout_seed=dropout_seed)
     return _compile(step_fn, state, mesh, local_batch_shape, ("image", "label"), train=True,
