@@ -111,8 +111,12 @@ def train_all(config, workdir: str, planned: list[Run], train=None) -> None:
                 study.enqueue_trial(run.overrides, skip_if_exists=True)
     total = len(study.get_trials(deepcopy=False))
 
-    def directory(number: int, params: dict) -> str:
-        return run_workdir(workdir, Run(",".join(f"{k}={params[k]}" for k in keys), params))
+    named = {tuple(sorted(run.overrides.items())): run for run in planned}
+
+    def directory(number: int, params: dict) -> str:  # the planned run's, by its values
+        run = named.get(tuple(sorted(params.items())))
+        return run_workdir(workdir, run or Run(",".join(f"{k}={params[k]}" for k in keys),
+                                               params))
 
     search = trials.Search(study, workdir, total, space, config, trial_workdir=directory,
                            train=train)
