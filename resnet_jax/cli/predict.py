@@ -5,7 +5,9 @@
 PATH: image files (JPEG, PNG, BMP, GIF) or folders (searched recursively). Each image is
 preprocessed exactly as the run's evaluation preprocesses its images. Per image: the top-k
 class names with their probabilities; with --json, one JSON object per line:
-{"path": ..., "top_k": [{"class": NAME, "probability": P}, ...]}.
+{"path": ..., "top_k": [{"class": NAME, "probability": P}, ...]}. A multi-label run prints
+every label whose probability is >= --threshold (default: the run's `threshold`, 0.5):
+{"path": ..., "labels": [{"class": NAME, "probability": P}, ...]}.
 """
 
 import json
@@ -20,6 +22,8 @@ flags.mark_flag_as_required("workdir")
 flags.DEFINE_integer("top_k", 5, "How many classes to show per image.")
 flags.DEFINE_bool("json", False, "One JSON object per image and line.")
 flags.DEFINE_integer("batch_size", 32, "Images per forward pass.")
+flags.DEFINE_float("threshold", None, "Multi-label runs: the probability from which a label "
+                   "is shown (default: the run's threshold).")
 FLAGS = flags.FLAGS
 
 
@@ -37,6 +41,8 @@ def main(argv):
         raise UserError(f"--top_k must be >= 1, got {FLAGS.top_k}")
     if FLAGS.batch_size < 1:
         raise UserError(f"--batch_size must be >= 1, got {FLAGS.batch_size}")
+    if FLAGS.threshold is not None and not 0 < FLAGS.threshold < 1:
+        raise UserError(f"--threshold must be in (0, 1), got {FLAGS.threshold}")
     run = inference.from_workdir(FLAGS.workdir)
     environment.announce(run.config.kernels, run.config.dtype, file=sys.stderr)  # stdout: results
     inference.eval_preprocessing(run.config)  # UserError for runs on arrays
@@ -44,9 +50,8 @@ def main(argv):
     # uint8 pixels in, normalised on the device as the evaluation step does
     logits_of = inference.logits_fn(run, (preprocessing.IMAGENET_MEAN,
                                           preprocessing.IMAGENET_STD))
-    size, resize, k = datasets.eval_crop_size(run.config), run.config.eval_resize, FLAGS.top_k
+    size, resize = datasets.eval_crop_size(run.config), run.config.eval_resize
     max_pixels = run.config.max_image_pixels
-    k = min(k, len(run.class_names))
     for start in range(0, len(paths), FLAGS.batch_size):
         chunk = paths[start:start + FLAGS.batch_size]
         pixels = np.stack([folders.read_eval_image(p, size, resize, max_pixels)
@@ -54,17 +59,15 @@ def main(argv):
         # A fixed batch shape (padded), so that one compilation serves every chunk.
         padded = np.zeros((FLAGS.batch_size, *pixels.shape[1:]), pixels.dtype)
         padded[:len(chunk)] = pixels
-        logits = logits_of(padded)[:len(chunk)]
-        probabilities = np.exp(logits - logits.max(-1, keepdims=True))
-        probabilities /= probabilities.sum(-1, keepdims=True)
-        for path, p in zip(chunk, probabilities):
-            best = np.argsort(-p, kind="stable")[:k]
-            top = [{"class": run.class_names[i], "probability": float(p[i])} for i in best]
+        found = inference.predictions(run, logits_of(padded)[:len(chunk)], FLAGS.top_k,
+                                      FLAGS.threshold)
+        for path, prediction in zip(chunk, found):
             if FLAGS.json:
-                print(json.dumps({"path": path, "top_k": top}), flush=True)
+                print(json.dumps({"path": path, **prediction}), flush=True)
             else:
-                shown = ", ".join(f"{t['class']} {t['probability']:.4f}" for t in top)
-                print(f"{path}: {shown}", flush=True)
+                shown = ", ".join(f"{t['class']} {t['probability']:.4f}"
+                                  for t in next(iter(prediction.values())))
+                print(f"{path}: {shown or '(no label)'}", flush=True)
 
 
 main.takes_arguments = True

@@ -28,7 +28,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.dtype = "float32"           # float32 | bfloat16 (compute; float32 params and BN
                                   # statistics) | float64 (everything; a CPU reference run)
 
-    # Data: digits | cifar10 | cifar100 | imagenet2012 | imagenette | fake | folder.
+    # Data: digits | cifar10 | cifar100 | imagenet2012 | imagenette | fake | folder |
+    # multilabel (DIR with the images and train.csv/val.csv: path,labels; several per image).
     c.dataset = "imagenet2012"
     c.data_dir = ""               # TFDS data dir ("": TFDS's default, ~/tensorflow_datasets);
                                   # folder: DIR with train/CLASS/* and val/CLASS/* images
@@ -36,6 +37,7 @@ def get_config() -> ml_collections.ConfigDict:
                                   # first of val/, validation/, test/, else the held-out images)
     c.max_image_pixels = 178_956_970  # image files: larger ones (width x height) are refused
     c.holdout_fraction = 0.2      # folder without val/: share of each class held out for eval
+    c.threshold = 0.5             # multilabel: a label is predicted where its sigmoid >= this
     c.image_size = 224            # training crop / eval crop; CIFAR 32, digits 8
     c.eval_resize = 256           # ImageNet-style eval: resize shorter side, then center crop
     c.eval_crop_size = 0          # image files: the eval center crop (torchvision

@@ -148,10 +148,12 @@ def eval_batches(source: Source, global_batch: int, process_index: int = 0,
         lambda example: source.preprocess_eval(_without_position(example)),
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     image_dtype = ds.element_spec["image"].dtype  # as preprocessed: float32, or uint8 pixels
-    ds = ds.map(lambda ex: {"image": ex["image"], "label": tf.cast(ex["label"], tf.int32),
+    label_dtype = tf.float32 if source.info.multilabel else tf.int32  # multi-hot rows, indices
+    label_shape = ds.element_spec["label"].shape
+    ds = ds.map(lambda ex: {"image": ex["image"], "label": tf.cast(ex["label"], label_dtype),
                             "mask": True})
     pad = {"image": tf.zeros(source.info.eval_shape, image_dtype),
-           "label": tf.constant(0, tf.int32), "mask": False}
+           "label": tf.zeros(label_shape, label_dtype), "mask": False}
     ds = ds.concatenate(tf.data.Dataset.from_tensors(pad).repeat(padding))
     ds = ds.batch(global_batch // process_count, drop_remainder=True)
     return _numpy_batches(ds.prefetch(2), source)
@@ -160,7 +162,8 @@ def eval_batches(source: Source, global_batch: int, process_index: int = 0,
 def _numpy_batches(ds, source: Source) -> Iterator[dict]:
     try:
         for batch in ds.as_numpy_iterator():
-            batch["label"] = batch["label"].astype(np.int32, copy=False)
+            if not source.info.multilabel:
+                batch["label"] = batch["label"].astype(np.int32, copy=False)
             yield batch
     except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError,
             tf.errors.PermissionDeniedError) as error:  # an image that cannot be decoded or read

@@ -64,6 +64,8 @@ class DatasetInfo:
     pixel_normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
     eval_from: str = ""  # the split or folder evaluated
     eval_image_shape: tuple[int, int, int] | None = None  # None: image_shape
+    # Several labels per image: labels are (classes,) float32 multi-hot rows, not class indices
+    multilabel: bool = False
 
     @property
     def eval_shape(self) -> tuple[int, int, int]:
@@ -289,10 +291,31 @@ def _folder(config) -> Source:
     preprocessing."""
     splits = folders.read_splits(config.data_dir, config.holdout_fraction, config.eval_split,
                                  config.max_image_pixels)
+    return _image_files(config, "folder", splits.class_names, splits.eval_from,
+                        (splits.train.paths, np.asarray(splits.train.labels, np.int32)),
+                        (splits.eval.paths, np.asarray(splits.eval.labels, np.int32)))
+
+
+def _multilabel(config) -> Source:
+    """Image files with several labels each, listed in DIR/train.csv and DIR/val.csv
+    (`resnet_jax.data.multilabel`); labels are multi-hot rows."""
+    from resnet_jax.data import multilabel
+
+    splits = multilabel.read_splits(config.data_dir)
+    folders.check_headers(splits.train.paths + splits.eval.paths, config.max_image_pixels)
+    return _image_files(config, "multilabel", splits.class_names, splits.eval_from,
+                        (splits.train.paths, splits.targets(splits.train)),
+                        (splits.eval.paths, splits.targets(splits.eval)), multilabel=True)
+
+
+def _image_files(config, name, class_names, eval_from, train_split, eval_split,
+                 multilabel=False) -> Source:
+    """(paths, labels) for training and evaluation, one file a record, ImageNet
+    preprocessing."""
     size, resize, eval_size = config.image_size, config.eval_resize, eval_crop_size(config)
-    train, evaluation = (Records.of_arrays(path=np.array(split.paths, dtype=object),
-                                           label=np.asarray(split.labels, np.int32))
-                         for split in (splits.train, splits.eval))
+    train, evaluation = (Records.of_arrays(path=np.array(paths, dtype=object), label=labels)
+                         for paths, labels in (train_split, eval_split))
+    every_path = list(train_split[0]) + list(eval_split[0])
 
     def preprocess_train(example, rng):
         seeds = tf.random.experimental.stateless_split(rng, 2)
@@ -308,16 +331,17 @@ def _folder(config) -> Source:
         return {"image": image, "label": example["label"]}
 
     def explain_read_error(error):
-        found = folders.find_undecodable(splits.train.paths + splits.eval.paths)
+        found = folders.find_undecodable(every_path)
         if found is None:
             return None
         return folders.FolderError(f"cannot read image {found[0]}: {found[1]}; fix or remove "
                                    f"the file")
 
-    info = DatasetInfo("folder", len(splits.class_names), train.count, evaluation.count,
-                       (size, size, 3), splits.class_names,
+    info = DatasetInfo(name, len(class_names), train.count, evaluation.count,
+                       (size, size, 3), tuple(class_names),
                        pixel_normalization=(IMAGENET_MEAN, IMAGENET_STD),
-                       eval_from=splits.eval_from, eval_image_shape=(eval_size, eval_size, 3))
+                       eval_from=eval_from, eval_image_shape=(eval_size, eval_size, 3),
+                       multilabel=multilabel)
     return Source(info, train, evaluation, preprocess_train, preprocess_eval,
                   explain_read_error=explain_read_error)
 
@@ -330,12 +354,13 @@ _SOURCES: dict[str, Callable] = {
     "imagenette": lambda config: _tfds_jpeg(config, "imagenette"),
     "fake": _fake,
     "folder": _folder,
+    "multilabel": _multilabel,
 }
 
 
 DATASETS = tuple(_SOURCES)
 # Datasets of image files, preprocessed with random-resized crops and resize + center crop.
-FILE_DATASETS = ("folder", "imagenet2012", "imagenette")
+FILE_DATASETS = ("folder", "multilabel", "imagenet2012", "imagenette")
 
 
 def check_dataset(name: str) -> None:

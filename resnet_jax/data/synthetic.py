@@ -48,3 +48,54 @@ def photo_like_images(count: int, seed: int = 0) -> list[np.ndarray]:
         big = tf.image.resize(small[None], (height, width), method="bicubic")[0]
         images.append(tf.cast(tf.clip_by_value(big, 0, 255), tf.uint8).numpy())
     return images
+
+
+MULTILABEL_SHAPES = ("disk", "square", "bar", "cross", "ring")
+
+
+def write_multilabel_folder(root: str, train: int = 200, val: int = 60, size: int = 72,
+                            seed: int = 0, shapes=MULTILABEL_SHAPES) -> str:
+    """A multi-label image set (`resnet_jax.data.multilabel`): ROOT/images/*.jpg on a noisy
+    background, each holding 1 to 3 of `shapes` in random colours, places and sizes (its
+    labels), listed in ROOT/train.csv and ROOT/val.csv."""
+    import csv
+    import os
+
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    os.makedirs(os.path.join(root, "images"), exist_ok=True)
+    for split, count in (("train", train), ("val", val)):
+        with open(os.path.join(root, f"{split}.csv"), "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["path", "labels"])
+            for i in range(count):
+                names = sorted(rng.choice(shapes, size=int(rng.integers(1, 4)), replace=False))
+                background = rng.integers(60, 196, (size // 8, size // 8, 3)).astype(np.uint8)
+                image = Image.fromarray(background).resize((size, size), Image.BILINEAR)
+                draw = ImageDraw.Draw(image)
+                for name in names:
+                    _draw_shape(draw, name, rng, size)
+                relative = f"images/{split}_{i:04d}.jpg"
+                image.save(os.path.join(root, relative), quality=90)
+                writer.writerow([relative, " ".join(names)])
+    return root
+
+
+def _draw_shape(draw, name: str, rng, size: int) -> None:
+    extent = int(rng.integers(size // 5, size // 3))
+    x, y = (int(v) for v in rng.integers(0, size - extent, 2))
+    box = (x, y, x + extent, y + extent)
+    colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+    if name == "disk":
+        draw.ellipse(box, fill=colour)
+    elif name == "square":
+        draw.rectangle(box, fill=colour)
+    elif name == "bar":
+        draw.rectangle((x, y + extent // 3, x + extent, y + 2 * extent // 3), fill=colour)
+    elif name == "cross":
+        width = max(extent // 5, 2)
+        draw.line((x, y, x + extent, y + extent), fill=colour, width=width)
+        draw.line((x, y + extent, x + extent, y), fill=colour, width=width)
+    else:  # ring
+        draw.ellipse(box, outline=colour, width=max(extent // 6, 2))

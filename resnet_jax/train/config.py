@@ -48,6 +48,12 @@ def validate_config(config) -> None:
     if config.num_train_steps <= 0 and config.num_epochs <= 0:
         raise ConfigError("set num_train_steps > 0 or num_epochs > 0")
     trainable.parse(config.trainable, config.model, config.freeze_backbone)
+    if config.dataset == "multilabel":
+        soft = [f"{key}={config[key]}" for key in ("label_smoothing", "mixup_alpha",
+                                                    "cutmix_alpha") if config[key] > 0]
+        if soft:
+            raise ConfigError(f"{', '.join(soft)}: not defined for multi-label targets here "
+                              f"(a sigmoid per class); set them to 0 for dataset=multilabel")
     if config.freeze_backbone and not config.init_from:
         raise ConfigError("freeze_backbone=True trains only the classifier head: set init_from "
                           "to the weights of the backbone to keep (a .pth/.safetensors file "
@@ -81,6 +87,7 @@ VALUE_RANGES = {
     "progress_interval_s": (lambda v: v > 0, "> 0"),
     "grad_clip_norm": (lambda v: v >= 0, ">= 0 (0: no clipping)"),
     "layer_decay": (lambda v: 0 < v <= 1, "in (0, 1] (1: every layer at the full rate)"),
+    "threshold": (lambda v: 0 < v < 1, "in (0, 1)"),
     "ema_decay": (lambda v: 0 <= v < 1, "in [0, 1) (0: no EMA)"),
     "ema_steps": (lambda v: v >= 1, ">= 1"),
     "random_erasing": (lambda v: 0 <= v <= 1, "in [0, 1]"),

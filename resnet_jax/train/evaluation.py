@@ -33,7 +33,10 @@ def evaluate(eval_fn, variables, source, eval_batch_size: int, mesh, show_progre
         predictions.append(np.asarray(batch_predictions)[mask])
     sums = jax.device_get(sums)
     values = {**metrics.means(sums), "count": int(sums["count"])}
-    return values, np.concatenate(labels), np.concatenate(predictions)
+    labels, predictions = np.concatenate(labels), np.concatenate(predictions)
+    if source.info.multilabel:  # predictions: each class's probability
+        values["map"], _ = metrics.mean_average_precision(labels, predictions)
+    return values, labels, predictions
 
 
 def _replicated_value(array):
@@ -45,16 +48,21 @@ def _replicated_value(array):
 
 
 def summary(values: dict, examples: str = "held-out examples") -> str:
-    return (f"top-1 {values['top1']:.4f}, top-5 {values['top5']:.4f}, loss "
+    mean_ap = f"mAP {values['map']:.4f}, " if "map" in values else ""
+    return (f"{mean_ap}top-1 {values['top1']:.4f}, top-5 {values['top5']:.4f}, loss "
             f"{values['loss']:.4f} on {values['count']} {examples}")
 
 
 def record(workdir: str, name: str, labels, predictions, values: dict, class_names,
-           header: str) -> str:
+           header: str, threshold: float | None = None) -> str:
     """Writes WORKDIR/report{name}.txt and plots/confusion_matrix{name}.png (name: '' for the
     training run's own evaluation, '_SPLIT' for the evaluate command's); returns the report's
-    path."""
+    path. A multi-label task (`threshold` given) gets the multi-label report, no matrix."""
     report = os.path.join(workdir, f"report{name}.txt")
+    if threshold is not None:
+        metrics.write_multilabel_report(report, labels, predictions, threshold, class_names,
+                                        header)
+        return report
     matrix = metrics.write_report(report, labels, predictions, values["top5"], class_names,
                                   header)
     os.makedirs(os.path.join(workdir, "plots"), exist_ok=True)
@@ -68,6 +76,16 @@ def plot_curves(workdir: str, title: str) -> None:
     os.makedirs(os.path.join(workdir, "plots"), exist_ok=True)
     plots.training_curves(metrics.read_rows(os.path.join(workdir, "metrics.jsonl")),
                           os.path.join(workdir, "plots", "training_curves.png"), title)
+
+
+def multilabel_classes(info) -> int:
+    """The class count of a multi-label dataset (its labels' width), 0 for one label."""
+    return info.num_classes if info.multilabel else 0
+
+
+def threshold_of(config, info) -> float | None:
+    """The probability from which a multi-label run predicts a label; None for one label."""
+    return config.threshold if info.multilabel else None
 
 
 def _split_name(info, split: str | None) -> str:
@@ -125,7 +143,7 @@ def evaluate_weights(*, workdir: str | None = None, config=None, data_dir: str |
     eval_fn, _ = steps.compile_eval_step(
         model.apply, variables, mesh,
         (config.eval_batch_size // jax.process_count(), *info.eval_shape),
-        info.pixel_normalization)
+        info.pixel_normalization, multilabel_classes(info))
     values, labels, predictions = evaluate(eval_fn, variables, source, config.eval_batch_size,
                                            mesh, sys.stderr.isatty())
     header = f"{what}: {config.model} on {info.name}, evaluated on {info.eval_from}"
@@ -133,8 +151,12 @@ def evaluate_weights(*, workdir: str | None = None, config=None, data_dir: str |
     print(f"{header}\n{summary(values, examples)}", flush=True)
     if jax.process_index() == 0 and workdir:
         path = record(workdir, f"_{_split_name(info, split)}", labels, predictions, values,
-                      info.class_names, header)
+                      info.class_names, header, threshold_of(config, info))
         print(f"report: {path}", flush=True)
+    elif jax.process_index() == 0 and report and info.multilabel:
+        metrics.write_multilabel_report(report, labels, predictions, config.threshold,
+                                        info.class_names, header)
+        print(f"report: {report}", flush=True)
     elif jax.process_index() == 0 and report:
         metrics.write_report(report, labels, predictions, values["top5"], info.class_names,
                              header)

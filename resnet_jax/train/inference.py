@@ -29,6 +29,11 @@ class RunModel:
     step: int | None  # the checkpoint's step; None for weights from a file
 
     @property
+    def multilabel(self) -> bool:
+        """Several labels per image: a sigmoid per class, labels from a threshold."""
+        return self.config.dataset == "multilabel"
+
+    @property
     def image_shape(self) -> tuple[int, int, int]:
         in_channels = self.variables["params"]["conv1"]["kernel"].shape[2]
         size = datasets.eval_crop_size(self.config)  # what the run was evaluated on
@@ -79,6 +84,31 @@ def logits_fn(run: RunModel, normalization=None):
     return lambda images: np.asarray(apply(run.variables, images))
 
 
+def predictions(run: RunModel, logits: np.ndarray, top_k: int, threshold: float | None):
+    """Per image: {"top_k": [{"class", "probability"}...]} (a softmax, the k most likely), or
+    for a multi-label run {"labels": [...]}, every class whose sigmoid is >= `threshold` (the
+    run's by default), most likely first."""
+    if run.multilabel:
+        threshold = run.config.threshold if threshold is None else threshold
+        probabilities = 1 / (1 + np.exp(-logits))
+        return [{"labels": [{"class": run.class_names[i], "probability": float(p[i])}
+                            for i in np.argsort(-p, kind="stable") if p[i] >= threshold]}
+                for p in probabilities]
+    probabilities = np.exp(logits - logits.max(-1, keepdims=True))
+    probabilities /= probabilities.sum(-1, keepdims=True)
+    k = min(top_k, len(run.class_names))
+    return [{"top_k": [{"class": run.class_names[i], "probability": float(p[i])}
+                       for i in np.argsort(-p, kind="stable")[:k]]} for p in probabilities]
+
+
+def task_record(run: RunModel) -> dict:
+    """What the exports' JSON says of the outputs: how logits become predictions."""
+    if run.multilabel:
+        return {"task": "multilabel", "output": "sigmoid per class", "threshold":
+                run.config.threshold}
+    return {"task": "classification", "output": "softmax over the classes"}
+
+
 EXPORT_FORMATS = ("jax", "onnx", "torchvision")
 _EXPORT_EXTRAS = {"onnx": "export", "torchvision": "torch"}  # what a format needs beyond [train]
 
@@ -113,7 +143,8 @@ def export_run(workdir: str, fmt: str, output: str, overwrite: bool = False) -> 
     else:
         inputs = export.write_torchvision(name, run.variables, run.image_shape, output)
     record = {"format": fmt, "model": name, "workdir": os.path.abspath(workdir),
-              "step": run.step, "classes": list(run.class_names), "input": inputs,
+              "step": run.step, "classes": list(run.class_names), **task_record(run),
+              "input": inputs,
               "preprocessing": preprocessing_spec or f"the {run.config.dataset} dataset's arrays"}
     write_atomically(sidecar, json.dumps(record, indent=2) + "\n")
     print(f"wrote {output} ({fmt}) and {sidecar} (classes and preprocessing)")

@@ -239,11 +239,12 @@ def _compile_steps(run: _Run) -> None:
         run.state, run.mesh, (config.batch_size // jax.process_count(), *info.image_shape),
         config.label_smoothing, config.grad_accumulation_steps, info.pixel_normalization,
         run.trains, run.ema_config, batch_augment.BatchAugment.from_config(config),
-        dropout_seed=config.seed if config.drop_path_rate > 0 else None)
+        dropout_seed=config.seed if config.drop_path_rate > 0 else None,
+        multilabel_classes=evaluation.multilabel_classes(info))
     run.eval_fn, _ = steps.compile_eval_step(
         run.state.apply_fn, steps.variables_of(run.state), run.mesh,
         (config.eval_batch_size // jax.process_count(), *info.eval_shape),
-        info.pixel_normalization)
+        info.pixel_normalization, evaluation.multilabel_classes(info))
     if run.is_main:
         _announce(run)
     # after the opening lines: a bar on a terminal stays below them
@@ -265,7 +266,7 @@ def _announce(run: _Run) -> None:
     print(trainable.describe(run.state.params, run.trains or jax.tree_util.tree_map(
         lambda _: True, run.state.params), config.trainable if not config.freeze_backbone
         else "head (freeze_backbone)"), flush=True)
-    if info.name == "folder":
+    if info.name in ("folder", "multilabel"):
         print(f"classes: {', '.join(info.class_names[:20])}"
               f"{' ...' if len(info.class_names) > 20 else ''}; evaluating on "
               f"{info.eval_from}", flush=True)
@@ -362,7 +363,7 @@ def _evaluate_and_record(run: _Run, done: int) -> tuple[dict, str | None]:
     header = (f"{run.title}, step {done} of {run.total_steps}, evaluated on "
               f"{info.eval_from or 'the held-out split'}")
     report = evaluation.record(run.workdir, "", labels, predictions, values, info.class_names,
-                               header)
+                               header, evaluation.threshold_of(config, info))
     evaluation.plot_curves(run.workdir, run.title)
     run.shown.write(f"step {done}: eval {evaluation.summary(values)}")
     return values, report

@@ -30,6 +30,37 @@ def classification_sums(logits, labels, mask=None) -> dict:
             "top5": jnp.sum(jnp.any(hits, axis=-1) * weights), "count": jnp.sum(weights)}
 
 
+def multilabel_sums(logits, targets, mask=None) -> dict:
+    """`classification_sums` of a multi-label task (targets: (B, classes) multi-hot rows): the
+    loss is the binary cross-entropy of each class's sigmoid, averaged over the classes
+    (torch's BCEWithLogitsLoss); top1 counts images whose highest-scoring class is one of
+    their labels, top5 those with a label among the 5 highest."""
+    import optax
+
+    if mask is None:
+        mask = jnp.ones(targets.shape[:1], bool)
+    logits = logits.astype(jnp.float32)
+    weights = mask.astype(jnp.float32)
+    loss = optax.sigmoid_binary_cross_entropy(logits, targets).mean(axis=-1)
+    k = min(5, logits.shape[-1])
+    top_k = jax.lax.top_k(logits, k)[1]  # (B, k)
+    hits = jnp.take_along_axis(targets, top_k, axis=-1) > 0
+    return {"loss": jnp.sum(loss * weights), "top1": jnp.sum(hits[:, 0] * weights),
+            "top5": jnp.sum(jnp.any(hits, axis=-1) * weights), "count": jnp.sum(weights)}
+
+
+def mean_average_precision(targets: np.ndarray, probabilities: np.ndarray) -> tuple:
+    """(macro average precision over the classes with a positive example, per-class AP with
+    nan for a class without one): scikit-learn's `average_precision_score`."""
+    from sklearn.metrics import average_precision_score
+
+    per_class = np.full(targets.shape[1], np.nan)
+    for c in range(targets.shape[1]):
+        if targets[:, c].any():
+            per_class[c] = average_precision_score(targets[:, c], probabilities[:, c])
+    return float(np.nanmean(per_class)), per_class
+
+
 # Keys of a training step's sums that are not per-example sums: how many steps had a loss or
 # gradients that were not finite, and the first of them (NO_STEP if none).
 NONFINITE_STEPS, FIRST_NONFINITE_STEP = "nonfinite_steps", "first_nonfinite_step"
@@ -162,6 +193,29 @@ def write_report(path: str, labels: np.ndarray, predictions: np.ndarray, top5: f
             f"examples: {len(labels)}\n\n{table}\n{_confusion_text(matrix, class_names)}")
     write_atomically(path, text)
     return matrix
+
+
+def write_multilabel_report(path: str, targets: np.ndarray, probabilities: np.ndarray,
+                            threshold: float, class_names: Sequence[str], header: str) -> dict:
+    """mAP and each class's average precision, then scikit-learn's precision/recall/F1 table
+    with a label predicted where its probability is >= `threshold`, to `path`; returns
+    {"map", "micro_f1"}."""
+    from sklearn.metrics import classification_report, f1_score
+
+    mean_ap, per_class = mean_average_precision(targets, probabilities)
+    predicted = (probabilities >= threshold).astype(int)
+    table = classification_report(targets.astype(int), predicted, target_names=list(class_names),
+                                  digits=4, zero_division=0)
+    micro_f1 = float(f1_score(targets.astype(int), predicted, average="micro", zero_division=0))
+    width = max(len(name) for name in class_names)
+    aps = "\n".join(f"{name:<{width}}  {ap:.4f}" if ap == ap else f"{name:<{width}}  (no "
+                    f"positive example)" for name, ap in zip(class_names, per_class))
+    text = (f"{header}\n\nmean average precision (mAP, macro): {mean_ap:.4f}\n"
+            f"micro-F1 at threshold {threshold}: {micro_f1:.4f}\nexamples: {len(targets)}\n\n"
+            f"average precision per class\n{aps}\n\nat threshold {threshold} (a label is "
+            f"predicted where its probability >= {threshold}):\n{table}")
+    write_atomically(path, text)
+    return {"map": mean_ap, "micro_f1": micro_f1}
 
 
 _CONFUSION_TEXT_CLASSES = 40

@@ -54,8 +54,11 @@ def train_step(state: TrainState, batch: dict, *, label_smoothing: float = 0.0,
                accumulation_steps: int = 1, num_shards: int = 1, normalization=None,
                trains=None, ema_config: ema.EmaConfig | None = None,
                augment: batch_augment.BatchAugment | None = None,
-               dropout_seed: int | None = None):
+               dropout_seed: int | None = None, multilabel: bool = False):
     """One SGD step on a global batch; returns the new state and metric sums (on device).
+
+    `multilabel`: the labels are (B, classes) multi-hot rows and the loss is a sigmoid binary
+    cross-entropy per class (`metrics.multilabel_sums`).
 
     Whether the loss and gradients were finite is counted in the sums (`metrics.
     nonfinite_sums`): a divergence is detected without a host sync per step; the loop stops the
@@ -101,14 +104,19 @@ def train_step(state: TrainState, batch: dict, *, label_smoothing: float = 0.0,
         logits, new_variables = state.apply_fn(variables, images, train=True,
                                                mutable=["batch_stats"], rngs=rngs)
         batch_stats = new_variables["batch_stats"]
-        loss = cross_entropy(logits, labels, logits.shape[-1], label_smoothing)
+        if multilabel:  # (B, classes) multi-hot targets: a sigmoid per class
+            loss = optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32),
+                                                      labels).mean()
+        else:
+            loss = cross_entropy(logits, labels, logits.shape[-1], label_smoothing)
         return loss, (logits, batch_stats)
 
     def micro_step(images, labels, micro_index=0):
         (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params, images, labels, micro_index)
-        sums = metrics.classification_sums(
-            logits, labels if labels.ndim == 1 else jnp.argmax(labels, axis=-1))
+        sums = metrics.multilabel_sums(logits, labels) if multilabel else \
+            metrics.classification_sums(
+                logits, labels if labels.ndim == 1 else jnp.argmax(labels, axis=-1))
         sums["loss"] = loss * sums["count"]  # the objective actually minimised
         return grads, batch_stats, sums
 
@@ -159,16 +167,21 @@ def variables_of(state: TrainState) -> dict:
     return {"params": state.params, "batch_stats": state.batch_stats}
 
 
-def eval_step(variables: dict, batch: dict, *, apply_fn, normalization=None):
-    """Metric sums over the unmasked examples, plus predictions for the report. `variables`:
+def eval_step(variables: dict, batch: dict, *, apply_fn, normalization=None,
+              multilabel: bool = False):
+    """Metric sums over the unmasked examples, plus predictions for the report: the class
+    index, or with `multilabel` each class's probability (a sigmoid). `variables`:
     {"params", "batch_stats"} (a run's, a weights file's, or the EMA's)."""
     logits = apply_fn(variables, normalize_images(batch["image"], normalization), train=False)
+    if multilabel:
+        sums = metrics.multilabel_sums(logits, batch["label"], batch["mask"])
+        return sums, jax.nn.sigmoid(logits.astype(jnp.float32))
     sums = metrics.classification_sums(logits, batch["label"], batch["mask"])
     return sums, jnp.argmax(logits, axis=-1)
 
 
 def _compile(step_fn, state, mesh, local_batch_shape, batch_keys, train: bool,
-             image_dtype=jnp.float32):
+             image_dtype=jnp.float32, multilabel_classes: int = 0):
     """Jits `step_fn(state, batch)` with explicit shardings (state, or an eval step's variables,
     replicated; batch sharded on `data`) and compiles it once for the global batch; returns
     (compiled, seconds).
@@ -179,7 +192,9 @@ def _compile(step_fn, state, mesh, local_batch_shape, batch_keys, train: bool,
     repl, data = sharding.replicated(mesh), sharding.batch_sharding(mesh)
     state_sharding = jax.tree_util.tree_map(lambda _: repl, state)
     global_batch = (local_batch_shape[0] * jax.process_count(), *local_batch_shape[1:])
-    leaves = {"image": (global_batch, image_dtype), "label": (global_batch[:1], jnp.int32),
+    label = ((global_batch[0], multilabel_classes), jnp.float32) if multilabel_classes else \
+        (global_batch[:1], jnp.int32)
+    leaves = {"image": (global_batch, image_dtype), "label": label,
               "mask": (global_batch[:1], jnp.bool_)}
     batch = {k: jax.ShapeDtypeStruct(*leaves[k], sharding=data) for k in batch_keys}
     start = time.perf_counter()
@@ -196,21 +211,26 @@ def _image_dtype(normalization):
 def compile_train_step(state, mesh, local_batch_shape, label_smoothing,
                        accumulation_steps: int = 1, normalization=None,
                        trains=None, ema_config=None, augment=None,
-                       dropout_seed=None):
+                       dropout_seed=None, multilabel_classes: int = 0):
     """The training step, compiled once with explicit shardings and donated state, timed.
-    `normalization` (mean, std): the batches hold uint8 pixels (`normalize_images`)."""
+    `normalization` (mean, std): the batches hold uint8 pixels (`normalize_images`).
+    `multilabel_classes` > 0: the labels are multi-hot rows of that many classes."""
     step_fn = functools.partial(train_step, label_smoothing=label_smoothing,
                                 accumulation_steps=accumulation_steps, num_shards=mesh.size,
                                 normalization=normalization, trains=trains,
                                 ema_config=ema_config, augment=augment,
-                                dropout_seed=dropout_seed)
+                                dropout_seed=dropout_seed, multilabel=multilabel_classes > 0)
     return _compile(step_fn, state, mesh, local_batch_shape, ("image", "label"), train=True,
-                    image_dtype=_image_dtype(normalization))
+                    image_dtype=_image_dtype(normalization),
+                    multilabel_classes=multilabel_classes)
 
 
-def compile_eval_step(apply_fn, variables, mesh, local_batch_shape, normalization=None):
+def compile_eval_step(apply_fn, variables, mesh, local_batch_shape, normalization=None,
+                      multilabel_classes: int = 0):
     """The evaluation step `(variables, batch) -> (sums, predictions)` of the model whose
     `apply` is `apply_fn`, on masked batches, compiled once, timed."""
-    step_fn = functools.partial(eval_step, apply_fn=apply_fn, normalization=normalization)
+    step_fn = functools.partial(eval_step, apply_fn=apply_fn, normalization=normalization,
+                                multilabel=multilabel_classes > 0)
     return _compile(step_fn, variables, mesh, local_batch_shape, ("image", "label", "mask"),
-                    train=False, image_dtype=_image_dtype(normalization))
+                    train=False, image_dtype=_image_dtype(normalization),
+                    multilabel_classes=multilabel_classes)
