@@ -180,3 +180,57 @@ def test_a_shallower_networks_weights_are_refused(tmp_path):
     with pytest.raises(warm_start.InitError, match=r"does not fit resnet34: 80 tensors of "
                                                    r"resnet34 not there \(layer1\.2\."):
         warm_start.merge(fresh, warm_start.read(path, fresh), path, "resnet34")
+
+
+def _mlp_resnet8(dropout=0.0):
+    model = models.create_model("resnet8", num_classes=3, in_channels=3, head="mlp",
+                                head_hidden=6, head_dropout=dropout)
+    variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)), train=False)
+    return model, variables
+
+
+def test_an_mlp_head_and_its_dropout():
+    model, variables = _mlp_resnet8(dropout=0.5)
+    assert variables["params"]["head_hidden"]["kernel"].shape == (64, 6)
+    assert variables["params"]["fc"]["kernel"].shape == (6, 3)
+    images = jax.random.normal(jax.random.PRNGKey(1), (4, 8, 8, 3))
+    evaluated = [model.apply(variables, images, train=False) for _ in range(2)]
+    np.testing.assert_array_equal(*evaluated)  # no dropout in eval mode
+
+    def train(seed):
+        return model.apply(variables, images, train=True, mutable=["batch_stats"],
+                           rngs={"dropout": jax.random.PRNGKey(seed)})[0]
+    assert not np.array_equal(train(0), train(1))  # dropout before the classifier
+    np.testing.assert_array_equal(train(0), train(0))
+    with pytest.raises(UserError, match="head must be one of linear, mlp"):
+        models.check_head("deep", 8, 0.0)
+    with pytest.raises(UserError, match=r"head_dropout must be in \[0, 1\)"):
+        models.check_head("linear", 8, 1.0)
+
+
+def test_an_mlp_head_exports_to_onnx_and_is_refused_for_torchvision(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from resnet_jax.interop import export
+
+    model, variables = _mlp_resnet8()
+    variables = jax.device_get(variables)
+    export.write_onnx("resnet8", model, variables, (8, 8, 3), str(tmp_path / "m.onnx"))
+    assert (tmp_path / "m.onnx").exists()  # write_onnx checks onnxruntime's logits itself
+    with pytest.raises(UserError, match="head is an MLP .* --format jax or --format onnx"):
+        export.write_torchvision("resnet8", variables, (8, 8, 3), str(tmp_path / "m.pth"))
+    assert not (tmp_path / "m.pth").exists()
+
+
+def test_torchvision_weights_fill_a_backbone_under_an_mlp_head(tmp_path):
+    path = str(tmp_path / "resnet18.pth")
+    torch.save(_imagenet_state_dict(), path)
+    model = models.create_model("resnet18", num_classes=5, head="mlp", head_hidden=32)
+    fresh = jax.device_get(model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)),
+                                      train=False))
+    merged, summary = warm_start.merge(fresh, warm_start.read(path, fresh), path, "resnet18")
+    expected = torchvision_weights.from_torchvision("resnet18", _imagenet_state_dict())
+    np.testing.assert_array_equal(merged["params"]["layer4_1"]["conv2"]["kernel"],
+                                  expected["params"]["layer4_1"]["conv2"]["kernel"])
+    for module in ("head_hidden", "fc"):  # fresh: torchvision has neither in these shapes
+        np.testing.assert_array_equal(merged["params"][module]["kernel"],
+                                      fresh["params"][module]["kernel"])

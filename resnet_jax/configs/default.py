@@ -68,6 +68,10 @@ def get_config() -> ml_collections.ConfigDict:
                                   # another class count is re-initialised
     c.freeze_backbone = False     # train only the classifier head (backbone weights and
                                   # batch-norm statistics fixed, batch norm in eval mode)
+    c.head = "linear"             # the classifier: linear (torchvision's fc) | mlp (a hidden
+                                  # Dense(head_hidden) + ReLU before it; no torchvision export)
+    c.head_hidden = 512           # head="mlp": the hidden layer's width
+    c.head_dropout = 0.0          # dropout right before the classifier (timm's drop_rate)
     c.trainable = "all"           # what training may change, '+'-joined: stem, layer1..layer4
                                   # (CIFAR nets: ..layer3), norm (every BN scale/bias), head;
                                   # frozen parts stay bitwise (resnet_jax/train/trainable.py)

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import export
 
+from resnet_jax.errors import UserError
 from resnet_jax.files import write_atomically
 from resnet_jax.models import ResNet, is_cifar
 
@@ -65,7 +66,21 @@ def _torch_twin(name: str, model: ResNet, variables):
     options = {"shortcut": model.shortcut} if is_cifar(name) else {}
     twin = torch_models.create_torch_model(name, num_classes=num_classes,
                                            in_channels=model.in_channels, **options)
-    twin.load_state_dict(torchvision_weights.to_torchvision(name, variables), strict=True)
+    state_dict = torchvision_weights.to_torchvision(name, variables)
+    hidden = None
+    if "head_hidden" in variables["params"]:  # an MLP head: Linear, ReLU, then the fc
+        import torch
+
+        width, hidden_width = variables["params"]["head_hidden"]["kernel"].shape
+        hidden = torch.nn.Linear(width, hidden_width)
+        hidden.load_state_dict({"weight": state_dict.pop("head_hidden.weight"),
+                                "bias": state_dict.pop("head_hidden.bias")})
+        twin.fc = torch.nn.Linear(hidden_width, num_classes)
+    twin.load_state_dict(state_dict, strict=True)
+    if hidden is not None:
+        import torch
+
+        twin.fc = torch.nn.Sequential(hidden, torch.nn.ReLU(), twin.fc)
     return twin.eval()
 
 
@@ -107,6 +122,9 @@ def write_torchvision(name: str, variables, image_shape, path: str) -> dict:
 
     from resnet_jax.interop import torchvision_weights
 
+    if "head_hidden" in variables["params"]:
+        raise UserError("this model's head is an MLP (head='mlp'), and torchvision's ResNet has "
+                        "a linear fc: export it with --format jax or --format onnx")
     buffer = io.BytesIO()
     torch.save(torchvision_weights.to_torchvision(name, variables), buffer)
     write_atomically(path, buffer.getvalue())

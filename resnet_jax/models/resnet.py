@@ -76,6 +76,12 @@ class ResNet(nn.Module):
     # "stem", "layer1".. whose batch norms run in eval mode (and residual branches are never
     # dropped) even in training: the frozen parts of a fine-tuning (train/trainable.py).
     eval_mode_norms: Sequence[str] = ()
+    # The classifier: "linear" (torchvision's fc), or "mlp": a hidden Dense(head_hidden) + ReLU
+    # before it (Keras's small head on a frozen base). head_dropout: dropout right before fc
+    # (timm's drop_rate), in training only (needs a "dropout" rng).
+    head: str = "linear"
+    head_hidden: int = 512
+    head_dropout: float = 0.0
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -106,6 +112,7 @@ class ResNet(nn.Module):
                 f"got shape {tuple(x.shape)}")
         if self.shortcut not in ("A", "B", None):
             raise UserError(f"shortcut must be 'A', 'B' or None, got {self.shortcut!r}")
+        check_head(self.head, self.head_hidden, self.head_dropout)
         kernels = kernel_seam.resolve(self.kernels, self.dtype)
 
         def conv(features, kernel_size, strides, groups=1, name=None):
@@ -163,9 +170,28 @@ class ResNet(nn.Module):
         x = jnp.mean(x, axis=(1, 2))  # (B, C)
         if self.num_classes == 0:
             return x  # the pooled features, timm's num_classes=0
+        if self.head == "mlp":
+            x = nn.relu(nn.Dense(self.head_hidden, dtype=self.dtype, param_dtype=self.param_dtype,
+                                 kernel_init=dense_kernel_init,
+                                 bias_init=dense_bias_init(x.shape[-1]), name="head_hidden")(x))
+        if self.head_dropout > 0:
+            x = nn.Dropout(self.head_dropout, deterministic=not train)(x)
         return nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
                         kernel_init=dense_kernel_init, bias_init=dense_bias_init(x.shape[-1]),
                         name="fc")(x)
+
+
+HEADS = ("linear", "mlp")
+
+
+def check_head(head: str, hidden: int, dropout: float) -> None:
+    """UserError for a head the model cannot build."""
+    if head not in HEADS:
+        raise UserError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
+    if head == "mlp" and hidden < 1:
+        raise UserError(f"head_hidden must be >= 1 for head='mlp', got {hidden}")
+    if not 0 <= dropout < 1:
+        raise UserError(f"head_dropout must be in [0, 1), got {dropout}")
 
 
 def drop_path_rates(num_blocks: int, rate: float) -> list[float]:

@@ -56,7 +56,8 @@ TORCHVISION_MODELS = frozenset({
 
 MODEL_OPTIONS = ("in_channels", "shortcut", "zero_init_residual", "bn_momentum", "bn_epsilon",
                  "bn_one_pass_variance", "bn_group_size", "kernels", "drop_path_rate",
-                 "eval_mode_norms", "dtype", "param_dtype", "features_only", "out_indices")
+                 "eval_mode_norms", "head", "head_hidden", "head_dropout", "dtype",
+                 "param_dtype", "features_only", "out_indices")
 
 
 def check_model_name(name: str) -> None:

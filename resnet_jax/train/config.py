@@ -48,6 +48,7 @@ def validate_config(config) -> None:
     if config.num_train_steps <= 0 and config.num_epochs <= 0:
         raise ConfigError("set num_train_steps > 0 or num_epochs > 0")
     trainable.parse(config.trainable, config.model, config.freeze_backbone)
+    models.check_head(config.head, config.head_hidden, config.head_dropout)
     if config.dataset == "multilabel":
         soft = [f"{key}={config[key]}" for key in ("label_smoothing", "mixup_alpha",
                                                     "cutmix_alpha") if config[key] > 0]
@@ -124,7 +125,9 @@ def model_from_config(config, num_classes: int, in_channels: int) -> models.ResN
                "kernels": config.kernels, "drop_path_rate": config.drop_path_rate,
                "dtype": DTYPES[config.dtype][0], "param_dtype": DTYPES[config.dtype][1],
                "eval_mode_norms": trainable.eval_mode_norms(trainable_parts(config),
-                                                            config.model)}
+                                                            config.model),
+               "head": config.head, "head_hidden": config.head_hidden,
+               "head_dropout": config.head_dropout}
     if models.is_cifar(config.model) and not config.model.startswith("plain"):
         options["shortcut"] = config.shortcut  # plain nets have none
     return models.create_model(config.model, num_classes=num_classes, **options)

@@ -239,7 +239,8 @@ def _compile_steps(run: _Run) -> None:
         run.state, run.mesh, (config.batch_size // jax.process_count(), *info.image_shape),
         config.label_smoothing, config.grad_accumulation_steps, info.pixel_normalization,
         run.trains, run.ema_config, batch_augment.BatchAugment.from_config(config),
-        dropout_seed=config.seed if config.drop_path_rate > 0 else None,
+        dropout_seed=config.seed if config.drop_path_rate > 0 or config.head_dropout > 0
+        else None,
         multilabel_classes=evaluation.multilabel_classes(info))
     run.eval_fn, _ = steps.compile_eval_step(
         run.state.apply_fn, steps.variables_of(run.state), run.mesh,

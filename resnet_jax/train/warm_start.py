@@ -211,7 +211,7 @@ def _torch_shape(shape) -> tuple:
 
 
 def _is_head(key) -> bool:
-    return _name(key).split(".")[0] == HEAD
+    return _name(key).split(".")[0] in (HEAD, "head_hidden")
 
 
 def _name(key) -> str:
