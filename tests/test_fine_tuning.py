@@ -185,7 +185,8 @@ def test_a_shallower_networks_weights_are_refused(tmp_path):
 def _mlp_resnet8(dropout=0.0):
     model = models.create_model("resnet8", num_classes=3, in_channels=3, head="mlp",
                                 head_hidden=6, head_dropout=dropout)
-    variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)), train=False)
+    variables = jax.jit(functools.partial(model.init, train=False))(
+        jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)))
     return model, variables
 
 
@@ -194,12 +195,16 @@ def test_an_mlp_head_and_its_dropout():
     assert variables["params"]["head_hidden"]["kernel"].shape == (64, 6)
     assert variables["params"]["fc"]["kernel"].shape == (6, 3)
     images = jax.random.normal(jax.random.PRNGKey(1), (4, 8, 8, 3))
-    evaluated = [model.apply(variables, images, train=False) for _ in range(2)]
-    np.testing.assert_array_equal(*evaluated)  # no dropout in eval mode
+    evaluate = jax.jit(functools.partial(model.apply, train=False))
+    np.testing.assert_array_equal(evaluate(variables, images), evaluate(variables, images))
 
-    def train(seed):
+    @jax.jit
+    def train_logits(seed):  # dropout draws from the "dropout" rng, in training only
         return model.apply(variables, images, train=True, mutable=["batch_stats"],
                            rngs={"dropout": jax.random.PRNGKey(seed)})[0]
+
+    def train(seed):
+        return np.asarray(train_logits(seed))
     assert not np.array_equal(train(0), train(1))  # dropout before the classifier
     np.testing.assert_array_equal(train(0), train(0))
     with pytest.raises(UserError, match="head must be one of linear, mlp"):
@@ -225,8 +230,8 @@ def test_torchvision_weights_fill_a_backbone_under_an_mlp_head(tmp_path):
     path = str(tmp_path / "resnet18.pth")
     torch.save(_imagenet_state_dict(), path)
     model = models.create_model("resnet18", num_classes=5, head="mlp", head_hidden=32)
-    fresh = jax.device_get(model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)),
-                                      train=False))
+    fresh = jax.device_get(jax.jit(functools.partial(model.init, train=False))(
+        jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3))))
     merged, summary = warm_start.merge(fresh, warm_start.read(path, fresh), path, "resnet18")
     expected = torchvision_weights.from_torchvision("resnet18", _imagenet_state_dict())
     np.testing.assert_array_equal(merged["params"]["layer4_1"]["conv2"]["kernel"],

@@ -43,3 +43,15 @@ def test_search_storage_measures_each_storage():
     for storage in ("journal", "sqlite"):
         line = next(line for line in out.splitlines() if line.startswith(f"{storage}: "))
         assert "started [4]; failed workers [0]" in line, line
+
+
+def test_multilabel_reference_trains_torchvision_and_prints_map(tmp_path):
+    pytest.importorskip("torchvision")
+    from resnet_jax.data import synthetic
+
+    data = synthetic.write_multilabel_folder(str(tmp_path / "shapes"), train=8, val=6, size=24)
+    out = run_tool("tools/multilabel_reference.py", data, "--image_size", "16", "--steps", "2",
+                   "--batch_size", "4", "--eval_every", "1")
+    lines = [line for line in out.splitlines() if line.startswith("step ")]
+    assert [line.split(":")[0] for line in lines] == ["step 1", "step 2"]
+    assert all(0 < float(line.split("eval mAP ")[1].split(",")[0]) <= 1 for line in lines)

@@ -3,11 +3,14 @@ what the tests and the README's "Your own images" figures train on.
 
     python tools/image_folders.py digits DIR
     python tools/image_folders.py photos DIR [--classes 9 --train 60 --val 20]
+    python tools/image_folders.py shapes DIR [--train 400 --val 100 --seed 5]
 
 - `write_digits`: scikit-learn's digits as 8x8 grayscale PNGs, DIR/{train,val}/DIGIT/*.png, with
   the fixed stratified split of `datasets.digits_arrays`.
 - `write_photo_crops`: natural-photo crops, JPEG, mixed sizes: class k holds random crops of one
   region of one of the photos shipped with scikit-learn and matplotlib.
+- shapes: a multi-label set (`resnet_jax.data.synthetic.write_multilabel_folder`): 1 to 3 of 5
+  coloured shapes per image, DIR/images/*.jpg with DIR/train.csv and DIR/val.csv.
 """
 
 from __future__ import annotations
@@ -72,14 +75,21 @@ if __name__ == "__main__":
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("kind", choices=("digits", "photos"))
+    parser.add_argument("kind", choices=("digits", "photos", "shapes"))
     parser.add_argument("dir")
     parser.add_argument("--classes", type=int, default=9)
     parser.add_argument("--train", type=int, default=60)
     parser.add_argument("--val", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=5)
     args = parser.parse_args()
     if args.kind == "digits":
         write_digits(args.dir)
+    elif args.kind == "shapes":
+        from resnet_jax.data.synthetic import write_multilabel_folder
+
+        write_multilabel_folder(args.dir, args.train, args.val, seed=args.seed)
+        print(f"wrote {args.dir}/images, train.csv and val.csv")
+        raise SystemExit(0)
     else:
         write_photo_crops(args.dir, args.classes, args.train, args.val)
     print(f"wrote {args.dir}/train and {args.dir}/val")

@@ -51,13 +51,14 @@ def photo_like_images(count: int, seed: int = 0) -> list[np.ndarray]:
 
 
 MULTILABEL_SHAPES = ("disk", "square", "bar", "cross", "ring")
-
+_SHAPE_COLOURS = {"disk": (220, 40, 40), "square": (40, 180, 60), "bar": (40, 80, 220),
+                  "cross": (240, 220, 40), "ring": (200, 60, 220)}
 
 def write_multilabel_folder(root: str, train: int = 200, val: int = 60, size: int = 72,
                             seed: int = 0, shapes=MULTILABEL_SHAPES) -> str:
     """A multi-label image set (`resnet_jax.data.multilabel`): ROOT/images/*.jpg on a noisy
-    background, each holding 1 to 3 of `shapes` in random colours, places and sizes (its
-    labels), listed in ROOT/train.csv and ROOT/val.csv."""
+    grey background, each holding 1 to 3 of `shapes` (each in its own colour, jittered) at
+    random places and sizes (its labels), listed in ROOT/train.csv and ROOT/val.csv."""
     import csv
     import os
 
@@ -71,7 +72,9 @@ def write_multilabel_folder(root: str, train: int = 200, val: int = 60, size: in
             writer.writerow(["path", "labels"])
             for i in range(count):
                 names = sorted(rng.choice(shapes, size=int(rng.integers(1, 4)), replace=False))
-                background = rng.integers(60, 196, (size // 8, size // 8, 3)).astype(np.uint8)
+                grey = rng.integers(70, 170, (size // 8, size // 8, 1))
+                background = (grey + rng.integers(-12, 13, (size // 8, size // 8, 3))).astype(
+                    np.uint8)
                 image = Image.fromarray(background).resize((size, size), Image.BILINEAR)
                 draw = ImageDraw.Draw(image)
                 for name in names:
@@ -83,10 +86,10 @@ def write_multilabel_folder(root: str, train: int = 200, val: int = 60, size: in
 
 
 def _draw_shape(draw, name: str, rng, size: int) -> None:
-    extent = int(rng.integers(size // 5, size // 3))
+    extent = int(rng.integers(size // 4, size // 2))
     x, y = (int(v) for v in rng.integers(0, size - extent, 2))
     box = (x, y, x + extent, y + extent)
-    colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+    colour = tuple(int(np.clip(c + rng.integers(-25, 26), 0, 255)) for c in _SHAPE_COLOURS[name])
     if name == "disk":
         draw.ellipse(box, fill=colour)
     elif name == "square":
