@@ -72,3 +72,21 @@ def test_command_line_modules_are_thin():
              for path in sorted((PACKAGE / "cli").glob("*.py"))
              if len(path.read_text().splitlines()) > MAX_CLI_MODULE_LINES]
     assert not thick, thick
+
+
+def test_usage_lines_in_module_docstrings_keep_their_line_breaks():
+    """A command's usage in its module docstring is its --help text: a `\\` at a line's end
+    inside a plain string joins the lines; it must be written `\\\\` (or the string raw)."""
+    import re
+
+    joined = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        source = path.read_text()
+        tree = ast.parse(source)
+        if not (tree.body and isinstance(tree.body[0], ast.Expr)
+                and isinstance(tree.body[0].value, ast.Constant)):
+            continue
+        raw = ast.get_source_segment(source, tree.body[0])
+        if not raw.startswith(("r", "R")) and re.search(r"(?<!\\)\\\n", raw):
+            joined.append(str(path.relative_to(PACKAGE)))
+    assert not joined, joined

@@ -1,7 +1,7 @@
 """Embeds image files with a ResNet's pooled features, and finds similar images.
 
     python embed.py --workdir W --output E.npz PATH...          # a run of this project
-    python embed.py --config configs/folder.py --config.model=resnet50 \
+    python embed.py --config configs/folder.py --config.model=resnet50 \\
         --config.init_from=resnet50.pth --output E.npz PATH...   # a weights file
     python embed.py --gallery E.npz [--top_k 5] [--json] QUERY...  # image search
     python embed.py --shard K/N ...; python embed.py --merge --output E.npz E0.npz E1.npz ...

@@ -1,7 +1,7 @@
 """Evaluates a run's latest checkpoint, or a weights file, on every held-out image once.
 
     python evaluate.py --workdir W [--data_dir DIR] [--split NAME]
-    python evaluate.py --config configs/folder.py --config.data_dir=DIR \
+    python evaluate.py --config configs/folder.py --config.data_dir=DIR \\
         --config.init_from=resnet50.pth [--report PATH]
 
 With --workdir, W alone suffices (the run's config is W/config.json): prints top-1/top-5 and

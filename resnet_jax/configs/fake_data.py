@@ -1,6 +1,6 @@
 """Synthetic images of any shape: smoke tests and benchmarks, no data needed.
 
-    python train.py --config configs/fake_data.py --workdir /tmp/fake \
+    python train.py --config configs/fake_data.py --workdir /tmp/fake \\
         --config.model=resnet18 --config.image_size=64 --config.num_train_steps=20
 
 Expected: runs; the loss means nothing (random labels).

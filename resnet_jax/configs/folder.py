@@ -1,6 +1,6 @@
 """Your own images: a folder of class folders, ImageNet-style preprocessing, ResNet-50.
 
-    python train.py --config configs/folder.py --workdir runs/mine \
+    python train.py --config configs/folder.py --workdir runs/mine \\
         --config.data_dir=DIR [--config.init_from=resnet50.pth]
 
 DIR holds train/CLASS/*.jpg (JPEG, PNG, BMP or GIF) and val/CLASS/* (or validation/, test/;

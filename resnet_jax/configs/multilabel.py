@@ -1,6 +1,6 @@
 """Your own images with several labels each: DIR holds the images and train.csv / val.csv.
 
-    python train.py --config configs/multilabel.py --workdir runs/tags \
+    python train.py --config configs/multilabel.py --workdir runs/tags \\
         --config.data_dir=DIR [--config.init_from=resnet50.pth]
 
 train.csv and val.csv: a header `path,labels`, paths relative to DIR, labels space-separated

@@ -2,7 +2,7 @@
 trained with one recipe; a deeper *plain* net ends with a higher training error (degradation),
 a deeper residual net does not.
 
-    python -m resnet_jax.experiments.degradation --config configs/digits.py --depths 20,56 \
+    python -m resnet_jax.experiments.degradation --config configs/digits.py --depths 20,56 \\
         --workdir W [--config.KEY=VALUE ...] [--families plain,resnet]
 
 Trains plainD and resnetD for each depth D (CIFAR-family models) through the normal training

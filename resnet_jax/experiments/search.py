@@ -1,8 +1,8 @@
 """Hyper-parameter search on Optuna: adaptive sampling, early stopping, many workers on one study.
 
-    python -m resnet_jax.experiments.search --config configs/digits.py --workdir W \
-        --space learning_rate=loguniform:0.01:1 --space weight_decay=loguniform:1e-5:1e-2 \
-        --trials 20 [--sampler tpe|random|grid|cmaes] [--pruner asha|hyperband|median|none] \
+    python -m resnet_jax.experiments.search --config configs/digits.py --workdir W \\
+        --space learning_rate=loguniform:0.01:1 --space weight_decay=loguniform:1e-5:1e-2 \\
+        --trials 20 [--sampler tpe|random|grid|cmaes] [--pruner asha|hyperband|median|none] \\
         [--objective eval_top1|eval_loss] [--storage URL] [--config.KEY=VALUE ...]
 
 Each trial is a normal run in W/trials/NNNN (checkpoints, metrics, report, plots, resume, the

@@ -1,6 +1,6 @@
 """Runs a grid of configs, one training per sub-workdir, and summarises them.
 
-    python -m resnet_jax.experiments.sweep --config configs/digits.py --workdir W \
+    python -m resnet_jax.experiments.sweep --config configs/digits.py --workdir W \\
         --set learning_rate=0.05,0.1 --set weight_decay=0,5e-4 [--random N] [--commands]
 
 Each combination trains through the normal training path in W/runs/KEY=VALUE,... (checkpoints,
