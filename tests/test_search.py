@@ -142,6 +142,11 @@ def test_two_workers_search_the_digits_and_a_killed_one_is_taken_over(tmp_path):
         workdir, "trials", f"{running[0]:04d}", "metrics.jsonl")))]
     assert len(resumed) == len(set(resumed)) and (2, "train") in resumed
 
+    other = subprocess.run(command(12) + ["--config.num_train_steps=30"], cwd=REPO,
+                           env=cli_env(1), capture_output=True, text=True, timeout=120)
+    assert other.returncode == 2, other.stderr[-2000:]  # would mix two configs in one study
+    assert "num_train_steps=24 there, 30 here" in other.stderr.strip().splitlines()[-1]
+
 
 def test_a_worker_of_two_processes_runs_each_trial_together(tmp_path):
     """jax.distributed on 127.0.0.1: process 0 chooses, reports and tells; process 1 reads the

@@ -222,8 +222,14 @@ def main(argv) -> None:
                               sampler, pruner)
     specs = dict(spec.split("=", 1) for spec in (s.replace(" ", "") for s in FLAGS.space))
     if jax.process_index() == 0:
+        from resnet_jax.train import records
+
         with trials.held(os.path.join(workdir, trials.CHOOSE_LOCK)):
             check_study(study, specs, objective)
+            # the config every trial starts from, W/trials/config.json: a rerun that would mix
+            # trials of another config into the study is refused with the keys named
+            os.makedirs(os.path.join(workdir, trials.TRIALS_DIR), exist_ok=True)
+            records.record_config(os.path.join(workdir, trials.TRIALS_DIR), config)
     search = trials.Search(study, workdir, FLAGS.trials, space, config, objective)
     ran = trials.work(search, say=lambda line: print(f"search: {line}", flush=True))
     if jax.process_index() != 0:
