@@ -31,6 +31,7 @@ CHOOSE_LOCK = "choose.lock"
 TRIAL_LOCK = "trial.lock"
 DIVERGED_FILE = "DIVERGED"  # in a trial's workdir: why it failed
 OBJECTIVES = {"eval_top1": ("top1", "maximize"), "eval_loss": ("loss", "minimize")}
+_FAILED = -2  # process 0's word to the others that choosing failed
 
 
 def optuna():
@@ -110,8 +111,14 @@ def work(search: Search, say=print) -> int:
 
     ran = 0
     while True:
-        chosen = _choose(search, say) if jax.process_index() == 0 else None
+        try:
+            chosen = _choose(search, say) if jax.process_index() == 0 else None
+        except BaseException:
+            agree(_FAILED)  # the other processes stop too, rather than wait for a trial
+            raise
         number = agree(-1 if chosen is None else chosen[0].number)
+        if number == _FAILED:
+            raise errors.UserError("process 0 could not choose a trial: see its error")
         if number < 0:
             return ran
         trial, lock = chosen if chosen is not None else (_follow(search, number), None)
