@@ -20,7 +20,8 @@ CONFIG_FILE, CLASSES_FILE = "config.json", "classes.txt"
 CHANGEABLE_ON_RESUME = frozenset({
     "data_dir", "compilation_cache_dir", "kernels", "progress_bar", "progress_interval_s",
     "log_every_steps", "eval_every_steps", "eval_batch_size", "eval_split",
-    "checkpoint_every_steps", "keep_checkpoints", "stop_after_steps", "max_image_pixels"})
+    "checkpoint_every_steps", "keep_checkpoints", "stop_after_steps", "max_image_pixels",
+    "threshold"})
 
 
 # Keys that runs once recorded and that no longer exist: ignored when a run resumes.
