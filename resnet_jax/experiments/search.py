@@ -123,10 +123,9 @@ def write_results(study, search: trials.Search) -> list[dict]:
 
     rows = result_rows(study, search)
     if rows:
-        shown = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
         columns = list(rows[0])
         write_tables(os.path.join(search.workdir, "results"), rows, columns,
-                     [[shown(r[c]) for c in columns] for r in rows])
+                     [[trials.shown(r[c]) for c in columns] for r in rows])
     return rows
 
 

@@ -159,8 +159,7 @@ def _choose(search: Search, say):
         if sum(frozen.state != waiting for frozen in trials) >= search.total:
             return None
         trial = search.study.ask()
-        params = {key: _suggest(trial, key, distribution)
-                  for key, distribution in search.space.items()}
+        params = _suggest_all(trial, search.space)
         directory = search.directory(trial.number, params)
         lock = _try_lock(directory)
         if lock is None:
@@ -168,6 +167,11 @@ def _choose(search: Search, say):
                                            f"{trial.number} is new: is another study using "
                                            f"this directory?")
         return trial, lock
+
+
+def _suggest_all(trial, space: dict) -> dict:
+    """The trial's value of every searched key (sampled once, then read back)."""
+    return {key: _suggest(trial, key, distribution) for key, distribution in space.items()}
 
 
 def _suggest(trial, key: str, distribution):
@@ -236,8 +240,7 @@ def _run(search: Search, trial, say) -> None:
 
     module = optuna()
     leading = not isinstance(trial, _Following)
-    params = ({key: _suggest(trial, key, distribution)
-               for key, distribution in search.space.items()} if leading else trial.params)
+    params = _suggest_all(trial, search.space) if leading else trial.params
     directory = search.directory(trial.number, params)
     config = search.config.copy_and_resolve_references()
     config.update(params)
@@ -254,9 +257,9 @@ def _run(search: Search, trial, say) -> None:
             prune = trial.should_prune()
         return bool(agree(int(prune)))
 
-    shown = ", ".join(f"{k}={_shown(v)}" for k, v in params.items())
+    described = ", ".join(f"{k}={shown(v)}" for k, v in params.items())
     if leading:
-        say(f"trial {trial.number} (the study's total: {search.total}): {shown} in "
+        say(f"trial {trial.number} (the study's total: {search.total}): {described} in "
             f"{directory}")
     train = search.train
     if train is None:
@@ -277,10 +280,10 @@ def _run(search: Search, trial, say) -> None:
     if result.get("pruned"):
         search.study.tell(trial, state=module.trial.TrialState.PRUNED)
         say(f"trial {trial.number}: pruned at step {result['step']} ({search.objective} "
-            f"{_shown(value)})")
+            f"{shown(value)})")
     else:
         search.study.tell(trial, value)
-        say(f"trial {trial.number}: finished, {search.objective} {_shown(value)}")
+        say(f"trial {trial.number}: finished, {search.objective} {shown(value)}")
 
 
 def best_value(directory: str, objective: str) -> float:
@@ -295,5 +298,6 @@ def best_value(directory: str, objective: str) -> float:
     return max(values) if direction == "maximize" else min(values)
 
 
-def _shown(value) -> str:
+def shown(value) -> str:
+    """A value as the search's lines and tables show it."""
     return f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -47,7 +47,7 @@ def validate_config(config) -> None:
         raise ConfigError(f"unknown dtype {config.dtype!r}; valid: {', '.join(DTYPES)}")
     if config.num_train_steps <= 0 and config.num_epochs <= 0:
         raise ConfigError("set num_train_steps > 0 or num_epochs > 0")
-    trainable.parse(config.trainable, config.model, config.freeze_backbone)
+    trainable.from_config(config)
     models.check_head(config.head, config.head_hidden, config.head_dropout)
     if config.dataset == "multilabel":
         soft = [f"{key}={config[key]}" for key in ("label_smoothing", "mixup_alpha",
@@ -113,18 +113,13 @@ def _check_multiple(config, key: str, multiple_of: int, what: str) -> None:
                           f"{max(multiple_of, value - value % multiple_of)}")
 
 
-def trainable_parts(config) -> frozenset[str] | None:
-    """The parts of the network the run may change (None: all of it)."""
-    return trainable.parse(config.trainable, config.model, config.freeze_backbone)
-
-
 def model_from_config(config, num_classes: int, in_channels: int) -> models.ResNet:
     options = {"in_channels": in_channels, "zero_init_residual": config.zero_init_residual,
                "bn_momentum": config.bn_momentum, "bn_epsilon": config.bn_epsilon,
                "bn_group_size": config.bn_group_size or None,
                "kernels": config.kernels, "drop_path_rate": config.drop_path_rate,
                "dtype": DTYPES[config.dtype][0], "param_dtype": DTYPES[config.dtype][1],
-               "eval_mode_norms": trainable.eval_mode_norms(trainable_parts(config),
+               "eval_mode_norms": trainable.eval_mode_norms(trainable.from_config(config),
                                                             config.model),
                "head": config.head, "head_hidden": config.head_hidden,
                "head_dropout": config.head_dropout}

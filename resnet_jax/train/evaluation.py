@@ -59,17 +59,25 @@ def record(workdir: str, name: str, labels, predictions, values: dict, class_nam
     training run's own evaluation, '_SPLIT' for the evaluate command's); returns the report's
     path. A multi-label task (`threshold` given) gets the multi-label report, no matrix."""
     report = os.path.join(workdir, f"report{name}.txt")
-    if threshold is not None:
-        metrics.write_multilabel_report(report, labels, predictions, threshold, class_names,
-                                        header)
+    matrix = write_report(report, labels, predictions, values, class_names, header, threshold)
+    if matrix is None:
         return report
-    matrix = metrics.write_report(report, labels, predictions, values["top5"], class_names,
-                                  header)
     os.makedirs(os.path.join(workdir, "plots"), exist_ok=True)
     plots.confusion_matrix(matrix, class_names,
                            os.path.join(workdir, "plots", f"confusion_matrix{name}.png"),
                            f"{header}\ntop-1 {values['top1']:.4f}")
     return report
+
+
+def write_report(path: str, labels, predictions, values: dict, class_names, header: str,
+                 threshold: float | None = None):
+    """The report at `path`: the multi-label one where `threshold` is given (returns None),
+    else the per-class table and confusion matrix (returns the matrix)."""
+    if threshold is not None:
+        metrics.write_multilabel_report(path, labels, predictions, threshold, class_names,
+                                        header)
+        return None
+    return metrics.write_report(path, labels, predictions, values["top5"], class_names, header)
 
 
 def plot_curves(workdir: str, title: str) -> None:
@@ -153,12 +161,8 @@ def evaluate_weights(*, workdir: str | None = None, config=None, data_dir: str |
         path = record(workdir, f"_{_split_name(info, split)}", labels, predictions, values,
                       info.class_names, header, threshold_of(config, info))
         print(f"report: {path}", flush=True)
-    elif jax.process_index() == 0 and report and info.multilabel:
-        metrics.write_multilabel_report(report, labels, predictions, config.threshold,
-                                        info.class_names, header)
-        print(f"report: {report}", flush=True)
     elif jax.process_index() == 0 and report:
-        metrics.write_report(report, labels, predictions, values["top5"], info.class_names,
-                             header)
+        write_report(report, labels, predictions, values, info.class_names, header,
+                     threshold_of(config, info))
         print(f"report: {report}", flush=True)
     return values

@@ -36,7 +36,7 @@ from resnet_jax.train import (
     warm_start,
 )
 from resnet_jax.train import workdir as workdir_lib
-from resnet_jax.train.config import model_from_config, trainable_parts, validate_config
+from resnet_jax.train.config import model_from_config, validate_config
 
 
 def _setup_compilation_cache(path: str) -> None:
@@ -233,7 +233,7 @@ def _init_or_restore(run: _Run) -> None:
 def _compile_steps(run: _Run) -> None:
     """The jitted train and eval steps, compiled once; the run's opening lines."""
     config, info = run.config, run.info
-    parts = trainable_parts(config)
+    parts = trainable.from_config(config)
     run.trains = None if parts is None else trainable.mask(run.state.params, parts)
     run.train_fn, run.compile_s = steps.compile_train_step(
         run.state, run.mesh, (config.batch_size // jax.process_count(), *info.image_shape),
@@ -264,9 +264,8 @@ def _announce(run: _Run) -> None:
     print(f"{run.title}: {info.num_train} train / {info.num_eval} eval examples, batch "
           f"{config.batch_size} over {where}, steps {run.start_step}..{run.total_steps}, train "
           f"step compiled in {run.compile_s:.1f} s", flush=True)
-    print(trainable.describe(run.state.params, run.trains or jax.tree_util.tree_map(
-        lambda _: True, run.state.params), config.trainable if not config.freeze_backbone
-        else "head (freeze_backbone)"), flush=True)
+    print(trainable.describe(run.state.params, run.trains, config.trainable if not
+                             config.freeze_backbone else "head (freeze_backbone)"), flush=True)
     if info.name in ("folder", "multilabel"):
         print(f"classes: {', '.join(info.class_names[:20])}"
               f"{' ...' if len(info.class_names) > 20 else ''}; evaluating on "

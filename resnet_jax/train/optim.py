@@ -263,7 +263,7 @@ def create_optimizer(config, schedule: optax.Schedule) -> optax.GradientTransfor
         tx = optax.chain(tx, scale_by_layer(config.layer_decay))
     from resnet_jax.train import trainable
 
-    parts = trainable.parse(config.trainable, config.model, config.freeze_backbone)
+    parts = trainable.from_config(config)
     if parts is None:
         return tx
 

@@ -52,6 +52,11 @@ def parse(text: str, model_name: str, freeze_backbone: bool = False) -> frozense
     return frozenset(parts)
 
 
+def from_config(config) -> frozenset[str] | None:
+    """The parts of the network a run may change (None: all of it)."""
+    return parse(config.trainable, config.model, config.freeze_backbone)
+
+
 def part_of(path) -> str:
     """"stem", "layerK", "head" (or "" for anything else) of a parameter's path."""
     top = getattr(path[0], "key", str(path[0]))
@@ -88,9 +93,10 @@ def stop_frozen_gradients(params, trains):
 
 
 def describe(params, trains, text: str) -> str:
-    """"trainable: layer4+head, 8,394,752 of 11,181,642 parameters (75.1%)"."""
+    """"trainable: layer4+head, 8,394,752 of 11,181,642 parameters (75.1%)"; `trains` None:
+    every parameter."""
     sizes = [int(np.prod(p.shape)) for p in jax.tree_util.tree_leaves(params)]
-    flags = jax.tree_util.tree_leaves(trains)
+    flags = [True] * len(sizes) if trains is None else jax.tree_util.tree_leaves(trains)
     trained, total = sum(s for s, t in zip(sizes, flags) if t), sum(sizes)
     return (f"trainable: {text}, {trained:,} of {total:,} parameters "
             f"({100 * trained / max(total, 1):.1f}%)")
