@@ -4,8 +4,9 @@ installed versions, and which of the package's extras are here (`report()` is wh
 
 Every command prints `devices_line()` before it compiles, and `missing_runtime()` as a warning
 where the machine has an NVIDIA GPU or a TPU that JAX cannot see (JAX's CPU-only wheel was
-installed without the `[cuda12]` / `[tpu]` extra). `require_extra` gives a command the one-line
-error of a core-only install. Imports nothing heavy: versions come from package metadata.
+installed without the `[cuda12]` / `[tpu]` extra). Which extras are installed:
+`resnet_jax.extras`, a leaf the lower packages use. Imports nothing heavy: versions come from
+package metadata.
 """
 
 from __future__ import annotations
@@ -18,16 +19,8 @@ import pathlib
 import platform
 import sys
 
-from resnet_jax.errors import UserError
+from resnet_jax.extras import EXTRA_MODULES, importable
 
-# extra -> the modules it brings that the package imports (import names, not distributions)
-EXTRA_MODULES = {
-    "train": ("tensorflow", "tensorflow_datasets", "array_record", "sklearn", "matplotlib",
-              "tqdm"),
-    "torch": ("torch", "torchvision"),
-    "export": ("torch", "torchvision", "onnx", "onnxruntime"),
-    "tune": ("optuna",),
-}
 # What the report lists, in order: (distribution names tried, label)
 _PACKAGES = (
     (("jax",), "jax"), (("jaxlib",), "jaxlib"), (("flax",), "flax"), (("optax",), "optax"),
@@ -46,21 +39,6 @@ _NVIDIA_VENDOR, _GOOGLE_VENDOR = "0x10de", "0x1ae0"
 # PCI device ids of Google's TPU chips (v2/v3, v4, v5p, v5e, v6e, TPU7x)
 _TPU_DEVICE_IDS = {"0x0027", "0x0056", "0x005e", "0x0062", "0x0063", "0x006f", "0x0076"}
 _NVIDIA_DEVICE_FILES = ("dev/nvidia0", "dev/nvidiactl", "dev/dxg")  # dxg: WSL2
-
-
-def require_extra(extra: str, job: str) -> None:
-    """Raises the one-line UserError of an install without `extra`, which `job` needs."""
-    missing = [name for name in EXTRA_MODULES[extra] if not _importable(name)]
-    if missing:
-        raise UserError(f"{job} needs the {extra} extra: pip install 'resnet-jax[{extra}]' "
-                        f"(not installed here: {', '.join(missing)})")
-
-
-def _importable(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
 
 
 def version(*distributions: str) -> str | None:
@@ -179,7 +157,7 @@ def report() -> str:
              f"platform {platform.platform()} ({platform.machine()})"]
     lines += [f"{label} {version(*names) or '-'}" for names, label in _PACKAGES]
     extras = [extra for extra, modules in EXTRA_MODULES.items()
-              if all(_importable(name) for name in modules)]
+              if all(importable(name) for name in modules)]
     lines.append(f"extras importable: {', '.join(extras) or 'none (core only)'}")
     import jax
 

@@ -11,6 +11,7 @@ import tensorflow_datasets as tfds
 
 from resnet_jax.configs import default
 from resnet_jax.data import batching, datasets, prepare, preprocessing, synthetic
+from resnet_jax.plan import data_spec
 
 N = 10  # examples in the id-carrying source
 
@@ -95,7 +96,7 @@ def test_digits_split_is_fixed_and_stratified():
 def test_digits_augmented_batches_are_a_function_of_seed_and_step():
     config = default.get_config()
     config.dataset, config.seed = "digits", 0
-    source = datasets.create_source(config)
+    source = datasets.create_source(data_spec(config))
     first = list(batching.train_batches(source, 32, 5, 2, seed=0))
     again = list(batching.train_batches(source, 32, 5, 2, seed=0))
     other = list(batching.train_batches(source, 32, 5, 2, seed=1))
@@ -124,7 +125,7 @@ def _mock_tfds(num_examples):
 
 def test_cifar10_on_tfds_mock_data():
     with _mock_tfds(20):
-        source = datasets.create_source(_config("cifar10", image_size=32))
+        source = datasets.create_source(data_spec(_config("cifar10", image_size=32)))
         assert source.info.num_classes == 10 and source.info.class_names[0] == "airplane"
         batch = next(batching.train_batches(source, 8, 0, 1, seed=0))
         assert batch["image"].shape == (8, 32, 32, 3) and batch["image"].dtype == np.float32
@@ -138,8 +139,8 @@ def test_imagenet2012_on_a_written_array_record_dataset(tmp_path):
     images = [np.full((20 + i, 30, 3), 10 * i, np.uint8) for i in range(6)]
     synthetic.write_jpeg_dataset(str(tmp_path), {"train": images, "validation": images},
                                           name="imagenet2012")
-    source = datasets.create_source(_config("imagenet2012", data_dir=str(tmp_path),
-                                            image_size=32, eval_resize=36))
+    source = datasets.create_source(data_spec(_config("imagenet2012", data_dir=str(tmp_path),
+                                            image_size=32, eval_resize=36)))
     assert source.info.num_classes == 1000 and source.info.num_train == 6
     batch = next(batching.train_batches(source, 3, 0, 1, seed=0))
     assert batch["image"].shape == (3, 32, 32, 3)
@@ -153,7 +154,7 @@ def test_a_tfrecord_dataset_is_refused_with_the_conversion_command(tmp_path):
     synthetic.write_jpeg_dataset(str(tmp_path), {"train": images, "validation": images},
                                           file_format="tfrecord")
     with pytest.raises(datasets.DataError) as error:
-        datasets.create_source(_config("imagenette", data_dir=str(tmp_path)))
+        datasets.create_source(data_spec(_config("imagenette", data_dir=str(tmp_path))))
     version_dir = tmp_path / "imagenette" / "full-size-v2" / "1.0.0"
     assert str(error.value) == (
         f"dataset imagenette in {version_dir} is stored as TFRecord, which has no random access; "
@@ -161,8 +162,8 @@ def test_a_tfrecord_dataset_is_refused_with_the_conversion_command(tmp_path):
         f"{tmp_path}` (adds ArrayRecord files beside the TFRecord ones)")
     # ... which then trains: every record once, read by index.
     assert prepare.main(["imagenette", "--data_dir", str(tmp_path)]) == 0
-    source = datasets.create_source(_config("imagenette", data_dir=str(tmp_path),
-                                            image_size=8))
+    source = datasets.create_source(data_spec(_config("imagenette", data_dir=str(tmp_path),
+                                            image_size=8)))
     assert (source.info.num_train, source.info.num_eval) == (2, 2)
     assert next(batching.train_batches(source, 2, 0, 1, seed=0))["image"].shape == (2, 8, 8, 3)
     assert prepare.main(["imagenette", "--data_dir", str(tmp_path)]) == 0  # nothing to do
@@ -174,7 +175,7 @@ def test_an_unprepared_tfds_dataset_fails_at_once_with_the_command(tmp_path):
     with pytest.raises(datasets.DataError) as error, mock.patch.object(
             tfds.core.DatasetBuilder, "download_and_prepare",
             side_effect=AssertionError("tried to download")):
-        datasets.create_source(_config("cifar10", data_dir=str(tmp_path)))
+        datasets.create_source(data_spec(_config("cifar10", data_dir=str(tmp_path))))
     assert str(error.value) == (
         f"dataset cifar10 is not prepared in {tmp_path}: run `python -m "
         f"resnet_jax.data.prepare cifar10 --data_dir {tmp_path}` (on a machine with network "
@@ -191,8 +192,8 @@ def test_jpeg_decoding_crops_and_flips_to_uint8_pixels_on_a_written_tfds_dataset
     synthetic.write_jpeg_dataset(str(tmp_path), {"train": train,
                                                           "validation": evaluation})
 
-    source = datasets.create_source(_config("imagenette", data_dir=str(tmp_path), image_size=24,
-                                      eval_resize=28))
+    source = datasets.create_source(data_spec(_config("imagenette", data_dir=str(tmp_path),
+                                                      image_size=24, eval_resize=28)))
     assert (source.info.num_train, source.info.num_eval) == (16, 2)
     # JPEG datasets hand over uint8 pixels; the steps normalise them with these constants.
     assert source.info.pixel_normalization == (preprocessing.IMAGENET_MEAN,
@@ -223,9 +224,9 @@ def test_jpeg_decoding_crops_and_flips_to_uint8_pixels_on_a_written_tfds_dataset
 
 def test_unknown_and_unprepared_datasets_are_one_line_errors(tmp_path):
     with pytest.raises(datasets.DataError, match="unknown dataset 'mnist'.*digits, cifar10"):
-        datasets.create_source(_config("mnist"))
+        datasets.create_source(data_spec(_config("mnist")))
     with pytest.raises(datasets.DataError) as error:
-        datasets.create_source(_config("imagenet2012", data_dir=str(tmp_path)))
+        datasets.create_source(data_spec(_config("imagenet2012", data_dir=str(tmp_path))))
     message = str(error.value)
     assert "\n" not in message
     assert os.path.join(str(tmp_path), "downloads/manual") in message
@@ -260,8 +261,9 @@ def test_the_eval_crop_can_differ_from_the_train_crop(tmp_path):
     """torchvision's --train-crop-size 176 --val-crop-size 224: eval batches at their own size."""
     images = [np.full((40 + i, 50, 3), 20 * i, np.uint8) for i in range(6)]
     synthetic.write_jpeg_dataset(str(tmp_path), {"train": images, "validation": images})
-    source = datasets.create_source(_config("imagenette", data_dir=str(tmp_path), image_size=16,
-                                            eval_crop_size=24, eval_resize=28))
+    source = datasets.create_source(data_spec(_config("imagenette", data_dir=str(tmp_path),
+                                                      image_size=16, eval_crop_size=24,
+                                                      eval_resize=28)))
     assert source.info.image_shape == (16, 16, 3) and source.info.eval_shape == (24, 24, 3)
     assert next(batching.train_batches(source, 2, 0, 1, 0))["image"].shape == (2, 16, 16, 3)
     batches = list(batching.eval_batches(source, 4))

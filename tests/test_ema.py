@@ -5,6 +5,7 @@ import jax
 import numpy as np
 import torch
 
+from resnet_jax import plan as plans
 from resnet_jax.configs import default
 
 
@@ -14,7 +15,8 @@ def test_ema_equals_torchvision_reference_over_50_steps():
     config = default.get_config()
     config.update(batch_size=64, ema_decay=0.99, ema_steps=4, warmup_epochs=1.0)
     num_train, num_epochs = 600, 10.0  # 10 iterations an epoch (the last one partial)
-    ema_config = ema.EmaConfig.from_config(config, num_train, num_epochs)
+    ema_config = ema.EmaConfig.adjusted(plans.build(config).ema, config.batch_size, num_train,
+                                        num_epochs)
 
     # torchvision references/classification/utils.py ExponentialMovingAverage, and train.py's
     # decay adjustment and update loop.

@@ -10,7 +10,7 @@ import textwrap
 import jax
 import pytest
 
-from resnet_jax import environment
+from resnet_jax import environment, extras
 from resnet_jax.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -62,15 +62,15 @@ def test_the_devices_line_names_devices_jax_and_kernels():
 
 
 def test_require_extra_is_one_line_naming_the_extra():
-    environment.require_extra("train", "training")  # the test environment has it
-    environment.EXTRA_MODULES["nothing"] = ("a_module_that_is_not_installed",)
+    extras.require_extra("train", "training")  # the test environment has it
+    extras.EXTRA_MODULES["nothing"] = ("a_module_that_is_not_installed",)
     try:
         with pytest.raises(UserError, match=r"^sweeping needs the nothing extra: pip install "
                                             r"'resnet-jax\[nothing\]' \(not installed here: "
                                             r"a_module_that_is_not_installed\)$"):
-            environment.require_extra("nothing", "sweeping")
+            extras.require_extra("nothing", "sweeping")
     finally:
-        del environment.EXTRA_MODULES["nothing"]
+        del extras.EXTRA_MODULES["nothing"]
 
 
 def test_info_prints_versions_devices_and_kernels():

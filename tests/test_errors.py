@@ -8,12 +8,13 @@ import sys
 import pytest
 
 from resnet_jax import errors
+from resnet_jax import plan as plans
 from resnet_jax.data import datasets
-from resnet_jax.train import checkpoint, config
+from resnet_jax.runs import checkpoint
 from tests.train_cli import REPO, cli_env
 
 
-@pytest.mark.parametrize("kind", [config.ConfigError, datasets.DataError,
+@pytest.mark.parametrize("kind", [plans.ConfigError, datasets.DataError,
                                   checkpoint.CheckpointMismatch])
 def test_user_errors_are_one_line_and_exit_2(kind, capsys):
     with pytest.raises(SystemExit) as exit_:

@@ -141,12 +141,12 @@ def test_a_plain_config_trains_a_net_without_shortcuts():
     """The config's `shortcut` ("A") once turned plain20 into resnet20, silently."""
     from resnet_jax import models
     from resnet_jax.errors import UserError
-    from resnet_jax.train.config import model_from_config
+    from resnet_jax.plan import model_spec
 
     config = digits.get_config()
     config.model = "plain20"
-    assert model_from_config(config, 10, 1).shortcut is None
+    assert model_spec(config).create(10, 1).shortcut is None
     config.model = "resnet20"
-    assert model_from_config(config, 10, 1).shortcut == "A"
+    assert model_spec(config).create(10, 1).shortcut == "A"
     with pytest.raises(UserError, match="plain20 is a plain net: it has no shortcuts"):
         models.create_model("plain20", num_classes=10, shortcut="A")

@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 
 from resnet_jax import errors
-from resnet_jax.train import checkpoint, loop, metrics
-from resnet_jax.train import workdir as workdir_lib
+from resnet_jax.runs import checkpoint, history
+from resnet_jax.runs import workdir as workdir_lib
+from resnet_jax.train import loop
 from tests.digits_runs import small_digits_config
 from tests.train_cli import (
     REPO,
@@ -222,11 +223,11 @@ def test_no_readable_checkpoint_is_one_error_and_nothing_is_changed(
 def test_a_torn_metrics_line_is_dropped_and_other_damage_is_named(tmp_path, capsys):
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"step": 10, "split": "train"}\n{"step": 20, "spl')
-    assert metrics.read_rows(str(path)) == [{"step": 10, "split": "train"}]
+    assert history.read_rows(str(path)) == [{"step": 10, "split": "train"}]
     assert "dropped an incomplete last line" in capsys.readouterr().err
     path.write_text('{"step": 10, "spl\n{"step": 20, "split": "train"}\n')
     with pytest.raises(errors.StorageError, match=f"{path}, line 1, is not a JSON object"):
-        metrics.read_rows(str(path))
+        history.read_rows(str(path))
 
 
 def test_a_workdir_that_is_a_file_or_cannot_be_created_is_one_line(tmp_path):
@@ -297,7 +298,7 @@ def test_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(tmp_path, cache_d
     steps = sorted(int(s) for s in os.listdir(copy / "checkpoints") if s.isdigit())
     assert steps, "no checkpoint survived"
     assert int(checkpoint.load_state(str(copy), steps[-1])["step"]) == steps[-1]
-    metrics.read_rows(str(copy / "metrics.jsonl"))  # readable: at most a torn last line
+    history.read_rows(str(copy / "metrics.jsonl"))  # readable: at most a torn last line
 
 
 @pytest.mark.skipif(_private_mount_available() is not None,

@@ -11,10 +11,12 @@ import pytest
 from flax import traverse_util
 
 from resnet_jax import models
+from resnet_jax import plan as plans
 from resnet_jax.configs import default
 from resnet_jax.errors import UserError
 from resnet_jax.interop import torchvision_weights
-from resnet_jax.train import optim, steps, trainable, warm_start
+from resnet_jax.runs import warm_start
+from resnet_jax.train import optim, steps, trainable
 
 torch = pytest.importorskip("torch", reason="torchvision state dicts")
 torchvision = pytest.importorskip("torchvision")
@@ -107,10 +109,10 @@ def _train_two_steps(trainable_text, freeze_backbone=False):
     config = default.get_config()
     config.update(model="resnet8", trainable=trainable_text, freeze_backbone=freeze_backbone,
                   learning_rate=0.5, weight_decay=1e-2, momentum=0.9)
-    parts = trainable.parse(config.trainable, "resnet8", freeze_backbone)
+    parts = plans.parse_trainable(config.trainable, "resnet8", freeze_backbone)
     model = models.create_model("resnet8", num_classes=4, in_channels=3,
-                                eval_mode_norms=trainable.eval_mode_norms(parts, "resnet8"))
-    tx = optim.create_optimizer(config, optax.constant_schedule(0.5))
+                                eval_mode_norms=plans.eval_mode_norms(parts, "resnet8"))
+    tx = optim.create_optimizer(plans.build(config).optimizer, optax.constant_schedule(0.5))
     state = steps.create_train_state(model, tx, (8, 8, 3), jax.random.PRNGKey(0))
     trains = None if parts is None else trainable.mask(state.params, parts)
     batch = {"image": jax.random.normal(jax.random.PRNGKey(1), (6, 8, 8, 3)),
@@ -166,9 +168,9 @@ def test_frozen_parameters_have_no_optimiser_state():
 ])
 def test_parts_the_model_lacks_are_refused(text, message):
     with pytest.raises(UserError, match=message):
-        trainable.parse(text, "resnet8")
+        plans.parse_trainable(text, "resnet8")
     with pytest.raises(UserError, match="cannot be combined with trainable='norm'"):
-        trainable.parse("norm", "resnet18", freeze_backbone=True)
+        plans.parse_trainable("norm", "resnet18", freeze_backbone=True)
 
 
 def test_a_shallower_networks_weights_are_refused(tmp_path):

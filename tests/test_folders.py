@@ -9,6 +9,7 @@ from PIL import Image
 
 from resnet_jax.configs import default
 from resnet_jax.data import batching, datasets, folders
+from resnet_jax.plan import data_spec
 
 
 def _image(path, size, mode="RGB", seed=0):
@@ -71,7 +72,7 @@ def test_every_format_and_mode_becomes_rgb_pixels_of_the_crop_size(tmp_path, cap
             _image(os.path.join(tmp_path, split, f"c{i % 2}", f"{i}.{ext}"), (13 + i, 25),
                    mode, seed=i)
     (tmp_path / "train" / "c0" / "notes.txt").write_text("not an image: ignored")
-    source = datasets.create_source(_config(tmp_path))
+    source = datasets.create_source(data_spec(_config(tmp_path)))
     assert (source.info.num_train, source.info.num_eval) == (6, 6)
     assert (f"warning: {tmp_path}/train: ignored 1 file(s) that are not JPG/JPEG/PNG/BMP/GIF "
             f"(e.g. {tmp_path}/train/c0/notes.txt)") in capsys.readouterr().err
@@ -85,8 +86,8 @@ def test_every_format_and_mode_becomes_rgb_pixels_of_the_crop_size(tmp_path, cap
 
 
 def test_training_order_is_a_function_of_seed_and_step(tmp_path):
-    source = datasets.create_source(_config(_write(tmp_path, {"train/a": 5, "train/b": 4,
-                                                               "val/a": 1})))
+    source = datasets.create_source(data_spec(_config(_write(tmp_path, {"train/a": 5, "train/b": 4,
+                                                               "val/a": 1}))))
     whole = list(batching.train_batches(source, 4, 0, 5, seed=3))
     resumed = list(batching.train_batches(source, 4, 2, 3, seed=3))
     for a, b in zip(whole[2:], resumed):
@@ -110,7 +111,7 @@ def test_unusable_folders_are_one_line_errors(tmp_path, layout, data_dir, messag
         os.makedirs(os.path.join(root, folder), exist_ok=True)
     overrides = {"eval_split": "test"} if "test folder" in message else {}
     with pytest.raises(folders.FolderError) as error:
-        datasets.create_source(_config(os.path.join(root, data_dir), **overrides))
+        datasets.create_source(data_spec(_config(os.path.join(root, data_dir), **overrides)))
     assert message.format(root=root) in str(error.value)
     assert "\n" not in str(error.value)
 
@@ -121,7 +122,7 @@ def test_a_file_that_is_not_an_image_is_named_before_anything_trains(tmp_path):
     with open(impostor, "w") as f:
         f.write("meeting notes")
     with pytest.raises(folders.FolderError, match=f"^cannot read image {impostor}: "):
-        datasets.create_source(_config(root))
+        datasets.create_source(data_spec(_config(root)))
 
 
 def test_an_image_that_cannot_be_decoded_is_named(tmp_path):
@@ -131,7 +132,7 @@ def test_an_image_that_cannot_be_decoded_is_named(tmp_path):
     broken = os.path.join(root, "train", "b", "1.jpg")
     with open(broken, "r+b") as f:
         f.truncate(os.path.getsize(broken) - 40)  # the end of the pixel data
-    source = datasets.create_source(_config(root))  # headers are fine
+    source = datasets.create_source(data_spec(_config(root)))  # headers are fine
     with pytest.raises(folders.FolderError, match=f"cannot read image {broken}: "):
         list(batching.train_batches(source, 6, 0, 2, seed=0))
 
@@ -160,17 +161,17 @@ def test_a_decompression_bomb_is_named_before_anything_decodes(tmp_path):
     with pytest.raises(folders.FolderError,
                        match=f"^image {bomb} is 30000x30000, 900,000,000 pixels, more than "
                              f"max_image_pixels=178,956,970 "):
-        datasets.create_source(_config(root))
+        datasets.create_source(data_spec(_config(root)))
     os.remove(bomb)
     with pytest.raises(folders.FolderError, match=r"/train/a/1\.jpg is 27x27, 729 pixels, "
                                                   r"more than max_image_pixels=700 "):
-        datasets.create_source(_config(root, max_image_pixels=700))
-    datasets.create_source(_config(root, max_image_pixels=729))  # the limit is inclusive
+        datasets.create_source(data_spec(_config(root, max_image_pixels=700)))
+    datasets.create_source(data_spec(_config(root, max_image_pixels=729)))  # the limit is inclusive
 
 
 def test_an_image_removed_while_training_reads_the_folder_is_named(tmp_path):
     root = _write(tmp_path, {"train/a": 3, "train/b": 3, "val/a": 1})
-    source = datasets.create_source(_config(root))
+    source = datasets.create_source(data_spec(_config(root)))
     removed = os.path.join(root, "train", "a", "2.jpg")
     os.remove(removed)
     with pytest.raises(folders.FolderError, match=f"^cannot read image {removed}: "):
@@ -179,10 +180,10 @@ def test_an_image_removed_while_training_reads_the_folder_is_named(tmp_path):
 
 def test_hidden_folders_are_counted_and_unrecordable_class_names_refused(tmp_path, capsys):
     root = _write(tmp_path, {"train/a": 2, "train/b": 2, "train/..x": 2, "train/.git": 1})
-    source = datasets.create_source(_config(root))
+    source = datasets.create_source(data_spec(_config(root)))
     assert source.info.class_names == ("a", "b")
     assert (f"warning: {root}/train: skipped 2 hidden folder(s) (names starting with '.', "
             f"e.g. '..x')") in capsys.readouterr().err
     _write(tmp_path, {"train/line\nbreak": 2})
     with pytest.raises(folders.FolderError, match="holds a control character"):
-        datasets.create_source(_config(root))
+        datasets.create_source(data_spec(_config(root)))

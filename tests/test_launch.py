@@ -16,7 +16,7 @@ import pytest
 
 from resnet_jax import errors
 from resnet_jax.launch import multiprocess
-from resnet_jax.train import checkpoint
+from resnet_jax.runs import checkpoint
 from tests.closeness import assert_trees_close
 from tests.train_cli import (
     REPO,

@@ -65,13 +65,13 @@ def test_the_loss_is_torchs_bce_and_the_hits_count_labels():
     torch = pytest.importorskip("torch")
     import jax.numpy as jnp
 
-    from resnet_jax.train import metrics
+    from resnet_jax import tasks
 
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(6, 5)).astype(np.float32)
     targets = (rng.random((6, 5)) < 0.4).astype(np.float32)
     mask = np.array([1, 1, 1, 1, 1, 0], bool)
-    sums = metrics.multilabel_sums(jnp.asarray(logits), jnp.asarray(targets), jnp.asarray(mask))
+    sums = tasks.MultiLabel().sums(jnp.asarray(logits), jnp.asarray(targets), jnp.asarray(mask))
     reference = torch.nn.BCEWithLogitsLoss()(torch.tensor(logits[:5]), torch.tensor(targets[:5]))
     np.testing.assert_allclose(float(sums["loss"]) / 5, float(reference), rtol=1e-6)
     best = logits[:5].argmax(-1)

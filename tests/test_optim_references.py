@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from resnet_jax import plan as plans
 from resnet_jax.configs import default
 from resnet_jax.train import optim
 
@@ -108,7 +109,7 @@ def test_norm_and_bias_weight_decay_equal_torch_parameter_groups():
     params = jax.tree_util.tree_map(lambda p: p.astype(np.float32), _params(rng))
     grads = [jax.tree_util.tree_map(lambda p: rng.normal(size=p.shape).astype(np.float32),
                                     params) for _ in range(3)]
-    tx = optim.create_optimizer(config, optax_constant(0.5))
+    tx = optim.create_optimizer(plans.build(config).optimizer, optax_constant(0.5))
     ours = jax.tree_util.tree_map(jnp.asarray, params)
     state = tx.init(ours)
     for g in grads:
@@ -141,7 +142,7 @@ def test_epoch_schedule_equals_torchvisions_sequential_lr():
     config.update(learning_rate=0.5, lr_scaling_batch_size=0, schedule="cosine",
                   warmup_epochs=5.0, warmup_start_factor=0.01, schedule_unit="epoch")
     epochs, iterations = 40, 7  # an epoch: ceil(N / batch) = 7 iterations
-    schedule = optim.create_schedule(config, 6.5, epochs * iterations)
+    schedule = optim.create_schedule(plans.build(config).schedule, 6.5, epochs * iterations)
     parameter = torch.nn.Parameter(torch.zeros(1))
     sgd = torch.optim.SGD([parameter], lr=0.5)
     torch_schedule = torch.optim.lr_scheduler.SequentialLR(sgd, [
@@ -201,7 +202,7 @@ def test_layer_decay_steps_equal_torch_sgd_with_a_learning_rate_per_layer():
     params = jax.tree_util.tree_map(lambda p: p.astype(np.float32), params)
     grads = [jax.tree_util.tree_map(lambda p: rng.normal(size=p.shape).astype(np.float32),
                                     params) for _ in range(3)]
-    tx = optim.create_optimizer(config, optax_constant(0.5))
+    tx = optim.create_optimizer(plans.build(config).optimizer, optax_constant(0.5))
     ours, state = params, tx.init(params)
     for g in grads:
         updates, state = tx.update(g, state, ours)

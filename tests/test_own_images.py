@@ -148,7 +148,7 @@ def test_predict_json_agrees_with_the_evaluation(fine_tuned, photos):
 
 def test_onnx_export_gives_our_logits(fine_tuned, tmp_path):
     onnxruntime = pytest.importorskip("onnxruntime", reason="the [export] extra")
-    from resnet_jax.train import inference
+    from resnet_jax.runs import inference
 
     workdir, *_ = fine_tuned
     output = str(tmp_path / "model.onnx")
@@ -168,7 +168,7 @@ def test_onnx_export_gives_our_logits(fine_tuned, tmp_path):
 def test_jax_export_deserialises_and_runs(fine_tuned, tmp_path):
     import jax
 
-    from resnet_jax.train import inference
+    from resnet_jax.runs import inference
 
     workdir, *_ = fine_tuned
     output = str(tmp_path / "model.jax")

@@ -13,6 +13,7 @@ from array_record.python import array_record_data_source
 
 from resnet_jax.configs import default
 from resnet_jax.data import batching, datasets, synthetic
+from resnet_jax.plan import data_spec
 
 NUM_RECORDS = 2000
 GLOBAL_BATCH = 40  # 50 steps an epoch; divisible by 1, 2 and 4 processes
@@ -29,7 +30,7 @@ def source(tmp_path_factory):
                                                           "validation": images[:30]})
     config = default.get_config()
     config.update(dataset="imagenette", data_dir=str(data_dir), image_size=8, eval_resize=8)
-    return datasets.create_source(config)
+    return datasets.create_source(data_spec(config))
 
 
 @contextlib.contextmanager

@@ -5,8 +5,11 @@ import jax
 import numpy as np
 import pytest
 
+from resnet_jax import plan as plans
 from resnet_jax.configs import digits
-from resnet_jax.train import checkpoint, loop
+from resnet_jax.plan import data_spec
+from resnet_jax.runs import checkpoint
+from resnet_jax.train import loop
 from tests.digits_runs import small_digits_config
 from tests.train_cli import read_metrics
 
@@ -64,9 +67,9 @@ def test_auto_augment_and_random_erasing_train_on_fake_and_folder_data(tmp_path,
         fake_num_examples=64, fake_num_classes=10, num_train_steps=4, batch_size=16,
         eval_batch_size=16, log_every_steps=2, eval_every_steps=0, checkpoint_every_steps=4,
         auto_augment=policy, random_erasing=0.25)
-    plain = datasets.create_source(small_digits_config(cache_dir, **{
-        **config.to_dict(), "auto_augment": ""}))
-    augmented = datasets.create_source(config)
+    plain = datasets.create_source(data_spec(small_digits_config(cache_dir, **{
+        **config.to_dict(), "auto_augment": ""})))
+    augmented = datasets.create_source(data_spec(config))
     first = next(batching.train_batches(augmented, 16, 0, 1, seed=0))["image"]
     assert first.dtype == np.uint8 and first.shape == (16, 16, 16, 3)
     assert not np.array_equal(first, next(batching.train_batches(plain, 16, 0, 1, 0))["image"])
@@ -78,12 +81,12 @@ def test_auto_augment_and_random_erasing_train_on_fake_and_folder_data(tmp_path,
 def test_recipe_configs_validate(name):
     import importlib
 
-    from resnet_jax.train import config as train_config
     from resnet_jax.train import ema
 
     config = importlib.import_module(f"resnet_jax.configs.{name}").get_config()
-    train_config.validate_config(config)
+    plans.validate_config(config)
     # torchvision's train.py: 1 - min(1, (1 - 0.99998) * 1024 * 32 / 600)
     if name.endswith("tv_v2"):
-        decay = ema.EmaConfig.from_config(config, 1_281_167, 600.0).decay
+        decay = ema.EmaConfig.adjusted(plans.build(config).ema, config.batch_size, 1_281_167,
+                                       600.0).decay
         assert decay == pytest.approx(1 - (1 - 0.99998) * 1024 * 32 / 600, rel=1e-12)

@@ -7,7 +7,8 @@ import shutil
 
 import pytest
 
-from resnet_jax.train import checkpoint, loop, records
+from resnet_jax.runs import checkpoint, records
+from resnet_jax.train import loop
 from tests.digits_runs import small_digits_config
 from tests.train_cli import reported_lines, run_cli
 

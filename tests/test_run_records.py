@@ -7,7 +7,7 @@ import os
 import pytest
 
 from resnet_jax.configs import digits
-from resnet_jax.train import progress, records
+from resnet_jax.runs import progress, records
 
 
 def test_config_json_is_written_then_checked_on_resume(tmp_path, monkeypatch):

@@ -14,6 +14,8 @@ import pytest
 
 from resnet_jax import models
 from resnet_jax.launch import sharding
+from resnet_jax.plan import StepSpec
+from resnet_jax.tasks.classification import cross_entropy
 from resnet_jax.train import steps
 from tests import closeness
 
@@ -55,7 +57,8 @@ def make_batch(seed=0):
 def run_steps(state, devices, batches, accumulation_steps=1):
     mesh = sharding.create_mesh(devices)
     state = jax.device_put(jax.device_get(state), sharding.replicated(mesh))  # a copy: donated
-    step, _ = steps.compile_train_step(state, mesh, (BATCH, *IMAGE), 0.0, accumulation_steps)
+    step, _ = steps.compile_train_step(state, mesh, (BATCH, *IMAGE),
+                                       StepSpec(accumulation_steps=accumulation_steps))
     all_sums = []
     for batch in batches:
         state, sums = step(state, sharding.to_global(batch, mesh))
@@ -97,7 +100,7 @@ def test_batch_norm_groups_of_the_per_device_batch_equal_pmap_without_cross_devi
             def loss_fn(params):
                 logits, new = state.apply_fn({"params": params, "batch_stats": state.batch_stats},
                                              images, train=True, mutable=["batch_stats"])
-                return steps.cross_entropy(logits, labels, 10), new["batch_stats"]
+                return cross_entropy(logits, labels, 10), new["batch_stats"]
             grads, batch_stats = jax.grad(loss_fn, has_aux=True)(state.params)
             return jax.lax.pmean(grads, "devices"), batch_stats  # no pmean of the statistics
 

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from resnet_jax.plan import StepSpec
 from resnet_jax.train import optim
 
 
@@ -52,12 +53,14 @@ def test_stochastic_depth_at_rate_zero_is_bitwise_the_plain_training_step():
                                              drop_path_rate=0.0), 5)):
         tx = optim.sgd(0.1)
         state = steps.create_train_state(model, tx, (8, 8, 3), jax.random.PRNGKey(0))
-        results.append(jax.jit(lambda s, b, seed=seed: steps.train_step(s, b, dropout_seed=seed))(
+        results.append(jax.jit(lambda s, b, seed=seed: steps.train_step(
+            s, b, spec=StepSpec(dropout_seed=seed)))(
             state, batch)[0])
     for a, b in zip(jax.tree_util.tree_leaves(results[0]), jax.tree_util.tree_leaves(results[1])):
         np.testing.assert_array_equal(a, b)
     # ...and at rate 0.5 the step differs (the rng reaches the blocks).
     model = models.create_model("resnet8", num_classes=3, in_channels=3, drop_path_rate=0.5)
     state = steps.create_train_state(model, optim.sgd(0.1), (8, 8, 3), jax.random.PRNGKey(0))
-    dropped = jax.jit(lambda s, b: steps.train_step(s, b, dropout_seed=5))(state, batch)[0]
+    dropped = jax.jit(lambda s, b: steps.train_step(s, b, spec=StepSpec(dropout_seed=5)))(
+        state, batch)[0]
     assert not np.array_equal(dropped.params["fc"]["kernel"], results[0].params["fc"]["kernel"])

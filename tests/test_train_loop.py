@@ -8,8 +8,10 @@ import jax
 import numpy as np
 import pytest
 
-from resnet_jax.train import checkpoint, loop
-from resnet_jax.train import config as train_config
+from resnet_jax import plan as plans
+from resnet_jax.plan import data_spec
+from resnet_jax.runs import checkpoint
+from resnet_jax.train import loop
 from tests.digits_runs import small_digits_config
 from tests.train_cli import read_metrics, reported_lines, run_cli
 
@@ -125,8 +127,8 @@ def test_bad_input_is_one_line_and_exit_status_2(tmp_path, args, devices, messag
 ])
 def test_config_errors_are_one_line_before_anything_runs(cache_dir, overrides, message):
     assert jax.device_count() == 2  # conftest.py
-    with pytest.raises(train_config.ConfigError) as error:
-        train_config.validate_config(small_digits_config(cache_dir, **overrides))
+    with pytest.raises(plans.ConfigError) as error:
+        plans.validate_config(small_digits_config(cache_dir, **overrides))
     assert str(error.value) == message
 
 
@@ -153,7 +155,7 @@ def test_training_on_jpeg_files_normalises_uint8_pixels_on_the_device(tmp_path, 
         cache_dir, dataset="imagenette", data_dir=str(tmp_path / "data"), image_size=8,
         eval_resize=9, num_train_steps=4, batch_size=4, eval_batch_size=4, log_every_steps=2,
         eval_every_steps=0, checkpoint_every_steps=4, warmup_epochs=0.0)
-    source = datasets.create_source(config)
+    source = datasets.create_source(data_spec(config))
     assert source.info.pixel_normalization is not None
     assert next(batching.train_batches(source, 4, 0, 1, seed=0))["image"].dtype == np.uint8
 

@@ -6,13 +6,16 @@ import numpy as np
 import optax
 import pytest
 
+from resnet_jax import plan as plans
 from resnet_jax.configs import cifar10_resnet20, default, imagenet_resnet50
+from resnet_jax.tasks.classification import cross_entropy
 from resnet_jax.train import optim, steps
 
 
 def test_paper_piecewise_schedule():
     config = cifar10_resnet20.get_config()
-    schedule = optim.create_schedule(config, steps_per_epoch=50_000 / 128, total_steps=64_000)
+    schedule = optim.create_schedule(plans.build(config).schedule, steps_per_epoch=50_000 / 128,
+                                     total_steps=64_000)
     for step, lr in [(0, 0.1), (31_999, 0.1), (32_000, 0.01), (47_999, 0.01), (48_000, 0.001),
                      (63_999, 0.001)]:
         assert float(schedule(step)) == pytest.approx(lr, rel=1e-6), step
@@ -20,9 +23,9 @@ def test_paper_piecewise_schedule():
 
 def test_warmup_cosine_with_linear_batch_scaling():
     config = imagenet_resnet50.get_config()  # batch 1024, lr 0.1 x 1024/256, 5 warm-up epochs
-    assert optim.base_learning_rate(config) == pytest.approx(0.4)
+    assert plans.build(config).schedule.peak == pytest.approx(0.4)
     steps_per_epoch, total = 1000.0, 90_000
-    schedule = optim.create_schedule(config, steps_per_epoch, total)
+    schedule = optim.create_schedule(plans.build(config).schedule, steps_per_epoch, total)
     warmup = 5000
     assert float(schedule(0)) == 0.0
     assert float(schedule(warmup // 2)) == pytest.approx(0.2, rel=1e-6)
@@ -36,7 +39,8 @@ def test_piecewise_in_epochs_after_warmup():
     config = default.get_config()
     config.update(schedule="piecewise", lr_boundaries_epochs=(30, 60), warmup_epochs=1.0,
                   learning_rate=0.1, lr_scaling_batch_size=0)
-    schedule = optim.create_schedule(config, steps_per_epoch=10.0, total_steps=900)
+    schedule = optim.create_schedule(plans.build(config).schedule, steps_per_epoch=10.0,
+                                     total_steps=900)
     assert [round(float(schedule(s)), 8) for s in (5, 10, 299, 300, 599, 600)] == [
         0.05, 0.1, 0.1, 0.01, 0.01, 0.001]
 
@@ -86,7 +90,7 @@ def test_label_smoothing_cross_entropy_equals_torch():
     torch = pytest.importorskip("torch")
     rng = np.random.RandomState(0)
     logits, labels = rng.randn(6, 5).astype(np.float32), rng.randint(0, 5, 6)
-    ours = steps.cross_entropy(jnp.asarray(logits), jnp.asarray(labels), 5, 0.1)
+    ours = cross_entropy(jnp.asarray(logits), jnp.asarray(labels), 5, 0.1)
     theirs = torch.nn.functional.cross_entropy(torch.tensor(logits), torch.tensor(labels),
                                                label_smoothing=0.1)
     assert float(ours) == pytest.approx(float(theirs), rel=1e-6)
@@ -103,7 +107,6 @@ def test_the_jitted_train_step_traces_once_over_several_steps():
     import optax
 
     from resnet_jax import models
-    from resnet_jax.train import steps
 
     model = models.ResNet(stage_sizes=(1, 1), stage_widths=(8, 16), block_cls=models.BasicBlock,
                           stem="cifar", num_classes=10)

@@ -32,7 +32,7 @@ def main() -> None:
     from torchvision import transforms
 
     from resnet_jax.data import multilabel
-    from resnet_jax.train import metrics
+    from resnet_jax.tasks import multilabel as multilabel_task
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("data_dir")
@@ -93,7 +93,7 @@ def main() -> None:
             model.eval()
             with torch.no_grad():
                 probabilities = torch.sigmoid(model(eval_images)).numpy()
-            mean_ap, _ = metrics.mean_average_precision(eval_targets, probabilities)
+            mean_ap, _ = multilabel_task.mean_average_precision(eval_targets, probabilities)
             micro_f1 = f1_score(eval_targets.astype(int), (probabilities >= 0.5).astype(int),
                                 average="micro", zero_division=0)
             print(f"step {step}: train loss {loss.item():.4f}, eval mAP {mean_ap:.4f}, "

@@ -23,6 +23,7 @@ Reports images/s and images/s per CPU core. Needs TensorFlow (unlike the rest of
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import statistics
 import tempfile
@@ -96,8 +97,8 @@ def run(batch_size: int = 256, image_size: int = 224, num_images: int = 512,
         batches: int = 16, repeats: int = 5, pipelines=("random_access",)) -> dict:
     """Images/s of each pipeline in `pipelines` (PIPELINES) on the same JPEG images, median
     over repeats (the tf.data pipelines' repeats interleaved, then Grain's)."""
-    from resnet_jax.configs import default
     from resnet_jax.data import batching, datasets
+    from resnet_jax.data.spec import DataSpec
 
     cores = len(os.sched_getaffinity(0))
     images = {"train": photo_like_images(num_images), "validation": photo_like_images(10, seed=1)}
@@ -106,15 +107,13 @@ def run(batch_size: int = 256, image_size: int = 224, num_images: int = 512,
     with tempfile.TemporaryDirectory() as data_dir, \
             tempfile.TemporaryDirectory() as tfrecord_dir:
         write_jpeg_dataset(data_dir, images)
-        config = default.get_config()  # every key: the pipeline reads what it needs
-        config.update(dataset="imagenette", data_dir=data_dir, image_size=image_size,
-                      eval_resize=256, seed=0)
-        source = datasets.create_source(config)
+        spec = DataSpec(dataset="imagenette", data_dir=data_dir, image_size=image_size,
+                        eval_crop=image_size, eval_resize=256, seed=0)
+        source = datasets.create_source(spec)
         augmented = None
         if "random_access_ta_wide" in pipelines:
-            with_policy = config.copy_and_resolve_references()
-            with_policy.auto_augment = "ta_wide"
-            augmented = datasets.create_source(with_policy)
+            augmented = datasets.create_source(dataclasses.replace(spec,
+                                                                   auto_augment="ta_wide"))
         if "sequential_tfrecord" in pipelines:
             write_jpeg_dataset(tfrecord_dir, images, file_format="tfrecord")
             tfrecord_builder = tfds.builder("imagenette", data_dir=tfrecord_dir)
@@ -175,8 +174,8 @@ def resume_latency(num_records: int = 100_000, batch_size: int = 256, image_size
     first epoch, on a dataset of `num_records` small JPEG records: the random-access pipeline
     (`batching.train_batches`) and the sequential TFRecord baseline, which skips to its
     position. Median over repeats."""
-    from resnet_jax.configs import default
     from resnet_jax.data import batching, datasets
+    from resnet_jax.data.spec import DataSpec
 
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (32, 40, 3), dtype=np.uint8) for _ in range(num_records)]
@@ -189,9 +188,8 @@ def resume_latency(num_records: int = 100_000, batch_size: int = 256, image_size
         write_jpeg_dataset(tfrecord_dir, split, file_format="tfrecord")
         result["bytes_per_record"] = _split_bytes(data_dir) / num_records
         del images, split
-        config = default.get_config()
-        config.update(dataset="imagenette", data_dir=data_dir, image_size=image_size, seed=0)
-        source = datasets.create_source(config)
+        source = datasets.create_source(DataSpec(dataset="imagenette", data_dir=data_dir,
+                                                 image_size=image_size, eval_crop=image_size))
         tfrecord_builder = tfds.builder("imagenette", data_dir=tfrecord_dir)
         pipelines = {
             "random_access": lambda step: batching.train_batches(source, batch_size, step, 1,

@@ -33,6 +33,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from resnet_jax import environment, models
+from resnet_jax.bench.peers import (
+    LEARNING_RATE,
+    MOMENTUM,
+    WEIGHT_DECAY,
+    onnxruntime_runner,
+    torch_peak_memory_gb,
+    torch_runner,
+)
 from resnet_jax.files import write_atomically
 from resnet_jax.launch import host_memory, sharding
 from resnet_jax.models import kernels as kernel_seam
@@ -48,7 +56,6 @@ PEAK_FLOPS = {
     ("TPU v5", "bfloat16"): 459e12,
 }
 
-LEARNING_RATE, MOMENTUM, WEIGHT_DECAY = 0.1, 0.9, 1e-4
 # JAX rows: the package's defaults, and variants that isolate one choice for measurement.
 JAX_VARIANTS = {"jax": {}, "jax_two_pass_bn": {"bn_one_pass_variance": False}}
 FRAMEWORKS = (*JAX_VARIANTS, "torch", "torch_compile", "onnxruntime")
@@ -106,8 +113,7 @@ def jax_runner(name: str, batch_size: int, image_size: int, dtype: str, mode: st
         "label": rng.integers(0, num_classes, batch_size).astype(np.int32),
         "mask": np.ones(batch_size, bool)}, mesh)
     if mode == "train":
-        train_fn, compile_s = steps.compile_train_step(state, mesh, (batch_size, *image_shape),
-                                                       0.0)
+        train_fn, compile_s = steps.compile_train_step(state, mesh, (batch_size, *image_shape))
         batch = {k: batch[k] for k in ("image", "label")}
         holder = {"state": state}
 
@@ -160,106 +166,6 @@ def jax_peak_memory_gb() -> float | None:
     stats = jax.local_devices()[0].memory_stats() or {}
     peak = stats.get("peak_bytes_in_use")
     return peak / 2**30 if peak else None
-
-
-# --- PyTorch --------------------------------------------------------------------------------
-
-def torch_runner(name: str, batch_size: int, image_size: int, dtype: str, mode: str,
-                 num_classes: int, compiled: bool) -> tuple[Callable[[int], None], float]:
-    import torch
-
-    from resnet_jax.interop import torch_models
-
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()  # peak_memory_gb: this row's warm-up onwards
-    model = torch_models.create_torch_model(name, num_classes=num_classes)
-    if mode == "embed":
-        model.fc = torch.nn.Identity()  # the pooled features
-    model = model.to(device, memory_format=torch.channels_last)
-    if compiled:
-        model = torch.compile(model)
-    optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM,
-                                weight_decay=WEIGHT_DECAY)
-    x = torch.randn(batch_size, 3, image_size, image_size, device=device).to(
-        memory_format=torch.channels_last)
-    y = torch.randint(0, num_classes, (batch_size,), device=device)
-    autocast = functools.partial(torch.autocast, device_type=device.type, dtype=torch.bfloat16,
-                                 enabled=dtype == "bfloat16")
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-
-    if mode == "train":
-        model.train()
-
-        def step():
-            optimizer.zero_grad(set_to_none=True)
-            with autocast():
-                loss = torch.nn.functional.cross_entropy(model(x), y)
-            loss.backward()
-            optimizer.step()
-            return loss
-    else:
-        model.eval()
-
-        def step():
-            with torch.inference_mode(), autocast():
-                out = model(x)
-                return torch.nn.functional.normalize(out) if mode == "embed" else out
-
-    start = time.perf_counter()
-    step()  # the first call compiles (torch.compile) or warms up (cuDNN autotuning, allocator)
-    sync()
-    compile_s = time.perf_counter() - start
-
-    def run(n):
-        for _ in range(n):
-            step()
-        sync()
-
-    return run, compile_s
-
-
-def onnxruntime_runner(name: str, batch_size: int, image_size: int, dtype: str, mode: str,
-                       num_classes: int) -> tuple[Callable[[int], None], float]:
-    """The same network exported to ONNX (as export.py exports it: torch.onnx from the PyTorch
-    twin), run by onnxruntime on the CPU with its default threads. Inference modes only."""
-    import tempfile
-
-    import onnxruntime
-    import torch
-
-    from resnet_jax.interop import torch_models
-
-    if mode == "train" or dtype != "float32":
-        raise ValueError("onnxruntime rows are float32 inference and embedding only")
-    model = torch_models.create_torch_model(name, num_classes=num_classes).eval()
-    if mode == "embed":
-        model.fc = torch.nn.Identity()
-    x = np.random.default_rng(0).standard_normal((batch_size, 3, image_size, image_size),
-                                                 dtype=np.float32)
-    start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "model.onnx")
-        torch.onnx.export(model, (torch.from_numpy(x),), path, dynamo=False,
-                          input_names=["images"], output_names=["output"])
-        session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-    session.run(None, {"images": x})
-    compile_s = time.perf_counter() - start
-
-    def run(n):
-        for _ in range(n):
-            out = session.run(None, {"images": x})[0]
-            if mode == "embed":
-                out = out / np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
-
-    return run, compile_s
-
-
-def torch_peak_memory_gb() -> float | None:
-    import torch
-    if not torch.cuda.is_available():
-        return None
-    return torch.cuda.max_memory_allocated() / 2**30
 
 
 # --- driver ---------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from absl import flags
 
 from resnet_jax.cli import flags as cli
 
-FORMATS = ("jax", "onnx", "torchvision")  # resnet_jax.train.inference.EXPORT_FORMATS
+FORMATS = ("jax", "onnx", "torchvision")  # resnet_jax.runs.inference.EXPORT_FORMATS
 flags.DEFINE_string("workdir", None, "The run to export (its latest checkpoint).")
 flags.mark_flag_as_required("workdir")
 flags.DEFINE_enum("format", None, FORMATS, "What to write.")
@@ -31,7 +31,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    from resnet_jax.train import inference
+    from resnet_jax.runs import inference
 
     inference.export_run(FLAGS.workdir, FLAGS.format, FLAGS.output, FLAGS.overwrite)
 

@@ -65,10 +65,10 @@ def run(main, job: str) -> None:
         if len(argv) > 1 and not getattr(main, "takes_arguments", False):
             raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
         quiet_logs()
-        from resnet_jax import environment
+        from resnet_jax import extras
         with errors.reported():  # a UserError: one line, exit 2; anything else: traceback
-            environment.require_extra("train", job)
-            from resnet_jax.train import checkpoint
+            extras.require_extra("train", job)
+            from resnet_jax.runs import checkpoint
             checkpoint.report_errors_once()
             return main(argv)
 

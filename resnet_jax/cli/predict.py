@@ -31,9 +31,9 @@ def main(argv):
     import numpy as np
 
     from resnet_jax import environment
-    from resnet_jax.data import datasets, folders, preprocessing
+    from resnet_jax.data import folders
     from resnet_jax.errors import UserError
-    from resnet_jax.train import inference
+    from resnet_jax.runs import inference
 
     if len(argv) < 2:
         raise app.UsageError("give image files or folders to classify")
@@ -44,23 +44,20 @@ def main(argv):
     if FLAGS.threshold is not None and not 0 < FLAGS.threshold < 1:
         raise UserError(f"--threshold must be in (0, 1), got {FLAGS.threshold}")
     run = inference.from_workdir(FLAGS.workdir)
-    environment.announce(run.config.kernels, run.config.dtype, file=sys.stderr)  # stdout: results
-    inference.eval_preprocessing(run.config)  # UserError for runs on arrays
+    environment.announce(run.plan.model.kernels, run.plan.model.dtype,
+                         file=sys.stderr)  # stdout: the results
+    run.contract.require_image_files()
     paths = folders.find_images(argv[1:])
     # uint8 pixels in, normalised on the device as the evaluation step does
-    logits_of = inference.logits_fn(run, (preprocessing.IMAGENET_MEAN,
-                                          preprocessing.IMAGENET_STD))
-    size, resize = datasets.eval_crop_size(run.config), run.config.eval_resize
-    max_pixels = run.config.max_image_pixels
+    logits_of = inference.logits_fn(run, run.contract.normalization)
     for start in range(0, len(paths), FLAGS.batch_size):
         chunk = paths[start:start + FLAGS.batch_size]
-        pixels = np.stack([folders.read_eval_image(p, size, resize, max_pixels)
-                           for p in chunk])
+        pixels = np.stack([run.contract.read_image(p) for p in chunk])
         # A fixed batch shape (padded), so that one compilation serves every chunk.
         padded = np.zeros((FLAGS.batch_size, *pixels.shape[1:]), pixels.dtype)
         padded[:len(chunk)] = pixels
-        found = inference.predictions(run, logits_of(padded)[:len(chunk)], FLAGS.top_k,
-                                      FLAGS.threshold)
+        found = run.contract.predict(logits_of(padded)[:len(chunk)], FLAGS.top_k,
+                                     FLAGS.threshold)
         for path, prediction in zip(chunk, found):
             if FLAGS.json:
                 print(json.dumps({"path": path, **prediction}), flush=True)

@@ -148,7 +148,7 @@ def eval_batches(source: Source, global_batch: int, process_index: int = 0,
         lambda example: source.preprocess_eval(_without_position(example)),
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     image_dtype = ds.element_spec["image"].dtype  # as preprocessed: float32, or uint8 pixels
-    label_dtype = tf.float32 if source.info.multilabel else tf.int32  # multi-hot rows, indices
+    label_dtype = tf.as_dtype(source.info.label_dtype)  # class indices, or multi-hot rows
     label_shape = ds.element_spec["label"].shape
     ds = ds.map(lambda ex: {"image": ex["image"], "label": tf.cast(ex["label"], label_dtype),
                             "mask": True})
@@ -162,8 +162,7 @@ def eval_batches(source: Source, global_batch: int, process_index: int = 0,
 def _numpy_batches(ds, source: Source) -> Iterator[dict]:
     try:
         for batch in ds.as_numpy_iterator():
-            if not source.info.multilabel:
-                batch["label"] = batch["label"].astype(np.int32, copy=False)
+            batch["label"] = batch["label"].astype(source.info.label_dtype, copy=False)
             yield batch
     except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError,
             tf.errors.PermissionDeniedError) as error:  # an image that cannot be decoded or read

@@ -42,6 +42,7 @@ from resnet_jax.data.preprocessing import (
     IMAGENET_STD,
     pad_crop_flip,
 )
+from resnet_jax.data.spec import DataSpec
 from resnet_jax.errors import UserError
 
 DIGITS_EVAL_EXAMPLES = 360  # the fixed stratified held-out split (20% of 1,797)
@@ -66,6 +67,11 @@ class DatasetInfo:
     eval_image_shape: tuple[int, int, int] | None = None  # None: image_shape
     # Several labels per image: labels are (classes,) float32 multi-hot rows, not class indices
     multilabel: bool = False
+
+    @property
+    def label_dtype(self) -> str:
+        """A batch's labels: class indices (int32), or multi-hot rows (float32)."""
+        return "float32" if self.multilabel else "int32"
 
     @property
     def eval_shape(self) -> tuple[int, int, int]:
@@ -132,14 +138,14 @@ def digits_arrays():
     return (train_x, train_y), (eval_x, eval_y)
 
 
-def _arrays_eval_split(config, name: str) -> None:
-    if config.eval_split not in ("", "test"):
-        raise DataError(f"{name} has one held-out split; eval_split={config.eval_split!r} "
+def _arrays_eval_split(spec, name: str) -> None:
+    if spec.eval_split not in ("", "test"):
+        raise DataError(f"{name} has one held-out split; eval_split={spec.eval_split!r} "
                         f"must be '' or 'test'")
 
 
-def _digits(config) -> Source:
-    _arrays_eval_split(config, "digits")
+def _digits(spec: DataSpec) -> Source:
+    _arrays_eval_split(spec, "digits")
     train, evaluation = digits_arrays()
     mean, std = float(train[0].mean()), float(train[0].std())
 
@@ -155,11 +161,11 @@ def _digits(config) -> Source:
                       preprocess_train, preprocess_eval)
 
 
-def _fake(config) -> Source:
+def _fake(spec: DataSpec) -> Source:
     """Random uint8 pixels, normalised on the device as (x - 128) / 64 (values -2..2)."""
-    _arrays_eval_split(config, "fake")
-    size, num_classes, n = config.image_size, config.fake_num_classes, config.fake_num_examples
-    seed = config.seed  # the images' content
+    _arrays_eval_split(spec, "fake")
+    size, num_classes, n = spec.image_size, spec.fake_num_classes, spec.fake_num_examples
+    seed = spec.seed  # the images' content
     shape = (size, size, 3)
 
     def example(index):
@@ -206,10 +212,10 @@ def prepared_builder(name: str, data_dir: str | None):
     raise DataError(f"dataset {name} is not prepared in {where}: {how}")
 
 
-def _cifar(config, name) -> Source:
-    builder = prepared_builder(name, config.data_dir)
+def _cifar(spec: DataSpec, name) -> Source:
+    builder = prepared_builder(name, spec.data_dir)
     arrays = []
-    for split in ("train", config.eval_split or "test"):
+    for split in ("train", spec.eval_split or "test"):
         ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False).batch(4096)
         images, labels = zip(*tfds.as_numpy(ds))
         arrays.append((np.concatenate(images).astype(np.uint8),
@@ -233,11 +239,6 @@ def _cifar(config, name) -> Source:
                       preprocess_train, preprocess_eval)
 
 
-def eval_crop_size(config) -> int:
-    """The evaluation crop of image files: `eval_crop_size`, or `image_size` when 0."""
-    return config.eval_crop_size or config.image_size
-
-
 def _tfds_records(builder, split: str, name: str, data_dir: str) -> Records:
     """A TFDS split read by index from its ArrayRecord files; images stay JPEG bytes."""
     try:
@@ -257,21 +258,21 @@ def _tfds_records(builder, split: str, name: str, data_dir: str) -> Records:
                                         "label": tf.TensorSpec((), tf.int32)})
 
 
-def _tfds_jpeg(config, name) -> Source:
+def _tfds_jpeg(spec: DataSpec, name) -> Source:
     """Datasets too large for memory (ImageNet, Imagenette): TFDS ArrayRecord files, JPEG bytes
     fetched by index and decoded per example."""
-    builder = prepared_builder(name, config.data_dir)
-    eval_split = config.eval_split or "validation"
+    builder = prepared_builder(name, spec.data_dir)
+    eval_split = spec.eval_split or "validation"
     num_classes = builder.info.features["label"].num_classes
-    size, resize, eval_size = config.image_size, config.eval_resize, eval_crop_size(config)
-    train, evaluation = (_tfds_records(builder, split, name, config.data_dir)
+    size, resize, eval_size = spec.image_size, spec.eval_resize, spec.eval_crop
+    train, evaluation = (_tfds_records(builder, split, name, spec.data_dir)
                          for split in ("train", eval_split))
 
     def preprocess_train(example, rng):
         seeds = tf.random.experimental.stateless_split(rng, 2)
         image = preprocessing.to_pixels(preprocessing.inception_crop(
-            example["image"], seeds[0], size, config.crop_min_area))
-        if config.random_flip:
+            example["image"], seeds[0], size, spec.crop_min_area))
+        if spec.random_flip:
             image = tf.image.stateless_random_flip_left_right(image, seed=seeds[1])
         return {"image": image, "label": example["label"]}
 
@@ -286,33 +287,33 @@ def _tfds_jpeg(config, name) -> Source:
     return Source(info, train, evaluation, preprocess_train, preprocess_eval)
 
 
-def _folder(config) -> Source:
+def _folder(spec: DataSpec) -> Source:
     """Image files in class folders (`resnet_jax.data.folders`), one file a record, ImageNet
     preprocessing."""
-    splits = folders.read_splits(config.data_dir, config.holdout_fraction, config.eval_split,
-                                 config.max_image_pixels)
-    return _image_files(config, "folder", splits.class_names, splits.eval_from,
+    splits = folders.read_splits(spec.data_dir, spec.holdout_fraction, spec.eval_split,
+                                 spec.max_image_pixels)
+    return _image_files(spec, "folder", splits.class_names, splits.eval_from,
                         (splits.train.paths, np.asarray(splits.train.labels, np.int32)),
                         (splits.eval.paths, np.asarray(splits.eval.labels, np.int32)))
 
 
-def _multilabel(config) -> Source:
+def _multilabel(spec: DataSpec) -> Source:
     """Image files with several labels each, listed in DIR/train.csv and DIR/val.csv
     (`resnet_jax.data.multilabel`); labels are multi-hot rows."""
     from resnet_jax.data import multilabel
 
-    splits = multilabel.read_splits(config.data_dir)
-    folders.check_headers(splits.train.paths + splits.eval.paths, config.max_image_pixels)
-    return _image_files(config, "multilabel", splits.class_names, splits.eval_from,
+    splits = multilabel.read_splits(spec.data_dir)
+    folders.check_headers(splits.train.paths + splits.eval.paths, spec.max_image_pixels)
+    return _image_files(spec, "multilabel", splits.class_names, splits.eval_from,
                         (splits.train.paths, splits.targets(splits.train)),
                         (splits.eval.paths, splits.targets(splits.eval)), multilabel=True)
 
 
-def _image_files(config, name, class_names, eval_from, train_split, eval_split,
+def _image_files(spec, name, class_names, eval_from, train_split, eval_split,
                  multilabel=False) -> Source:
     """(paths, labels) for training and evaluation, one file a record, ImageNet
     preprocessing."""
-    size, resize, eval_size = config.image_size, config.eval_resize, eval_crop_size(config)
+    size, resize, eval_size = spec.image_size, spec.eval_resize, spec.eval_crop
     train, evaluation = (Records.of_arrays(path=np.array(paths, dtype=object), label=labels)
                          for paths, labels in (train_split, eval_split))
     every_path = list(train_split[0]) + list(eval_split[0])
@@ -321,8 +322,8 @@ def _image_files(config, name, class_names, eval_from, train_split, eval_split,
         seeds = tf.random.experimental.stateless_split(rng, 2)
         image = preprocessing.decode_rgb(tf.io.read_file(example["path"]))
         image = preprocessing.to_pixels(preprocessing.random_resized_crop(
-            image, seeds[0], size, config.crop_min_area))
-        if config.random_flip:
+            image, seeds[0], size, spec.crop_min_area))
+        if spec.random_flip:
             image = tf.image.stateless_random_flip_left_right(image, seed=seeds[1])
         return {"image": tf.ensure_shape(image, (size, size, 3)), "label": example["label"]}
 
@@ -348,10 +349,10 @@ def _image_files(config, name, class_names, eval_from, train_split, eval_split,
 
 _SOURCES: dict[str, Callable] = {
     "digits": _digits,
-    "cifar10": lambda config: _cifar(config, "cifar10"),
-    "cifar100": lambda config: _cifar(config, "cifar100"),
-    "imagenet2012": lambda config: _tfds_jpeg(config, "imagenet2012"),
-    "imagenette": lambda config: _tfds_jpeg(config, "imagenette"),
+    "cifar10": lambda spec: _cifar(spec, "cifar10"),
+    "cifar100": lambda spec: _cifar(spec, "cifar100"),
+    "imagenet2012": lambda spec: _tfds_jpeg(spec, "imagenet2012"),
+    "imagenette": lambda spec: _tfds_jpeg(spec, "imagenette"),
     "fake": _fake,
     "folder": _folder,
     "multilabel": _multilabel,
@@ -361,6 +362,8 @@ _SOURCES: dict[str, Callable] = {
 DATASETS = tuple(_SOURCES)
 # Datasets of image files, preprocessed with random-resized crops and resize + center crop.
 FILE_DATASETS = ("folder", "multilabel", "imagenet2012", "imagenette")
+# The user's own images: their classes are whatever the folders or CSV lists name.
+OWN_DATASETS = ("folder", "multilabel")
 
 
 def check_dataset(name: str) -> None:
@@ -369,25 +372,27 @@ def check_dataset(name: str) -> None:
         raise DataError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}")
 
 
-def create_source(config) -> Source:
-    check_dataset(config.dataset)
-    autoaugment.check_policy(config.auto_augment)
-    source = _SOURCES[config.dataset](config)
-    if not config.auto_augment:
+def create_source(spec: DataSpec) -> Source:
+    """The dataset `spec` names, with its preprocessing; DataError if it is unknown or not
+    prepared."""
+    check_dataset(spec.dataset)
+    autoaugment.check_policy(spec.auto_augment)
+    source = _SOURCES[spec.dataset](spec)
+    if not spec.auto_augment:
         return source
     if source.info.pixel_normalization is None:
         raise DataError(f"auto_augment works on uint8 pixels: image files (folder, "
-                        f"imagenet2012, imagenette) or fake data, not {config.dataset}")
+                        f"imagenet2012, imagenette) or fake data, not {spec.dataset}")
     return dataclasses.replace(source, preprocess_train=_auto_augmented(source.preprocess_train,
-                                                                          config))
+                                                                          spec))
 
 
-def _auto_augmented(preprocess_train, config):
+def _auto_augmented(preprocess_train, spec):
     """After the crop and flip (torchvision's presets: RandomResizedCrop, flip, then the
     policy), TrivialAugmentWide or RandAugment on the uint8 crop, seeded by the position."""
     def preprocess(example, rng):
         out = preprocess_train(example, rng)
         seed = tf.random.experimental.stateless_fold_in(rng, 1)
-        return {**out, "image": autoaugment.augment(out["image"], seed, config.auto_augment,
-                                                   config.ra_num_ops, config.ra_magnitude)}
+        return {**out, "image": autoaugment.augment(out["image"], seed, spec.auto_augment,
+                                                   spec.ra_num_ops, spec.ra_magnitude)}
     return preprocess

@@ -27,7 +27,7 @@ import os
 import sys
 import time
 
-from resnet_jax import environment
+from resnet_jax import extras
 from resnet_jax.errors import UserError
 
 FORMAT = "array_record"
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                         "~/tensorflow_datasets); pass the same as --config.data_dir")
     args = parser.parse_args(argv)
     try:
-        environment.require_extra("train", "preparing a dataset")
+        extras.require_extra("train", "preparing a dataset")
         prepare(args.dataset, os.path.expanduser(args.data_dir))
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -1,17 +1,6 @@
-"""The paper's central experiment (Fig. 1 / Fig. 6): plain and residual nets at growing depth,
-trained with one recipe; a deeper *plain* net ends with a higher training error (degradation),
-a deeper residual net does not.
-
-    python -m resnet_jax.experiments.degradation --config configs/digits.py --depths 20,56 \\
-        --workdir W [--config.KEY=VALUE ...] [--families plain,resnet]
-
-Trains plainD and resnetD for each depth D (CIFAR-family models) through the normal training
-path, one sub-workdir each (W/runs/MODEL; re-running finishes only what is missing), then draws
-W/degradation.png and .svg as the paper does: training error (thin) and eval error (bold)
-against iterations, plain nets left, residual nets right, one colour per depth; and writes
-W/degradation.csv / .md with each run's final errors. The training error is the mean over the
-last 10% of the steps (on the augmented training batches, as the paper's curves are).
-"""
+"""The paper's degradation experiment (plain vs residual nets of growing depth), the library:
+its runs, the final errors, the table and the figure. The command, with its usage, is
+`resnet_jax.cli.degradation` (`python -m resnet_jax.experiments.degradation`)."""
 
 from __future__ import annotations
 
@@ -43,9 +32,9 @@ def planned_runs(depths: list[int], families=FAMILIES) -> list[sweep.Run]:
 
 
 def final_errors(run_dir: str) -> dict | None:
-    from resnet_jax.train import metrics
+    from resnet_jax.runs import history
 
-    rows = metrics.read_rows(os.path.join(run_dir, "metrics.jsonl"))
+    rows = history.read_rows(os.path.join(run_dir, "metrics.jsonl"))
     train = [r for r in rows if r["split"] == "train"]
     evals = [r for r in rows if r["split"] == "eval"]
     if not train or not evals:
@@ -75,7 +64,7 @@ def write_table(workdir: str, planned: list[sweep.Run]) -> list[dict]:
 
 def plot(workdir: str, planned: list[sweep.Run], title: str) -> None:
     """Fig. 6's layout: plain nets left, residual right; thin training error, bold eval error."""
-    from resnet_jax.train import metrics, plots
+    from resnet_jax.runs import history, plots
 
     plt = plots.pyplot()
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
@@ -85,7 +74,7 @@ def plot(workdir: str, planned: list[sweep.Run], title: str) -> None:
         family = "plain" if run.name.startswith("plain") else "resnet"
         axis = axes[0 if family == "plain" else 1]
         depth = int(run.name.removeprefix(family))
-        rows = metrics.read_rows(os.path.join(sweep.run_workdir(workdir, run), "metrics.jsonl"))
+        rows = history.read_rows(os.path.join(sweep.run_workdir(workdir, run), "metrics.jsonl"))
         train = [r for r in rows if r["split"] == "train"]
         evals = [r for r in rows if r["split"] == "eval"]
         axis.plot([r["step"] for r in train], [100 * (1 - r["top1"]) for r in train],
@@ -105,48 +94,8 @@ def plot(workdir: str, planned: list[sweep.Run], title: str) -> None:
     plt.close(figure)
 
 
-def define_flags() -> None:
-    from absl import flags
-    from ml_collections import config_flags
-
-    from resnet_jax.cli import flags as cli
-
-    flags.DEFINE_string("workdir", None, "The experiment's directory: runs/, table, figure.")
-    flags.mark_flag_as_required("workdir")
-    config_flags.DEFINE_config_file("config", None, "The recipe every net trains with.",
-                                    lock_config=True)
-    flags.mark_flag_as_required("config")
-    flags.DEFINE_list("depths", ["20", "56"], "Depths of the CIFAR-family nets (6n+2).")
-    flags.DEFINE_list("families", list(FAMILIES), "plain, resnet, or both.")
-    cli.define_launch_flags()
-
-
-def main(argv) -> None:
-    import jax
-    from absl import flags
-
-    from resnet_jax.cli import flags as cli
-
-    FLAGS = flags.FLAGS
-    try:
-        depths = [int(d) for d in FLAGS.depths]
-    except ValueError:
-        raise UserError(f"--depths must be integers, got {','.join(FLAGS.depths)}") from None
-    planned = planned_runs(depths, FLAGS.families)
-    cli.launch()
-    sweep.train_all(FLAGS.config, FLAGS.workdir, planned)
-    if jax.process_index() == 0:
-        rows = write_table(FLAGS.workdir, planned)
-        config = FLAGS.config
-        plot(FLAGS.workdir, planned, f"{config.dataset}, batch {config.batch_size}, "
-                                     f"lr {config.learning_rate} ({config.schedule})")
-        print(open(os.path.join(FLAGS.workdir, "degradation.md")).read() if rows else "",
-              f"figure: {FLAGS.workdir}/degradation.png (.svg); table: "
-              f"{FLAGS.workdir}/degradation.md (.csv)", sep="", flush=True)
-
-
+# The form the docs have given; the command itself is resnet_jax.cli.degradation.
 if __name__ == "__main__":
-    from resnet_jax.cli import flags as _cli
+    from resnet_jax.cli import degradation as command
 
-    define_flags()
-    _cli.run(main, "the degradation experiment")
+    command.run()

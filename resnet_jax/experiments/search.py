@@ -1,20 +1,7 @@
-"""Hyper-parameter search on Optuna: adaptive sampling, early stopping, many workers on one study.
-
-    python -m resnet_jax.experiments.search --config configs/digits.py --workdir W \\
-        --space learning_rate=loguniform:0.01:1 --space weight_decay=loguniform:1e-5:1e-2 \\
-        --trials 20 [--sampler tpe|random|grid|cmaes] [--pruner asha|hyperband|median|none] \\
-        [--objective eval_top1|eval_loss] [--storage URL] [--config.KEY=VALUE ...]
-
-Each trial is a normal run in W/trials/NNNN (checkpoints, metrics, report, plots, resume, the
-lock, the divergence guard). Every evaluation (`--config.eval_every_steps`) is reported to the
-study, whose pruner may stop the trial there (saved, recorded PRUNED); a diverged trial is
-recorded FAIL and the search goes on. The study lives in W/study.journal (or `--storage`, e.g.
-postgresql://...), so the same command again continues it, and the same command in several
-processes or on several hosts shares it: `--trials` is the study's total. A killed worker's
-trial is resumed from its checkpoint by the next worker. At the end: W/results.csv and
-W/results.md (one row per trial, best first) and figures in W (optimisation history, parameter
-importances, every trial's eval curve). `optuna-dashboard W/study.journal` shows the study live.
-"""
+"""Hyper-parameter search on Optuna, the library: samplers, pruners, the study's checks, its
+results and figures (trials run through `resnet_jax.experiments.trials`). The command, with its
+usage, is `resnet_jax.cli.search` (`resnet-jax-search`, or `python -m
+resnet_jax.experiments.search`)."""
 
 from __future__ import annotations
 
@@ -22,7 +9,6 @@ import math
 import os
 
 from resnet_jax import errors
-from resnet_jax.experiments import space as space_lib
 from resnet_jax.experiments import trials
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes")
@@ -99,7 +85,7 @@ def check_study(study, specs: dict, objective: str) -> None:
 
 def result_rows(study, search: trials.Search) -> list[dict]:
     """One row per trial: trial, state, value, steps, the searched keys, workdir; best first."""
-    from resnet_jax.train import metrics
+    from resnet_jax.runs import history
 
     rank = {"COMPLETE": 0, "PRUNED": 1, "RUNNING": 2, "FAIL": 3}
     sign = -1 if trials.OBJECTIVES[search.objective][1] == "maximize" else 1
@@ -107,7 +93,7 @@ def result_rows(study, search: trials.Search) -> list[dict]:
     for trial in study.get_trials(deepcopy=False):
         directory = search.directory(trial.number, trial.params)
         steps = [row["step"] for row in
-                 metrics.read_rows(os.path.join(directory, "metrics.jsonl"))]
+                 history.read_rows(os.path.join(directory, "metrics.jsonl"))]
         rows.append({"trial": trial.number, "state": trial.state.name,
                      "value": trials.best_value(directory, search.objective),
                      "steps": max(steps, default=0),
@@ -133,7 +119,7 @@ def plot(study, search: trials.Search) -> list[str]:
     """The figures in W; returns the notes on any that could not be drawn yet."""
     import warnings
 
-    from resnet_jax.train import metrics, plots
+    from resnet_jax.runs import history, plots
 
     module, plt = trials.optuna(), plots.pyplot()
     notes = []
@@ -154,7 +140,7 @@ def plot(study, search: trials.Search) -> list[str]:
     figure, axis = plt.subplots(figsize=(8, 5))
     for index, trial in enumerate(study.get_trials(deepcopy=False)):
         directory = search.directory(trial.number, trial.params)
-        evals = [r for r in metrics.read_rows(os.path.join(directory, "metrics.jsonl"))
+        evals = [r for r in history.read_rows(os.path.join(directory, "metrics.jsonl"))
                  if r["split"] == "eval"]
         axis.plot([r["step"] for r in evals], [r[metric] for r in evals], marker="o",
                   linestyle="--" if trial.state.name == "PRUNED" else "-",
@@ -170,58 +156,17 @@ def plot(study, search: trials.Search) -> list[str]:
     return notes
 
 
-def define_flags() -> None:
-    from absl import flags
-    from ml_collections import config_flags
-
-    from resnet_jax.cli import flags as cli
-
-    flags.DEFINE_string("workdir", None, "The search's directory: trials/, the study's "
-                        "journal, results, figures.")
-    flags.mark_flag_as_required("workdir")
-    config_flags.DEFINE_config_file("config", None, "The config every trial starts from "
-                                    "(a file or a shipped config's name).", lock_config=True)
-    flags.mark_flag_as_required("config")
-    flags.DEFINE_multi_string("space", [], "KEY=SPEC: a searched config key; SPEC is "
-                              "loguniform:LOW:HIGH, uniform:LOW:HIGH, int:LOW:HIGH or a comma "
-                              "list of choices.")
-    flags.DEFINE_integer("trials", None, "The study's trials in all, every worker together.")
-    flags.mark_flag_as_required("trials")
-    flags.DEFINE_enum("sampler", "tpe", SAMPLERS, "How the next trial's values are chosen.")
-    flags.DEFINE_enum("pruner", "asha", PRUNERS, "What stops a poor trial at an evaluation.")
-    flags.DEFINE_enum("objective", "eval_top1", list(trials.OBJECTIVES), "What the search "
-                      "optimises: the best eval top-1 or the lowest eval loss of a trial.")
-    flags.DEFINE_string("storage", "", "An Optuna storage URL shared by every worker "
-                        "(postgresql://..., mysql://..., sqlite:///...); default: the journal "
-                        "file W/study.journal.")
-    flags.DEFINE_string("study", "", "The study's name in the storage (default: the workdir's "
-                        "name).")
-    flags.DEFINE_integer("seed", None, "The sampler's seed (default: a fresh one per worker).")
-    cli.define_launch_flags()
-
-
-def main(argv) -> None:
+def search(config, workdir: str, space_specs: list[str], space: dict, objective: str,
+           trial_count: int, sampler, pruner, storage: str, name: str) -> None:
+    """This worker's part of the study `name`: the study opened (or continued) and checked,
+    trials run until the study holds `trial_count`, then (process 0) the results and figures."""
     import jax
-    from absl import flags
 
-    from resnet_jax.cli import flags as cli
-
-    FLAGS = flags.FLAGS
-    if FLAGS.trials < 1:
-        raise errors.UserError(f"--trials must be >= 1, got {FLAGS.trials}")
-    config = FLAGS.config
-    space = space_lib.parse_space(FLAGS.space, config)
-    objective = FLAGS.objective
-    sampler = create_sampler(FLAGS.sampler, space, FLAGS.trials, FLAGS.seed)
-    pruner = create_pruner(FLAGS.pruner, config)
-    cli.launch()
-    workdir = FLAGS.workdir
-    name = FLAGS.study or os.path.basename(os.path.abspath(workdir))
-    study = trials.open_study(workdir, FLAGS.storage, name, trials.OBJECTIVES[objective][1],
-                              sampler, pruner)
-    specs = dict(spec.split("=", 1) for spec in (s.replace(" ", "") for s in FLAGS.space))
+    study = trials.open_study(workdir, storage, name, trials.OBJECTIVES[objective][1], sampler,
+                              pruner)
+    specs = dict(spec.split("=", 1) for spec in (s.replace(" ", "") for s in space_specs))
     if jax.process_index() == 0:
-        from resnet_jax.train import records
+        from resnet_jax.runs import records
 
         with trials.held(os.path.join(workdir, trials.CHOOSE_LOCK)):
             check_study(study, specs, objective)
@@ -229,7 +174,7 @@ def main(argv) -> None:
             # trials of another config into the study is refused with the keys named
             os.makedirs(os.path.join(workdir, trials.TRIALS_DIR), exist_ok=True)
             records.record_config(os.path.join(workdir, trials.TRIALS_DIR), config)
-    search = trials.Search(study, workdir, FLAGS.trials, space, config, objective)
+    search = trials.Search(study, workdir, trial_count, space, config, objective)
     ran = trials.work(search, say=lambda line: print(f"search: {line}", flush=True))
     if jax.process_index() != 0:
         return
@@ -239,16 +184,12 @@ def main(argv) -> None:
     finished = sum(row["state"] != "RUNNING" for row in rows)
     print(open(os.path.join(workdir, "results.md")).read() if rows else "", *notes,
           f"search: this worker ran {ran} trial(s); the study holds {finished} finished of "
-          f"{FLAGS.trials}; results: {workdir}/results.csv, results.md; figures: "
+          f"{trial_count}; results: {workdir}/results.csv, results.md; figures: "
           f"{', '.join(FIGURES)} in {workdir}", sep="\n", flush=True)
 
 
-def run() -> None:
-    from resnet_jax.cli import flags as cli
-
-    define_flags()
-    cli.run(main, "a hyper-parameter search")
-
-
+# The form the docs have given; the command itself is resnet_jax.cli.search.
 if __name__ == "__main__":
-    run()
+    from resnet_jax.cli import search as command
+
+    command.run()

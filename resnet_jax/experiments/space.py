@@ -110,7 +110,7 @@ def _extremes(distribution) -> list:
 
 def check_values(key: str, values: list, config) -> None:
     """Each value of `key`, put into the config, passes the training's own checks."""
-    from resnet_jax.train.config import validate_config
+    from resnet_jax.plan import validate_config
 
     for value in values:
         trial_config = config.copy_and_resolve_references()

@@ -1,16 +1,6 @@
-"""Runs a grid of configs, one training per sub-workdir, and summarises them.
-
-    python -m resnet_jax.experiments.sweep --config configs/digits.py --workdir W \\
-        --set learning_rate=0.05,0.1 --set weight_decay=0,5e-4 [--random N] [--commands]
-
-Each combination trains through the normal training path in W/runs/KEY=VALUE,... (checkpoints,
-resume, metrics), one at a time on all devices. Running the same command again skips finished
-runs and resumes an interrupted one. At the end: W/results.csv and W/results.md (one row per
-run, best eval top-1 first) and W/sweep.png (every run's curves overlaid). `--random N` trains a
-seeded sample of N combinations; `--commands` prints one train.py command per combination (for
-a SLURM array or another scheduler) and trains nothing. Several processes: start the same
-command in each, with the flags train.py takes.
-"""
+"""A grid of configs, the library: the grid, its runs (each a normal training in its own
+workdir), their results and figure. The command, with its usage, is `resnet_jax.cli.sweep`
+(`python -m resnet_jax.experiments.sweep`)."""
 
 from __future__ import annotations
 
@@ -125,9 +115,9 @@ def train_all(config, workdir: str, planned: list[Run], train=None) -> None:
 
 def final_values(run_dir: str) -> dict | None:
     """The last eval row and the last train row of a run's metrics, or None if unfinished."""
-    from resnet_jax.train import metrics, records
+    from resnet_jax.runs import history, records
 
-    rows = metrics.read_rows(os.path.join(run_dir, "metrics.jsonl"))
+    rows = history.read_rows(os.path.join(run_dir, "metrics.jsonl"))
     evals = [r for r in rows if r["split"] == "eval"]
     trains = [r for r in rows if r["split"] == "train"]
     if not evals or not os.path.exists(os.path.join(run_dir, records.CONFIG_FILE)):
@@ -176,12 +166,12 @@ def write_tables(stem: str, rows: list[dict], header: list[str], cells: list[lis
 
 def plot(workdir: str, planned: list[Run], path: str) -> None:
     """Every run's training loss and eval top-1 against step, overlaid."""
-    from resnet_jax.train import metrics, plots
+    from resnet_jax.runs import history, plots
 
     plt = plots.pyplot()
     figure, axes = plt.subplots(1, 2, figsize=(12, 4))
     for run in planned:
-        rows = metrics.read_rows(os.path.join(run_workdir(workdir, run), "metrics.jsonl"))
+        rows = history.read_rows(os.path.join(run_workdir(workdir, run), "metrics.jsonl"))
         train = [r for r in rows if r["split"] == "train"]
         evals = [r for r in rows if r["split"] == "eval"]
         line, = axes[0].plot([r["step"] for r in train], [r["loss"] for r in train],
@@ -198,54 +188,8 @@ def plot(workdir: str, planned: list[Run], path: str) -> None:
     plt.close(figure)
 
 
-def define_flags() -> None:
-    from absl import flags
-    from ml_collections import config_flags
-
-    from resnet_jax.cli import flags as cli
-
-    flags.DEFINE_string("workdir", None, "The sweep's directory: runs/, results, figure.")
-    flags.mark_flag_as_required("workdir")
-    config_flags.DEFINE_config_file("config", None, "The config every run starts from "
-                                    "(a file or a shipped config's name).", lock_config=True)
-    flags.mark_flag_as_required("config")
-    flags.DEFINE_multi_string("set", [], "KEY=VALUE1,VALUE2,...: a swept config key.")
-    flags.DEFINE_integer("random", 0, "Train a seeded random sample of this many "
-                         "combinations instead of the whole grid.")
-    flags.DEFINE_integer("random_seed", 0, "The seed of --random's sample.")
-    flags.DEFINE_bool("commands", False, "Print one train.py command per run and exit.")
-    cli.define_launch_flags()
-
-
-def main(argv) -> None:
-    import jax
-    from absl import flags
-
-    from resnet_jax.cli import flags as cli
-
-    FLAGS = flags.FLAGS
-    grid = parse_sets(FLAGS.set, FLAGS.config)
-    planned = runs(grid, FLAGS.random, FLAGS.random_seed)
-    if FLAGS.commands:
-        import sys
-
-        config_path = FLAGS["config"].config_filename
-        base = config_overrides(sys.argv[1:])
-        for run in planned:
-            print(train_command(config_path, FLAGS.workdir, run, base))
-        return
-    cli.launch()
-    train_all(FLAGS.config, FLAGS.workdir, planned)
-    if jax.process_index() == 0:
-        rows = write_results(FLAGS.workdir, planned)
-        plot(FLAGS.workdir, planned, os.path.join(FLAGS.workdir, "sweep.png"))
-        print(open(os.path.join(FLAGS.workdir, "results.md")).read() if rows else "",
-              f"results: {FLAGS.workdir}/results.csv, results.md; figure: "
-              f"{FLAGS.workdir}/sweep.png", sep="", flush=True)
-
-
+# The form the docs have given; the command itself is resnet_jax.cli.sweep.
 if __name__ == "__main__":
-    from resnet_jax.cli import flags as _cli
+    from resnet_jax.cli import sweep as command
 
-    define_flags()
-    _cli.run(main, "a sweep")
+    command.run()

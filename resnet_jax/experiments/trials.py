@@ -36,9 +36,9 @@ _FAILED = -2  # process 0's word to the others that choosing failed
 
 def optuna():
     """Optuna, or a UserError that names the extra it comes with."""
-    from resnet_jax import environment
+    from resnet_jax import extras
 
-    environment.require_extra("tune", "a hyper-parameter search")
+    extras.require_extra("tune", "a hyper-parameter search")
     import optuna as module
 
     module.logging.set_verbosity(module.logging.WARNING)
@@ -107,7 +107,7 @@ def work(search: Search, say=print) -> int:
     storage and train with it."""
     import jax
 
-    from resnet_jax.train.workdir import agree
+    from resnet_jax.runs.workdir import agree
 
     ran = 0
     while True:
@@ -133,7 +133,7 @@ def work(search: Search, say=print) -> int:
 def _choose(search: Search, say):
     """(trial, its held lock): an orphan to resume, else a new trial if the study is not full;
     None when there is nothing left to start."""
-    from resnet_jax.train import workdir as workdir_lib
+    from resnet_jax.runs import workdir as workdir_lib
 
     module = optuna()
     with held(os.path.join(search.workdir, CHOOSE_LOCK)):
@@ -185,7 +185,7 @@ def _suggest(trial, key: str, distribution):
 
 def _try_lock(directory: str):
     """The trial's lock, taken; None if a live worker holds it."""
-    from resnet_jax.train import workdir as workdir_lib
+    from resnet_jax.runs import workdir as workdir_lib
 
     workdir_lib.create(directory)
     lock = workdir_lib.Lock(directory, TRIAL_LOCK)
@@ -203,7 +203,7 @@ class held:
         self.path, self.timeout_s = path, timeout_s
 
     def __enter__(self):
-        from resnet_jax.train import workdir as workdir_lib
+        from resnet_jax.runs import workdir as workdir_lib
 
         directory, name = os.path.split(self.path)
         deadline = time.monotonic() + self.timeout_s
@@ -236,7 +236,7 @@ def _follow(search: Search, number: int) -> _Following:
 
 def _run(search: Search, trial, say) -> None:
     """Trains one trial (or resumes it) and tells the study how it ended."""
-    from resnet_jax.train.workdir import agree
+    from resnet_jax.runs.workdir import agree
 
     module = optuna()
     leading = not isinstance(trial, _Following)
@@ -288,10 +288,10 @@ def _run(search: Search, trial, say) -> None:
 
 def best_value(directory: str, objective: str) -> float:
     """The best of a trial's evaluations (highest top-1 or lowest loss); nan if none."""
-    from resnet_jax.train import metrics
+    from resnet_jax.runs import history
 
     metric, direction = OBJECTIVES[objective]
-    values = [row[metric] for row in metrics.read_rows(os.path.join(directory, "metrics.jsonl"))
+    values = [row[metric] for row in history.read_rows(os.path.join(directory, "metrics.jsonl"))
               if row["split"] == "eval"]
     if not values:
         return math.nan

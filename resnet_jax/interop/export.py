@@ -24,7 +24,7 @@ from jax import export
 
 from resnet_jax.errors import UserError
 from resnet_jax.files import write_atomically
-from resnet_jax.models import ResNet, is_cifar
+from resnet_jax.models import ResNet, is_cifar, parts
 
 # How close onnxruntime's logits must be to ours (relative to the largest logit).
 ONNX_TOLERANCE = 1e-4
@@ -62,19 +62,20 @@ def write_jax(model: ResNet, variables, image_shape, path: str) -> dict:
 def _torch_twin(name: str, model: ResNet, variables):
     from resnet_jax.interop import torch_models, torchvision_weights
 
-    num_classes = variables["params"]["fc"]["kernel"].shape[-1]
+    num_classes = parts.num_classes(variables["params"])
     options = {"shortcut": model.shortcut} if is_cifar(name) else {}
     twin = torch_models.create_torch_model(name, num_classes=num_classes,
                                            in_channels=model.in_channels, **options)
     state_dict = torchvision_weights.to_torchvision(name, variables)
     hidden = None
-    if "head_hidden" in variables["params"]:  # an MLP head: Linear, ReLU, then the fc
+    hidden_layer = parts.hidden_layer(variables["params"])
+    if hidden_layer is not None:  # an MLP head: Linear, ReLU, then the classifier
         import torch
 
-        width, hidden_width = variables["params"]["head_hidden"]["kernel"].shape
+        width, hidden_width = hidden_layer["kernel"].shape
         hidden = torch.nn.Linear(width, hidden_width)
-        hidden.load_state_dict({"weight": state_dict.pop("head_hidden.weight"),
-                                "bias": state_dict.pop("head_hidden.bias")})
+        hidden.load_state_dict({"weight": state_dict.pop(f"{parts.HIDDEN}.weight"),
+                                "bias": state_dict.pop(f"{parts.HIDDEN}.bias")})
         twin.fc = torch.nn.Linear(hidden_width, num_classes)
     twin.load_state_dict(state_dict, strict=True)
     if hidden is not None:
@@ -122,14 +123,14 @@ def write_torchvision(name: str, variables, image_shape, path: str) -> dict:
 
     from resnet_jax.interop import torchvision_weights
 
-    if "head_hidden" in variables["params"]:
+    if parts.hidden_layer(variables["params"]) is not None:
         raise UserError("this model's head is an MLP (head='mlp'), and torchvision's ResNet has "
                         "a linear fc: export it with --format jax or --format onnx")
     buffer = io.BytesIO()
     torch.save(torchvision_weights.to_torchvision(name, variables), buffer)
     write_atomically(path, buffer.getvalue())
     height, width, channels = image_shape
-    num_classes = variables["params"]["fc"]["kernel"].shape[-1]
+    num_classes = parts.num_classes(variables["params"])
     load = (f"resnet_jax.interop.torch_models.create_torch_model({name!r}, "
             f"num_classes={num_classes})" if is_cifar(name) else
             f"torchvision.models.{name}(num_classes={num_classes})")

@@ -17,9 +17,10 @@ from resnet_jax.models.zoo import (
                                    create_model,
                                    default_image_size,
                                    is_cifar,
+                                   stage_names,
 )
 
 __all__ = ["BasicBlock", "BatchNorm", "Bottleneck", "FeatureInfo", "MODELS", "MODEL_OPTIONS",
            "HEADS", "ResNet", "TORCHVISION_MODELS", "check_head", "check_model_name",
            "count_params", "create_model",
-           "default_image_size", "forward_macs", "init_shapes", "is_cifar"]
+           "default_image_size", "forward_macs", "init_shapes", "is_cifar", "stage_names"]

@@ -24,6 +24,7 @@ from flax import linen as nn
 
 from resnet_jax.errors import UserError
 from resnet_jax.models import kernels as kernel_seam
+from resnet_jax.models import parts
 from resnet_jax.models.layers import (
     conv_kernel_init,
     dense_bias_init,
@@ -94,7 +95,7 @@ class ResNet(nn.Module):
         for i, width in enumerate(self.stage_widths):
             reduction *= 2 if i > 0 else 1
             every.append(FeatureInfo(i + 1, width * self.block_cls.expansion, reduction,
-                                     f"layer{i + 1}"))
+                                     parts.stage_name(i)))
         if self.out_indices is None:
             return tuple(every)
         bad = [i for i in self.out_indices if not 0 <= i < len(every)]
@@ -139,12 +140,10 @@ class ResNet(nn.Module):
         last = max(wanted) if wanted else len(self.stage_sizes)  # later stages are not built
         x = x.astype(self.dtype)
         norm, _ = norms("stem")
-        if self.stem == "imagenet":
-            x = kernels.activation(norm(name="bn1")(conv(self.stage_widths[0], 7, 2,
-                                                         name="conv1")(x)))
-        else:
-            x = kernels.activation(norm(name="bn1")(conv(self.stage_widths[0], 3, 1,
-                                                         name="conv1")(x)))
+        stem_conv, stem_norm = parts.STEM_MODULES
+        size, stride = (7, 2) if self.stem == "imagenet" else (3, 1)
+        x = kernels.activation(norm(name=stem_norm)(conv(self.stage_widths[0], size, stride,
+                                                         name=stem_conv)(x)))
         feature_maps = [x]  # (B, H/2, W/2, 64) after the ImageNet stem, (B, H, W, 16) CIFAR's
         if self.stem == "imagenet" and last > 0:
             # max-pool padding is -inf, as in torch
@@ -154,7 +153,7 @@ class ResNet(nn.Module):
                                      self.drop_path_rate if train else 0.0))
         stages = list(zip(self.stage_sizes, self.stage_widths))[:last]
         for i, (num_blocks, features) in enumerate(stages):
-            stage = f"layer{i + 1}"
+            stage = parts.stage_name(i)
             norm, last_norm = norms(stage)
             for j in range(num_blocks):
                 strides = 2 if i > 0 and j == 0 else 1
@@ -162,7 +161,7 @@ class ResNet(nn.Module):
                 x = self.block_cls(features, strides, self.shortcut, conv, norm, last_norm,
                                    groups=self.groups, width_per_group=self.width_per_group,
                                    drop_path=0.0 if stage in self.eval_mode_norms else rate,
-                                   activation=kernels.activation, name=f"{stage}_{j}")(x)
+                                   activation=kernels.activation, name=parts.block_name(i, j))(x)
             feature_maps.append(x)
         if self.features_only:
             return tuple(feature_maps[i] for i in wanted)  # each (B, H/reduction, W/..., C)
@@ -173,12 +172,12 @@ class ResNet(nn.Module):
         if self.head == "mlp":
             x = nn.relu(nn.Dense(self.head_hidden, dtype=self.dtype, param_dtype=self.param_dtype,
                                  kernel_init=dense_kernel_init,
-                                 bias_init=dense_bias_init(x.shape[-1]), name="head_hidden")(x))
+                                 bias_init=dense_bias_init(x.shape[-1]), name=parts.HIDDEN)(x))
         if self.head_dropout > 0:
             x = nn.Dropout(self.head_dropout, deterministic=not train)(x)
         return nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
                         kernel_init=dense_kernel_init, bias_init=dense_bias_init(x.shape[-1]),
-                        name="fc")(x)
+                        name=parts.CLASSIFIER)(x)
 
 
 HEADS = ("linear", "mlp")

@@ -114,3 +114,12 @@ def create_model(name: str, /, *, num_classes: int, **options) -> ResNet:
     model = MODELS[name](num_classes=num_classes, name=module_name, **options)
     _ = model.feature_info  # a UserError for out_indices outside the model's feature maps
     return model
+
+
+def stage_names(name: str) -> tuple[str, ...]:
+    """The stages of the model `name`, as its parameters name them: layer1..layer4 (CIFAR
+    nets: layer1..layer3)."""
+    from resnet_jax.models import parts
+
+    check_model_name(name)
+    return tuple(parts.stage_name(i) for i in range(len(MODELS[name].keywords["stage_sizes"])))

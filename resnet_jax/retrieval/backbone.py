@@ -13,16 +13,19 @@ import os
 import sys
 
 from resnet_jax import models
+from resnet_jax import plan as plans
 from resnet_jax.errors import UserError
-from resnet_jax.train import inference, records, steps, warm_start
-from resnet_jax.train.config import model_from_config, validate_config
+from resnet_jax.models import parts
+from resnet_jax.runs import inference, records, warm_start
+from resnet_jax.runs.contract import InputContract
 
 
 @dataclasses.dataclass
 class Backbone:
     model: models.ResNet  # num_classes=0: (B, H, W, C) images -> (B, D) pooled features
     variables: dict  # {"params": ..., "batch_stats": ...} without the head, host arrays
-    config: object  # the run's config: its evaluation preprocessing is the embedding's
+    plan: plans.Plan  # the run's (or the weights' config's): kernels and dtype
+    contract: InputContract  # its evaluation preprocessing is the embedding's
     source: dict  # how to build it again: {"workdir": ..., "step": ...} or {"config": ...}
     # batch size -> its embedding function (retrieval.embeddings), compiled once per backbone
     embedders: dict = dataclasses.field(default_factory=dict, repr=False)
@@ -34,18 +37,13 @@ class Backbone:
         return f"{self.source['config']['model']} with the weights {self.source['init_from']}"
 
 
-def _without_head(variables: dict) -> dict:
-    return {collection: {k: v for k, v in tree.items() if k != steps.HEAD}
-            for collection, tree in variables.items()}
-
-
 def from_workdir(workdir: str) -> Backbone:
     """WORKDIR's model at its latest checkpoint, as a feature extractor."""
     run = inference.from_workdir(workdir)
-    inference.eval_preprocessing(run.config)  # UserError for runs on arrays, not image files
+    run.contract.require_image_files()
     source = {"workdir": os.path.abspath(workdir), "step": run.step}
-    return Backbone(run.model.clone(num_classes=0), _without_head(run.variables), run.config,
-                    source)
+    return Backbone(run.model.clone(num_classes=0), parts.without_head(run.variables), run.plan,
+                    run.contract, source)
 
 
 def from_config(config) -> Backbone:
@@ -54,16 +52,17 @@ def from_config(config) -> Backbone:
     if not config.init_from:
         raise UserError("--config embeds with the weights that --config.init_from names; "
                         "set it (or give --workdir W, a run)")
-    validate_config(config)
-    inference.eval_preprocessing(config)
-    model = model_from_config(config, num_classes=0, in_channels=3)
+    plan = plans.resolve(config)
+    contract = InputContract.of(plan.data, plan.task, ())
+    contract.require_image_files()
+    model = plan.model.create(num_classes=0, in_channels=3)
     # the head is absent here: every other tensor must fit (merge refuses missing ones)
     variables, summary = warm_start.initialised_from(model, (32, 32, 3), config.init_from,
                                                      config.model)
     print(summary, file=sys.stderr, flush=True)  # stdout may be data (the search's results)
     source = {"config": records.resolved(config),
               "init_from": os.path.abspath(os.path.expanduser(config.init_from))}
-    return Backbone(model, variables, config, source)
+    return Backbone(model, variables, plan, contract, source)
 
 
 def from_source(source: dict) -> Backbone:

@@ -24,14 +24,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from resnet_jax.data import datasets, folders, preprocessing
 from resnet_jax.errors import UserError
 from resnet_jax.files import write_atomically
 from resnet_jax.launch import sharding
+from resnet_jax.models.inputs import normalize_images
 from resnet_jax.retrieval import search
 from resnet_jax.retrieval.backbone import Backbone, decode_source, encode_source
-from resnet_jax.train import steps
-from resnet_jax.train.progress import Progress
+from resnet_jax.runs.progress import Progress
 
 NO_LABEL = -1
 
@@ -96,10 +95,10 @@ def embedding_fn(backbone: Backbone, batch_size: int):
     if batch_size in backbone.embedders:
         return backbone.embedders[batch_size]
     mesh = sharding.create_mesh()
-    normalization = (preprocessing.IMAGENET_MEAN, preprocessing.IMAGENET_STD)
+    normalization = backbone.contract.normalization
 
     def embed(variables, images):
-        x = backbone.model.apply(variables, steps.normalize_images(images, normalization),
+        x = backbone.model.apply(variables, normalize_images(images, normalization),
                                  train=False).astype(jnp.float32)  # (B, D)
         return search.unit_rows(x)
 
@@ -122,13 +121,12 @@ def embed_files(backbone: Backbone, paths: list[str], batch_size: int,
     before; an unreadable file is named on stderr and skipped."""
     batch_size = round_up_to_devices(batch_size)
     embed = embedding_fn(backbone, batch_size)
-    config = backbone.config
-    size, resize = datasets.eval_crop_size(config), config.eval_resize
-    image_shape = (size, size, 3)
+    contract = backbone.contract
+    image_shape = contract.image_shape
 
     def read(path):
         try:
-            return folders.read_eval_image(path, size, resize, config.max_image_pixels), None
+            return contract.read_image(path), None
         except UserError as error:
             return None, str(error)
 

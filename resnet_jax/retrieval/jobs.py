@@ -41,7 +41,8 @@ def embed(backbone: Backbone, arguments: list[str], batch_size: int,
     labels, classes = embedding_files.class_labels(groups)
     index, count = shard
     mine = np.arange(index, len(paths), count)
-    environment.announce(backbone.config.kernels, backbone.config.dtype, file=sys.stderr)
+    environment.announce(backbone.plan.model.kernels, backbone.plan.model.dtype,
+                         file=sys.stderr)
     print(f"embedding {len(mine)} images with {backbone.description}"
           + (f" (shard {index}/{count} of {len(paths)})" if count > 1 else ""),
           file=sys.stderr, flush=True)

@@ -18,29 +18,14 @@ whatever the device count, and a resumed run repeats them. One lambda per *globa
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
+
+from resnet_jax.plan import BatchAugment  # what to apply: the plan's spec
 
 ERASE_SCALE = (0.02, 0.33)
 ERASE_RATIO = (0.3, 3.3)
 ERASE_ATTEMPTS = 10
-
-
-@dataclasses.dataclass(frozen=True)
-class BatchAugment:
-    seed: int
-    random_erasing: float = 0.0  # probability per example
-    mixup_alpha: float = 0.0
-    cutmix_alpha: float = 0.0
-
-    @classmethod
-    def from_config(cls, config) -> BatchAugment | None:
-        augment = cls(config.seed, config.random_erasing, config.mixup_alpha,
-                      config.cutmix_alpha)
-        return augment if (augment.random_erasing or augment.mixup_alpha
-                           or augment.cutmix_alpha) else None
 
 
 def apply(augment: BatchAugment, step, images, targets):

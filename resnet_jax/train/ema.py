@@ -21,6 +21,8 @@ import math
 import jax
 import jax.numpy as jnp
 
+from resnet_jax.plan import EmaSpec
+
 
 @dataclasses.dataclass(frozen=True)
 class EmaConfig:
@@ -30,13 +32,15 @@ class EmaConfig:
     warmup_epochs: int      # epochs during which the average only copies
 
     @classmethod
-    def from_config(cls, config, num_train: int, num_epochs: float) -> EmaConfig | None:
-        if config.ema_decay <= 0:
+    def adjusted(cls, spec: EmaSpec | None, batch_size: int, num_train: int,
+                 num_epochs: float) -> EmaConfig | None:
+        """The plan's EMA (None: off) adjusted to the batch and the run's length."""
+        if spec is None:
             return None
-        adjust = config.batch_size * config.ema_steps / num_epochs
-        alpha = min(1.0, (1.0 - config.ema_decay) * adjust)
-        return cls(1.0 - alpha, config.ema_steps, math.ceil(num_train / config.batch_size),
-                   int(config.warmup_epochs))
+        adjust = batch_size * spec.every_steps / num_epochs
+        alpha = min(1.0, (1.0 - spec.decay) * adjust)
+        return cls(1.0 - alpha, spec.every_steps, math.ceil(num_train / batch_size),
+                   spec.warmup_epochs)
 
 
 def initial(params, batch_stats) -> dict:

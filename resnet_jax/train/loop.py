@@ -1,9 +1,11 @@
-"""The training loop, `train_and_evaluate`: data, model, init or resume, steps, evals, checkpoints.
+"""The training loop, `train_and_evaluate`: plan, data, model, init or resume, steps, evals,
+checkpoints.
 
-The loop reads top to bottom: check the config, build data and model, init or restore, then
-`for step in range(start, total)` with periodic log / eval / checkpoint. One jitted, pure
-`train_step` with explicit shardings over the device mesh; metrics stay on the device and are
-fetched only every `log_every_steps`.
+The loop reads top to bottom: resolve the config into its plan, build data and model, init or
+restore, then `for step in range(start, total)` with periodic log / eval / checkpoint. One
+jitted, pure `train_step` with explicit shardings over the device mesh; metrics stay on the
+device and are fetched only every `log_every_steps`. What the run is (`_Setup`) is fixed once
+planned; what changes as it runs (`_Live`) is small and named.
 """
 
 from __future__ import annotations
@@ -11,32 +13,24 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import math
 import os
 import time
+from collections.abc import Callable
+from typing import Any
 
 import jax
+import optax
+import orbax.checkpoint as ocp
 from absl import logging
+from jax.sharding import Mesh
 
 from resnet_jax import environment, errors
+from resnet_jax import plan as plans
 from resnet_jax.data import batching, datasets
 from resnet_jax.launch import sharding
-from resnet_jax.train import (
-    batch_augment,
-    checkpoint,
-    ema,
-    evaluation,
-    metrics,
-    optim,
-    preemption,
-    progress,
-    records,
-    steps,
-    trainable,
-    warm_start,
-)
-from resnet_jax.train import workdir as workdir_lib
-from resnet_jax.train.config import model_from_config, validate_config
+from resnet_jax.runs import checkpoint, history, progress, records, warm_start
+from resnet_jax.runs import workdir as workdir_lib
+from resnet_jax.train import ema, evaluation, metrics, optim, preemption, steps, trainable
 
 
 def _setup_compilation_cache(path: str) -> None:
@@ -58,8 +52,8 @@ def train_and_evaluate(config, workdir: str, *, on_evaluation=None) -> dict:
     """
     wall_start = time.perf_counter()
     with preemption.StopSignals() as stop:  # heard from the start, not only once training runs
-        validate_config(config)
-        source = datasets.create_source(config)  # DataError if not prepared
+        plan = plans.resolve(config)
+        source = datasets.create_source(plan.data)  # DataError if not prepared
         if stop.received:
             raise errors.Interrupted(f"{stop.received} before the run started: nothing was "
                                      f"written; run the same command to start it")
@@ -67,16 +61,16 @@ def train_and_evaluate(config, workdir: str, *, on_evaluation=None) -> dict:
             # A workdir without checkpoints holds nothing to continue: its config.json (from a
             # start that failed, e.g. out of memory) is replaced, not defended.
             if checkpoint.has_checkpoints(workdir):
-                records.check_config(workdir, config)
+                records.check_config(workdir, plan.config)
             if jax.process_index() == 0:
                 checkpoint.remove_unfinished(workdir)
-            with _out_of_memory_explained(config):
-                return _train_and_evaluate(config, workdir, source, stop, wall_start,
-                                           on_evaluation)
+            with _out_of_memory_explained(plan):
+                return _train_and_evaluate(_Setup.of(plan, workdir, source, on_evaluation),
+                                           stop, wall_start)
 
 
 @contextlib.contextmanager
-def _out_of_memory_explained(config):
+def _out_of_memory_explained(plan: plans.Plan):
     """XLA's out-of-memory error (a page of allocator detail) as one line that says what to
     change: a user's batch or image size, not a bug."""
     try:
@@ -86,221 +80,231 @@ def _out_of_memory_explained(config):
         if "RESOURCE_EXHAUSTED" not in message and "Out of memory" not in message:
             raise
         device = jax.devices()[0]
-        per_device = config.batch_size // max(jax.device_count(), 1)
+        batch_size = plan.loop.batch_size
+        per_device = batch_size // max(jax.device_count(), 1)
         first = message.strip().splitlines()[0][:160]
         raise errors.UserError(
-            f"out of memory on {device.device_kind} ({device.platform}): {config.model}, "
-            f"batch_size={config.batch_size} ({per_device} per device, "
-            f"{config.grad_accumulation_steps} micro-batch(es)), image_size="
-            f"{config.image_size}, dtype {config.dtype}; lower batch_size, or raise "
+            f"out of memory on {device.device_kind} ({device.platform}): {plan.model.name}, "
+            f"batch_size={batch_size} ({per_device} per device, "
+            f"{plan.step.accumulation_steps} micro-batch(es)), image_size="
+            f"{plan.data.image_size}, dtype {plan.model.dtype}; lower batch_size, or raise "
             f"grad_accumulation_steps to keep the global batch in smaller pieces (XLA: "
             f"{first})") from None
 
 
-def _train_and_evaluate(config, workdir, source, stop, wall_start, on_evaluation) -> dict:
-    run = _Run.plan(config, workdir, source)
-    run.on_evaluation = on_evaluation
-    finished = _already_finished(run)
+def _train_and_evaluate(setup: _Setup, stop, wall_start: float) -> dict:
+    live = _Live(checkpoint.create_manager(setup.workdir, setup.plan.loop.keep_checkpoints))
+    finished = _already_finished(setup, live)
     if finished is not None:
         return finished
-    _init_or_restore(run)
-    _compile_steps(run)
-    stopped_at = _train(run, stop)
-    run.shown.close()
-    run.manager.wait_until_finished()
+    _init_or_restore(setup, live)
+    compiled = _compile_steps(setup, live)
+    stopped_at = _train(setup, compiled, live, stop)
+    live.shown.close()
+    live.manager.wait_until_finished()
+    total = setup.lengths.total_steps
     if stopped_at is not None:
         raise errors.Interrupted(
-            f"{stop.received}: stopped at step {stopped_at} of {run.total_steps}, checkpoint "
-            f"saved in {os.path.join(workdir, 'checkpoints', str(stopped_at))}; run the same "
+            f"{stop.received}: stopped at step {stopped_at} of {total}, checkpoint saved in "
+            f"{os.path.join(setup.workdir, 'checkpoints', str(stopped_at))}; run the same "
             f"command to continue")
-    if run.pruned_at is not None:
-        if run.is_main:
-            print(f"stopped at step {run.pruned_at} of {run.total_steps}: pruned at this "
-                  f"evaluation (checkpoint saved)", flush=True)
-        return {"step": run.pruned_at, "pruned": True}
-    if run.end_step < run.total_steps:
-        if run.is_main:
-            print(f"stopped at step {run.end_step} of {run.total_steps} (stop_after_steps); "
-                  f"run the same command again to continue", flush=True)
-        return {"step": run.end_step}
-    return _finish(run, wall_start)
+    if live.pruned_at is not None:
+        if setup.is_main:
+            print(f"stopped at step {live.pruned_at} of {total}: pruned at this evaluation "
+                  f"(checkpoint saved)", flush=True)
+        return {"step": live.pruned_at, "pruned": True}
+    if live.end_step < total:
+        if setup.is_main:
+            print(f"stopped at step {live.end_step} of {total} (stop_after_steps); run the "
+                  f"same command again to continue", flush=True)
+        return {"step": live.end_step}
+    return _finish(setup, compiled, live, wall_start)
 
 
-@dataclasses.dataclass
-class _Run:
-    """What one training run holds while it runs: its plan, its compiled steps, its state."""
+@dataclasses.dataclass(frozen=True)
+class _Setup:
+    """What the run is, fixed once planned: its plan, data, length, mesh and the functions
+    that make its state."""
 
-    config: object
+    plan: plans.Plan
     workdir: str
-    source: object
+    source: datasets.Source
+    lengths: plans.Lengths
+    mesh: Mesh
+    description: dict  # what a checkpoint must match to be resumed (`checkpoint.describe`)
+    schedule: optax.Schedule
+    ema_config: ema.EmaConfig | None
+    init: Callable[[jax.Array], steps.TrainState]  # rng -> a fresh state, replicated
+    on_evaluation: Callable[[int, dict], bool] | None  # (step, values) -> stop here?
     is_main: bool
-    total_steps: int
-    mesh: object
-    manager: object
-    description: dict
-    schedule: object
-    ema_config: object
-    init: object  # rng -> a fresh TrainState, replicated
-    start_step: int = 0
-    end_step: int = 0
-    state: object = None
-    sums: object = None  # metric sums on the device since the last log
-    saved_rows: object = None
-    writer: object = None
-    shown: object = None
-    train_fn: object = None
-    eval_fn: object = None
-    compile_s: float = 0.0
-    on_evaluation: object = None  # (step, values) -> stop here?
-    trains: object = None  # which parameters train (trainable.mask), None: all
-    pruned_at: int | None = None
 
     @property
-    def info(self):
+    def info(self) -> datasets.DatasetInfo:
         return self.source.info
 
     @property
     def title(self) -> str:
-        return f"{self.config.model} on {self.info.name}"
+        return f"{self.plan.model.name} on {self.info.name}"
 
     @classmethod
-    def plan(cls, config, workdir, source) -> _Run:
-        """The run's length, mesh, model, optimiser and checkpoint manager; nothing computed."""
+    def of(cls, plan: plans.Plan, workdir: str, source: datasets.Source,
+           on_evaluation) -> _Setup:
+        """The run's length, mesh, model and optimiser; nothing computed yet."""
         info = source.info
-        epoch_length = batching.epoch_length(info.num_train, config.ra_reps)
-        steps_per_epoch = epoch_length / config.batch_size
-        total_steps = (config.num_train_steps if config.num_train_steps > 0
-                       else math.ceil(config.num_epochs * steps_per_epoch))
-        manager = checkpoint.create_manager(workdir, config.keep_checkpoints)
-        _setup_compilation_cache(config.compilation_cache_dir)
-        if config.dtype == "float64":
+        lengths = plan.loop.lengths(info.num_train)
+        _setup_compilation_cache(plan.loop.compilation_cache_dir)
+        if plan.model.dtype == "float64":
             jax.config.update("jax_enable_x64", True)
         mesh = sharding.create_mesh()
-        environment.announce(config.kernels, config.dtype)
-        model = model_from_config(config, info.num_classes, info.image_shape[-1])
-        schedule = optim.create_schedule(config, steps_per_epoch, total_steps)
-        tx = optim.create_optimizer(config, schedule)
-        ema_config = ema.EmaConfig.from_config(config, epoch_length,
-                                               total_steps / steps_per_epoch)
+        environment.announce(plan.model.kernels, plan.model.dtype)
+        model = plan.model.create(info.num_classes, info.image_shape[-1])
+        schedule = optim.create_schedule(plan.schedule, lengths.steps_per_epoch,
+                                         lengths.total_steps)
+        tx = optim.create_optimizer(plan.optimizer, schedule)
+        ema_config = ema.EmaConfig.adjusted(plan.ema, plan.loop.batch_size,
+                                            lengths.epoch_length, lengths.num_epochs)
         init = jax.jit(functools.partial(steps.create_train_state, model, tx, info.image_shape,
                                          with_ema=ema_config is not None),
                        out_shardings=sharding.replicated(mesh))
-        return cls(config, workdir, source, jax.process_index() == 0, total_steps, mesh,
-                   manager, checkpoint.describe(config, info.num_classes), schedule, ema_config,
-                   init)
+        return cls(plan, workdir, source, lengths, mesh,
+                   checkpoint.describe(plan.config, info.num_classes), schedule, ema_config,
+                   init, on_evaluation, jax.process_index() == 0)
 
 
-def _already_finished(run: _Run) -> dict | None:
-    """Restores the latest checkpoint into `run`; the final eval's values if the run is over
+@dataclasses.dataclass
+class _Live:
+    """What changes as the run goes: its state, where it is, what it has not logged yet."""
+
+    manager: ocp.CheckpointManager  # replaced when a damaged checkpoint is set aside
+    state: steps.TrainState | None = None
+    start_step: int = 0
+    end_step: int = 0
+    sums: dict | None = None  # metric sums on the device since the last log
+    saved_rows: list[dict] | None = None  # the restored checkpoint's copy of metrics.jsonl
+    writer: history.MetricWriter | None = None
+    shown: progress.Progress | None = None
+    pruned_at: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Compiled:
+    """The jitted steps, compiled once."""
+
+    train_fn: Callable[[steps.TrainState, dict], tuple[steps.TrainState, dict]]
+    eval_fn: Callable[[dict, dict], tuple[dict, jax.Array]]
+    seconds: float  # the training step's compilation
+    trains: Any | None  # which parameters train (`trainable.mask`); None: all
+
+
+def _already_finished(setup: _Setup, live: _Live) -> dict | None:
+    """Restores the latest checkpoint into `live`; the final eval's values if the run is over
     (evaluating again is the evaluate command's job)."""
-    run.manager, run.start_step, run.state, run.sums, run.saved_rows = (
-        checkpoint.restore_latest(run.workdir, run.manager, run.config.keep_checkpoints,
-                                  jax.eval_shape(run.init, jax.random.PRNGKey(0)),
-                                  run.description))
-    if run.start_step != run.total_steps:
+    live.manager, live.start_step, live.state, live.sums, live.saved_rows = (
+        checkpoint.restore_latest(setup.workdir, live.manager, setup.plan.loop.keep_checkpoints,
+                                  jax.eval_shape(setup.init, jax.random.PRNGKey(0)),
+                                  setup.description))
+    total = setup.lengths.total_steps
+    if live.start_step != total:
         return None
-    finished = metrics.final_eval(run.workdir, run.total_steps)
-    if finished is not None and run.is_main:
-        print(f"{run.workdir} finished at step {run.total_steps} (top-1 "
-              f"{finished['top1']:.4f} on {finished['count']} held-out examples): nothing to "
-              f"do", flush=True)
-    return None if finished is None else {**finished, "step": run.total_steps}
+    finished = history.final_eval(setup.workdir, total)
+    if finished is not None and setup.is_main:
+        print(f"{setup.workdir} finished at step {total} (top-1 {finished['top1']:.4f} on "
+              f"{finished['count']} held-out examples): nothing to do", flush=True)
+    return None if finished is None else {**finished, "step": total}
 
 
-def _init_or_restore(run: _Run) -> None:
+def _init_or_restore(setup: _Setup, live: _Live) -> None:
     """A fresh state (with init_from's weights) unless a checkpoint was restored; then the
     run's record (every refusal has happened by now) and its metrics writer."""
-    config = run.config
-    if run.state is None:
-        run.start_step, run.state = 0, run.init(jax.random.PRNGKey(config.seed))
-        if config.init_from:
-            run.state, loaded = warm_start.apply(run.state, config.init_from, config.model,
-                                                 sharding.replicated(run.mesh))
-            if run.is_main:
+    plan = setup.plan
+    if live.state is None:
+        live.start_step, live.state = 0, setup.init(jax.random.PRNGKey(plan.loop.seed))
+        if plan.loop.init_from:
+            live.state, loaded = warm_start.apply(live.state, plan.loop.init_from,
+                                                  plan.model.name,
+                                                  sharding.replicated(setup.mesh))
+            if setup.is_main:
                 print(loaded, flush=True)
     else:
-        logging.info("resumed from step %d", run.start_step)
-    if run.is_main:
-        records.write_config(run.workdir, config)
-        records.write_class_names(run.workdir, run.info.class_names)
-    run.writer = metrics.MetricWriter(run.workdir, enabled=run.is_main)
-    run.writer.resume_at(run.start_step, run.saved_rows)
-    end_step = run.total_steps if config.stop_after_steps <= 0 else min(
-        run.total_steps, config.stop_after_steps)
-    run.end_step = max(end_step, run.start_step)
+        logging.info("resumed from step %d", live.start_step)
+    if setup.is_main:
+        records.write_config(setup.workdir, plan.config)
+        records.write_class_names(setup.workdir, setup.info.class_names)
+    live.writer = history.MetricWriter(setup.workdir, enabled=setup.is_main)
+    live.writer.resume_at(live.start_step, live.saved_rows)
+    live.end_step = plan.loop.end_step(live.start_step, setup.lengths.total_steps)
 
 
-def _compile_steps(run: _Run) -> None:
+def _compile_steps(setup: _Setup, live: _Live) -> _Compiled:
     """The jitted train and eval steps, compiled once; the run's opening lines."""
-    config, info = run.config, run.info
-    parts = trainable.from_config(config)
-    run.trains = None if parts is None else trainable.mask(run.state.params, parts)
-    run.train_fn, run.compile_s = steps.compile_train_step(
-        run.state, run.mesh, (config.batch_size // jax.process_count(), *info.image_shape),
-        config.label_smoothing, config.grad_accumulation_steps, info.pixel_normalization,
-        run.trains, run.ema_config, batch_augment.BatchAugment.from_config(config),
-        dropout_seed=config.seed if config.drop_path_rate > 0 or config.head_dropout > 0
-        else None,
-        multilabel_classes=evaluation.multilabel_classes(info))
-    run.eval_fn, _ = steps.compile_eval_step(
-        run.state.apply_fn, steps.variables_of(run.state), run.mesh,
-        (config.eval_batch_size // jax.process_count(), *info.eval_shape),
-        info.pixel_normalization, evaluation.multilabel_classes(info))
-    if run.is_main:
-        _announce(run)
+    plan, info = setup.plan, setup.info
+    trains = (None if plan.trainable is None
+              else trainable.mask(live.state.params, plan.trainable))
+    train_fn, seconds = steps.compile_train_step(
+        live.state, setup.mesh,
+        (plan.loop.batch_size // jax.process_count(), *info.image_shape), plan.step,
+        info.pixel_normalization, trains, setup.ema_config)
+    eval_fn, _ = steps.compile_eval_step(
+        live.state.apply_fn, steps.variables_of(live.state), setup.mesh,
+        (plan.loop.eval_batch_size // jax.process_count(), *info.eval_shape), plan.task,
+        info.pixel_normalization)
+    compiled = _Compiled(train_fn, eval_fn, seconds, trains)
+    if setup.is_main:
+        _announce(setup, compiled, live)
     # after the opening lines: a bar on a terminal stays below them
-    run.shown = progress.Progress(run.total_steps, run.start_step, enabled=run.is_main,
-                                  bar=bool(config.progress_bar),
-                                  interval_s=config.progress_interval_s)
+    live.shown = progress.Progress(setup.lengths.total_steps, live.start_step,
+                                   enabled=setup.is_main, bar=plan.loop.progress_bar,
+                                   interval_s=plan.loop.progress_interval_s)
+    return compiled
 
 
-def _announce(run: _Run) -> None:
-    config, info = run.config, run.info
+def _announce(setup: _Setup, compiled: _Compiled, live: _Live) -> None:
+    plan, info = setup.plan, setup.info
     where = f"{jax.device_count()} device(s)"
     if jax.process_count() > 1:
         where += f" in {jax.process_count()} processes"
-    if config.grad_accumulation_steps > 1:
-        where += f", {config.grad_accumulation_steps} micro-batches per step"
-    print(f"{run.title}: {info.num_train} train / {info.num_eval} eval examples, batch "
-          f"{config.batch_size} over {where}, steps {run.start_step}..{run.total_steps}, train "
-          f"step compiled in {run.compile_s:.1f} s", flush=True)
-    print(trainable.describe(run.state.params, run.trains, config.trainable if not
-                             config.freeze_backbone else "head (freeze_backbone)"), flush=True)
-    if info.name in ("folder", "multilabel"):
+    if plan.step.accumulation_steps > 1:
+        where += f", {plan.step.accumulation_steps} micro-batches per step"
+    print(f"{setup.title}: {info.num_train} train / {info.num_eval} eval examples, batch "
+          f"{plan.loop.batch_size} over {where}, steps {live.start_step}.."
+          f"{setup.lengths.total_steps}, train step compiled in {compiled.seconds:.1f} s",
+          flush=True)
+    print(trainable.describe(live.state.params, compiled.trains, plan.trainable_text),
+          flush=True)
+    if info.name in datasets.OWN_DATASETS:  # the classes as the user's files name them
         print(f"classes: {', '.join(info.class_names[:20])}"
               f"{' ...' if len(info.class_names) > 20 else ''}; evaluating on "
               f"{info.eval_from}", flush=True)
 
 
-def _train(run: _Run, stop) -> int | None:
+def _train(setup: _Setup, compiled: _Compiled, live: _Live, stop) -> int | None:
     """Steps start_step..end_step with periodic log, eval and checkpoint; the step at which a
     signal stopped the run (saved), or None."""
-    config = run.config
+    loop, total = setup.plan.loop, setup.lengths.total_steps
     batches = sharding.prefetch_to_mesh(batching.train_batches(
-        run.source, config.batch_size, run.start_step, run.end_step - run.start_step,
-        config.seed, jax.process_index(), jax.process_count(), config.ra_reps), run.mesh)
+        setup.source, loop.batch_size, live.start_step, live.end_step - live.start_step,
+        loop.seed, jax.process_index(), jax.process_count(), loop.ra_reps), setup.mesh)
     state_is_finite = jax.jit(steps.all_finite)
     interval = _Interval()
-    for step in range(run.start_step, run.end_step):
+    for step in range(live.start_step, live.end_step):
         wait_start = time.perf_counter()
         batch = next(batches)  # steps are dispatched asynchronously: time here is input-bound
         interval.input_wait += time.perf_counter() - wait_start
-        run.state, step_sums = run.train_fn(run.state, batch)
-        run.sums = metrics.accumulate(run.sums, step_sums)
+        live.state, step_sums = compiled.train_fn(live.state, batch)
+        live.sums = metrics.accumulate(live.sums, step_sums)
         interval.steps += 1
         done = step + 1
-        run.shown.update(done)
-        if done % config.log_every_steps == 0 or done == run.total_steps:
-            _log(run, step, interval)
+        live.shown.update(done)
+        if done % loop.log_every_steps == 0 or done == total:
+            _log(setup, live, step, interval)
             interval = _Interval()
-        if (config.eval_every_steps > 0 and done % config.eval_every_steps == 0
-                and done < run.total_steps):
-            _evaluate_and_record(run, done)
-        pruned = run.pruned_at == done
+        if loop.eval_every_steps > 0 and done % loop.eval_every_steps == 0 and done < total:
+            _evaluate_and_record(setup, compiled, live, done)
+        pruned = live.pruned_at == done
         stopping = stop.requested(done)  # every step: processes agree on where to stop
-        if (done % config.checkpoint_every_steps == 0 or done == run.end_step or stopping
+        if (done % loop.checkpoint_every_steps == 0 or done == live.end_step or stopping
                 or pruned):
-            _save(run, done, bool(state_is_finite(run.state)))
+            _save(setup, live, done, bool(state_is_finite(live.state)))
         if pruned:
             return None
         if stopping:
@@ -316,90 +320,66 @@ class _Interval:
     start: float = dataclasses.field(default_factory=time.perf_counter)
 
 
-def _log(run: _Run, step: int, interval: _Interval) -> None:
+def _log(setup: _Setup, live: _Live, step: int, interval: _Interval) -> None:
     """The interval's metrics fetched (the loop's only host sync), checked, written, shown."""
     done = step + 1
-    sums = jax.device_get(run.sums)
-    _raise_if_diverged(sums, done, run.manager)
+    sums = jax.device_get(live.sums)
+    metrics.raise_if_diverged(sums, done, live.manager)
     values = metrics.means(sums)
     elapsed = time.perf_counter() - interval.start
-    values["learning_rate"] = float(run.schedule(step))
-    values["images_per_sec"] = interval.steps * run.config.batch_size / elapsed
+    values["learning_rate"] = float(setup.schedule(step))
+    values["images_per_sec"] = interval.steps * setup.plan.loop.batch_size / elapsed
     values["input_wait_fraction"] = min(interval.input_wait / elapsed, 1.0)
-    run.writer.write(done, "train", values)
-    run.shown.note(loss=values["loss"], lr=values["learning_rate"],
-                   img_s=values["images_per_sec"])
-    run.sums = None
+    live.writer.write(done, "train", values)
+    live.shown.note(loss=values["loss"], lr=values["learning_rate"],
+                    img_s=values["images_per_sec"])
+    live.sums = None
 
 
-def _save(run: _Run, step: int, state_finite: bool) -> None:
+def _save(setup: _Setup, live: _Live, step: int, state_finite: bool) -> None:
     """Checkpoints `step` if every step so far had a finite loss and gradients, and the state
     is finite (a finite update can still overflow)."""
-    interval = None if run.sums is None else jax.device_get(run.sums)
-    _raise_if_diverged(interval, step, run.manager, state_finite)
-    checkpoint.save(run.manager, step, run.state, run.description, interval,
-                    list(run.writer.rows) if run.is_main else None)
+    interval = None if live.sums is None else jax.device_get(live.sums)
+    metrics.raise_if_diverged(interval, step, live.manager, state_finite)
+    checkpoint.save(live.manager, step, live.state, setup.description, interval,
+                    list(live.writer.rows) if setup.is_main else None)
 
 
-def _evaluate_and_record(run: _Run, done: int) -> tuple[dict, str | None]:
+def _evaluate_and_record(setup: _Setup, compiled: _Compiled, live: _Live,
+                         done: int) -> tuple[dict, str | None]:
     """Every eval example once (and the EMA's, as torchvision's reference does); process 0
     writes the metrics, the report and the figures. Returns (values, report path)."""
-    config, info = run.config, run.info
-    values, labels, predictions = evaluation.evaluate(
-        run.eval_fn, steps.variables_of(run.state), run.source, config.eval_batch_size,
-        run.mesh, run.shown.is_bar)
-    if run.ema_config is not None:
-        averaged, _, _ = evaluation.evaluate(
-            run.eval_fn, ema.averaged_variables(run.state), run.source, config.eval_batch_size,
-            run.mesh, run.shown.is_bar)
-        if run.is_main:
-            run.writer.write(done, "eval_ema", averaged)
-            run.shown.write(f"step {done}: eval (EMA) {evaluation.summary(averaged)}")
-    if run.on_evaluation is not None and run.on_evaluation(done, values):
-        run.pruned_at = done if done < run.total_steps else None
-    if not run.is_main:
+    plan, info, task = setup.plan, setup.info, setup.plan.task
+    evaluate = functools.partial(evaluation.evaluate, compiled.eval_fn, source=setup.source,
+                                 eval_batch_size=plan.loop.eval_batch_size, mesh=setup.mesh,
+                                 show_progress=live.shown.is_bar, task=task)
+    values, labels, outputs = evaluate(steps.variables_of(live.state))
+    if setup.ema_config is not None:
+        averaged, _, _ = evaluate(ema.averaged_variables(live.state))
+        if setup.is_main:
+            live.writer.write(done, "eval_ema", averaged)
+            live.shown.write(f"step {done}: eval (EMA) {task.summary(averaged)}")
+    total = setup.lengths.total_steps
+    if setup.on_evaluation is not None and setup.on_evaluation(done, values):
+        live.pruned_at = done if done < total else None
+    if not setup.is_main:
         return values, None
-    run.writer.write(done, "eval", values)
-    header = (f"{run.title}, step {done} of {run.total_steps}, evaluated on "
+    live.writer.write(done, "eval", values)
+    header = (f"{setup.title}, step {done} of {total}, evaluated on "
               f"{info.eval_from or 'the held-out split'}")
-    report = evaluation.record(run.workdir, "", labels, predictions, values, info.class_names,
-                               header, evaluation.threshold_of(config, info))
-    evaluation.plot_curves(run.workdir, run.title)
-    run.shown.write(f"step {done}: eval {evaluation.summary(values)}")
+    report = evaluation.record(setup.workdir, "", task, labels, outputs, values,
+                               info.class_names, header)
+    evaluation.plot_curves(setup.workdir, setup.title)
+    live.shown.write(f"step {done}: eval {task.summary(values)}")
     return values, report
 
 
-def _finish(run: _Run, wall_start: float) -> dict:
+def _finish(setup: _Setup, compiled: _Compiled, live: _Live, wall_start: float) -> dict:
     """The final evaluation, and the run's last line."""
-    result, report = _evaluate_and_record(run, run.total_steps)
+    result, report = _evaluate_and_record(setup, compiled, live, setup.lengths.total_steps)
     wall_s = time.perf_counter() - wall_start
-    if run.is_main:
-        print(f"done: wall time {wall_s:.1f} s (train-step compile {run.compile_s:.1f} s); "
-              f"report: {report}, figures: {os.path.join(run.workdir, 'plots')}", flush=True)
-    result.update(step=run.total_steps, wall_s=wall_s, compile_s=run.compile_s)
+    if setup.is_main:
+        print(f"done: wall time {wall_s:.1f} s (train-step compile {compiled.seconds:.1f} s); "
+              f"report: {report}, figures: {os.path.join(setup.workdir, 'plots')}", flush=True)
+    result.update(step=setup.lengths.total_steps, wall_s=wall_s, compile_s=compiled.seconds)
     return result
-
-
-def _raise_if_diverged(interval: dict | None, step: int, manager,
-                       state_finite: bool = True) -> None:
-    """Diverged, once the pending checkpoint is written, if a step up to `step` had a loss or
-    gradients that were not finite, or if the state is not (`state_finite`)."""
-    nonfinite_steps = 0 if interval is None else int(interval[metrics.NONFINITE_STEPS])
-    if state_finite and not nonfinite_steps:
-        return
-    manager.wait_until_finished()
-    last_good = manager.latest_step()
-    kept = (f"the last checkpoint, step {last_good}, is finite and kept" if last_good is not None
-            else "no checkpoint was saved")
-    loss = ("" if interval is None else
-            f"; mean loss {float(interval['loss']) / float(interval['count']):.4g} since the "
-            f"last log")
-    if nonfinite_steps:
-        first = int(interval[metrics.FIRST_NONFINITE_STEP]) + 1
-        what = (f"at step {first}: the loss or gradients are not finite ({nonfinite_steps} "
-                f"such step(s) up to step {step}{loss})")
-    else:  # a finite update that overflowed
-        what = (f"at step {step}: the parameters or statistics are not finite"
-                + (f" ({loss[2:]})" if loss else ""))
-    raise errors.Diverged(f"training diverged {what}; stopped without saving them, {kept}. "
-                          f"Try a lower learning_rate or a warm-up")

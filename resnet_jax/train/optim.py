@@ -1,4 +1,4 @@
-"""Optax optimizers and learning-rate schedules built from the config.
+"""Optax optimizers and learning-rate schedules built from the plan's specs.
 
 `sgd` is the exact twin of `torch.optim.SGD` with coupled weight decay:
     g += wd * p;  buf = m * buf + g;  p -= lr * buf      (Nesterov: p -= lr * (g + m * buf))
@@ -17,7 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from resnet_jax.errors import UserError
+from resnet_jax.models import parts
+from resnet_jax.plan import OptimizerSpec, ScheduleSpec, WeightDecays
 
 
 def sgd(learning_rate: float | optax.Schedule, *, momentum: float = 0.9, nesterov: bool = False,
@@ -27,10 +28,10 @@ def sgd(learning_rate: float | optax.Schedule, *, momentum: float = 0.9, nestero
 
     The decay is added to the gradient *before* momentum, as torch does; `decay_mask` (a pytree
     of bools or a function of the params) limits it, e.g. to exclude batch-norm parameters.
-    `weight_decay` may also give each parameter kind its decay (`weight_decays`: torch's
+    `weight_decay` may also give each parameter kind its decay (`WeightDecays`: torch's
     parameter groups).
     """
-    decay = (add_weight_decays(weight_decay) if isinstance(weight_decay, dict)
+    decay = (add_weight_decays(weight_decay) if isinstance(weight_decay, WeightDecays)
              else optax.add_decayed_weights(weight_decay, mask=decay_mask))
     return optax.chain(decay, optax.sgd(learning_rate, momentum=momentum or None,
                                         nesterov=nesterov))
@@ -38,16 +39,13 @@ def sgd(learning_rate: float | optax.Schedule, *, momentum: float = 0.9, nestero
 
 # --- parameter kinds (torchvision's parameter groups) ---------------------------------------
 
-HEAD = "fc"
-
-
 def parameter_kinds(params):
     """"weight" (conv and dense kernels), "norm" (batch-norm scales and biases) or "bias"
     (the classifier's bias) for each parameter: torchvision's `set_weight_decay` groups."""
     def kind(path, value):
         if value.ndim > 1:
             return "weight"
-        return "bias" if getattr(path[0], "key", None) == HEAD else "norm"
+        return "bias" if getattr(path[0], "key", None) == parts.CLASSIFIER else "norm"
     return jax.tree_util.tree_map_with_path(kind, params)
 
 
@@ -56,22 +54,12 @@ def decay_mask(params):
     return jax.tree_util.tree_map(lambda kind: kind == "weight", parameter_kinds(params))
 
 
-def weight_decays(config) -> dict[str, float]:
-    """Weight decay of each parameter kind: `weight_decay`; norms and biases as
-    `norm_weight_decay` / `bias_weight_decay` say (< 0: like the rest, or 0 with
-    `decay_bn_and_bias=False`)."""
-    default = config.weight_decay if config.decay_bn_and_bias else 0.0
-    return {"weight": config.weight_decay,
-            "norm": default if config.norm_weight_decay < 0 else config.norm_weight_decay,
-            "bias": default if config.bias_weight_decay < 0 else config.bias_weight_decay}
-
-
-def add_weight_decays(decays: dict[str, float]) -> optax.GradientTransformation:
+def add_weight_decays(decays: WeightDecays) -> optax.GradientTransformation:
     """g += wd_kind * p, each parameter with the decay of its kind (torch's param groups)."""
     def update(updates, state, params):
         kinds = parameter_kinds(params)
         return jax.tree_util.tree_map(
-            lambda g, p, kind: g + decays[kind] * p if decays[kind] else g,
+            lambda g, p, kind: g + decays.of(kind) * p if decays.of(kind) else g,
             updates, params, kinds), state
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
@@ -81,14 +69,13 @@ def layer_ids(params) -> tuple[object, int]:
     `param_groups_layer_decay` groups a ResNet (its `group_matcher(coarse=False)`): the stem
     0, each residual block its own layer in network order, the head (with any hidden layer)
     the last."""
-    blocks = sorted({name for name in params if name.startswith("layer")},
-                    key=lambda name: tuple(int(n) for n in name[5:].split("_")))
+    blocks = parts.blocks_in_order(params)
     number = {name: i + 1 for i, name in enumerate(blocks)}
     last = len(blocks) + 1
 
     def layer(path, _):
         top = getattr(path[0], "key", str(path[0]))
-        return 0 if top in ("conv1", "bn1") else number.get(top, last)
+        return 0 if parts.part_of(top) == "stem" else number.get(top, last)
     return jax.tree_util.tree_map_with_path(layer, params), last + 1
 
 
@@ -165,27 +152,6 @@ def mlperf_lars(learning_rate: optax.Schedule, *, momentum: float = 0.9,
 
 # --- schedules ------------------------------------------------------------------------------
 
-SCHEDULES = ("constant", "cosine", "piecewise", "polynomial")
-OPTIMIZERS = ("sgd", "lars")
-
-
-def check_schedule(name: str) -> None:
-    if name not in SCHEDULES:
-        raise UserError(f"unknown schedule {name!r}; valid: {', '.join(SCHEDULES)}")
-
-
-def check_optimizer(name: str) -> None:
-    if name not in OPTIMIZERS:
-        raise UserError(f"unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
-
-
-def base_learning_rate(config) -> float:
-    """The peak learning rate: `learning_rate`, linearly scaled with the batch size if asked."""
-    if config.lr_scaling_batch_size:
-        return config.learning_rate * config.batch_size / config.lr_scaling_batch_size
-    return config.learning_rate
-
-
 def polynomial_warmup_schedule(peak: float, end: float, warmup_steps: float, total_steps: int,
                                power: float = 2.0) -> optax.Schedule:
     """MLPerf's PolynomialDecayWithWarmup (lars_util.py): peak * step / warmup_steps up to
@@ -202,73 +168,63 @@ def polynomial_warmup_schedule(peak: float, end: float, warmup_steps: float, tot
     return schedule
 
 
-SCHEDULE_UNITS = ("step", "epoch")
-
-
-def create_schedule(config, steps_per_epoch: float, total_steps: int) -> optax.Schedule:
+def create_schedule(spec: ScheduleSpec, steps_per_epoch: float,
+                    total_steps: int) -> optax.Schedule:
     """Linear warm-up (from `warmup_start_factor` x the peak) then constant, piecewise-constant
     (the paper's) or cosine decay; or MLPerf's polynomial warm-up and decay. Counted in
-    optimizer steps, or with `schedule_unit="epoch"` in whole epochs, as torchvision's
-    reference steps its schedulers once an epoch (ceil(N / batch) iterations, its loader's
-    length): the rate of step s is the per-epoch schedule's at epoch s // that."""
-    if config.schedule_unit not in SCHEDULE_UNITS:
-        raise UserError(f"unknown schedule_unit {config.schedule_unit!r}; valid: "
-                        f"{', '.join(SCHEDULE_UNITS)}")
-    if config.schedule_unit == "step":
-        return _schedule(config, steps_per_epoch, total_steps)
+    optimizer steps, or with `unit="epoch"` in whole epochs, as torchvision's reference steps
+    its schedulers once an epoch (ceil(N / batch) iterations, its loader's length): the rate of
+    step s is the per-epoch schedule's at epoch s // that."""
+    if spec.unit == "step":
+        return _schedule(spec, steps_per_epoch, total_steps)
     iterations = max(int(np.ceil(steps_per_epoch)), 1)
-    per_epoch = _schedule(config, 1.0, int(np.ceil(total_steps / iterations)))
+    per_epoch = _schedule(spec, 1.0, int(np.ceil(total_steps / iterations)))
     return lambda step: per_epoch(step // iterations)
 
 
-def _schedule(config, steps_per_epoch: float, total_steps: int) -> optax.Schedule:
-    check_schedule(config.schedule)
-    peak = base_learning_rate(config)
-    if config.schedule == "polynomial":
-        return polynomial_warmup_schedule(peak, config.end_learning_rate,
-                                          config.warmup_epochs * steps_per_epoch, total_steps,
-                                          config.poly_power)
-    warmup = int(round(config.warmup_epochs * steps_per_epoch))
-    if config.schedule == "constant":
+def _schedule(spec: ScheduleSpec, steps_per_epoch: float, total_steps: int) -> optax.Schedule:
+    peak = spec.peak
+    if spec.name == "polynomial":
+        return polynomial_warmup_schedule(peak, spec.end_learning_rate,
+                                          spec.warmup_epochs * steps_per_epoch, total_steps,
+                                          spec.poly_power)
+    warmup = int(round(spec.warmup_epochs * steps_per_epoch))
+    if spec.name == "constant":
         decay = optax.constant_schedule(peak)
-    elif config.schedule == "cosine":
+    elif spec.name == "cosine":
         decay = optax.cosine_decay_schedule(peak, max(total_steps - warmup, 1))
     else:  # "piecewise"
-        boundaries = list(config.lr_boundaries_steps) + [
-            int(round(e * steps_per_epoch)) for e in config.lr_boundaries_epochs]
+        boundaries = list(spec.boundaries_steps) + [
+            int(round(e * steps_per_epoch)) for e in spec.boundaries_epochs]
         decay = optax.piecewise_constant_schedule(
-            peak, {b - warmup: config.lr_decay_factor for b in sorted(boundaries)})
+            peak, {b - warmup: spec.decay_factor for b in sorted(boundaries)})
     if warmup == 0:
         return decay
     return optax.join_schedules(
-        [optax.linear_schedule(config.warmup_start_factor * peak, peak, warmup), decay],
+        [optax.linear_schedule(spec.warmup_start_factor * peak, peak, warmup), decay],
         boundaries=[warmup])
 
 
-def create_optimizer(config, schedule: optax.Schedule) -> optax.GradientTransformation:
+def create_optimizer(spec: OptimizerSpec, schedule: optax.Schedule) -> optax.GradientTransformation:
     """SGD as torch's (or MLPerf's LARS), after gradient clipping if asked; for the
     `trainable` parts only (the rest is left exactly as it is: no update, no weight decay, no
     optimiser state)."""
-    check_optimizer(config.optimizer)
-    if config.optimizer == "lars":
-        tx = mlperf_lars(schedule, momentum=config.momentum, weight_decay=config.weight_decay,
-                         eeta=config.lars_eeta, epsilon=config.lars_epsilon,
-                         nesterov=config.nesterov)
+    if spec.name == "lars":
+        tx = mlperf_lars(schedule, momentum=spec.momentum, weight_decay=spec.weight_decays.weight,
+                         eeta=spec.lars_eeta, epsilon=spec.lars_epsilon, nesterov=spec.nesterov)
     else:
-        tx = sgd(schedule, momentum=config.momentum, nesterov=config.nesterov,
-                 weight_decay=weight_decays(config))
-    if config.grad_clip_norm > 0:
-        tx = optax.chain(clip_grad_norm(config.grad_clip_norm), tx)
-    if config.layer_decay < 1:
-        tx = optax.chain(tx, scale_by_layer(config.layer_decay))
-    from resnet_jax.train import trainable
-
-    parts = trainable.from_config(config)
-    if parts is None:
+        tx = sgd(schedule, momentum=spec.momentum, nesterov=spec.nesterov,
+                 weight_decay=spec.weight_decays)
+    if spec.grad_clip_norm > 0:
+        tx = optax.chain(clip_grad_norm(spec.grad_clip_norm), tx)
+    if spec.layer_decay < 1:
+        tx = optax.chain(tx, scale_by_layer(spec.layer_decay))
+    if spec.trainable is None:
         return tx
+    from resnet_jax.train import trainable
 
     def labels(params):
         return jax.tree_util.tree_map(lambda trains: "train" if trains else "frozen",
-                                      trainable.mask(params, parts))
+                                      trainable.mask(params, spec.trainable))
 
     return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)

@@ -12,12 +12,19 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 from flax.training import train_state
 
+from resnet_jax import tasks
 from resnet_jax.launch import sharding
+from resnet_jax.models import parts
+from resnet_jax.models.inputs import normalize_images
+from resnet_jax.plan import StepSpec
 from resnet_jax.train import batch_augment, ema, metrics, trainable
-from resnet_jax.train.optim import HEAD  # the classifier
+
+# The defaults of the steps' keyword arguments: one class per image, one micro-batch, no
+# dropout rng, no batch augmentation.
+SINGLE_LABEL = tasks.Classification()
+DEFAULT_STEP = StepSpec(SINGLE_LABEL)
 
 
 class TrainState(train_state.TrainState):
@@ -33,52 +40,31 @@ def create_train_state(model, tx, image_shape, rng, with_ema: bool = False) -> T
     return state.replace(ema=ema.initial(state.params, state.batch_stats)) if with_ema else state
 
 
-def cross_entropy(logits, labels, num_classes: int, label_smoothing: float = 0.0):
-    """Mean cross entropy against integer `labels` (B,) or soft targets (B, num_classes) (from
-    mixup/cutmix), smoothed as torch's `label_smoothing` smooths either."""
-    targets = labels if labels.ndim == 2 else jax.nn.one_hot(labels, num_classes)
-    targets = optax.smooth_labels(targets, label_smoothing)
-    return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets).mean()
-
-
-def normalize_images(images, normalization):
-    """The model's input: `images` as they are (normalization None), or uint8 pixels as
-    (pixels - mean) / std per channel in float32, fused by XLA into the first layer's input."""
-    if normalization is None:
-        return images
-    mean, std = (jnp.asarray(values, jnp.float32) for values in normalization)
-    return (images.astype(jnp.float32) - mean) / std
-
-
-def train_step(state: TrainState, batch: dict, *, label_smoothing: float = 0.0,
-               accumulation_steps: int = 1, num_shards: int = 1, normalization=None,
-               trains=None, ema_config: ema.EmaConfig | None = None,
-               augment: batch_augment.BatchAugment | None = None,
-               dropout_seed: int | None = None, multilabel: bool = False):
+def train_step(state: TrainState, batch: dict, *, spec: StepSpec = DEFAULT_STEP,
+               num_shards: int = 1, normalization=None, trains=None,
+               ema_config: ema.EmaConfig | None = None):
     """One SGD step on a global batch; returns the new state and metric sums (on device).
 
-    `multilabel`: the labels are (B, classes) multi-hot rows and the loss is a sigmoid binary
-    cross-entropy per class (`metrics.multilabel_sums`).
+    `spec.task` says what the labels are, the loss and the metric sums (`resnet_jax.tasks`).
 
     Whether the loss and gradients were finite is counted in the sums (`metrics.
     nonfinite_sums`): a divergence is detected without a host sync per step; the loop stops the
     run at its next look at the sums, before any save.
 
-    With `accumulation_steps` k > 1 the batch is processed as k micro-batches in sequence (a
-    `lax.scan`: activations of one micro-batch at a time) and their gradients averaged before a
-    single optimizer update, so the step, and the learning-rate schedule, count optimizer steps.
-    Micro-batch i takes the i-th chunk of each of the `num_shards` shards of the batch (one per
-    device: no data moves between devices). Each micro-batch's forward starts from the same
-    running statistics and the new ones are averaged, so that with batch-norm groups no larger
-    than a per-device micro-batch the step equals the whole batch's step (see `BatchNorm`).
-    `normalization`: see `normalize_images`.
+    With `spec.accumulation_steps` k > 1 the batch is processed as k micro-batches in sequence
+    (a `lax.scan`: activations of one micro-batch at a time) and their gradients averaged
+    before a single optimizer update, so the step, and the learning-rate schedule, count
+    optimizer steps. Micro-batch i takes the i-th chunk of each of the `num_shards` shards of
+    the batch (one per device: no data moves between devices). Each micro-batch's forward
+    starts from the same running statistics and the new ones are averaged, so that with
+    batch-norm groups no larger than a per-device micro-batch the step equals the whole batch's
+    step (see `BatchNorm`). `normalization`: see `normalize_images`.
 
-    `augment`: random erasing, mixup/cutmix on the normalised batch first
-    (`batch_augment`); the labels become soft targets and the metrics count the top-1 against
-    their argmax, as torchvision's reference does.
+    `spec.augment`: random erasing, mixup/cutmix on the normalised batch first
+    (`batch_augment`); the labels become the task's target rows, blended.
 
-    `dropout_seed`: the model draws from a "dropout" rng (stochastic depth), keyed by
-    (dropout_seed, step, micro-batch).
+    `spec.dropout_seed`: the model draws from a "dropout" rng (stochastic depth, head
+    dropout), keyed by (dropout_seed, step, micro-batch).
 
     `ema_config`: after the update, the EMA of the weights and statistics (`ema.update`).
 
@@ -87,11 +73,12 @@ def train_step(state: TrainState, batch: dict, *, label_smoothing: float = 0.0,
     and the optimizer leaves it unchanged (`optim.create_optimizer`); the model's
     `eval_mode_norms` keep the statistics of frozen stages as they are.
     """
-
-    if augment is not None:
+    task, accumulation_steps = spec.task, spec.accumulation_steps
+    dropout_seed = spec.dropout_seed
+    if spec.augment is not None:
         images = normalize_images(batch["image"], normalization)
-        targets = jax.nn.one_hot(batch["label"], state.params[HEAD]["kernel"].shape[-1])
-        images, targets = batch_augment.apply(augment, state.step, images, targets)
+        targets = task.targets(batch["label"], parts.num_classes(state.params))
+        images, targets = batch_augment.apply(spec.augment, state.step, images, targets)
         batch, normalization = {"image": images, "label": targets}, None
 
     def loss_fn(params, images, labels, micro_index):
@@ -103,20 +90,12 @@ def train_step(state: TrainState, batch: dict, *, label_smoothing: float = 0.0,
             variables["params"] = trainable.stop_frozen_gradients(params, trains)
         logits, new_variables = state.apply_fn(variables, images, train=True,
                                                mutable=["batch_stats"], rngs=rngs)
-        batch_stats = new_variables["batch_stats"]
-        if multilabel:  # (B, classes) multi-hot targets: a sigmoid per class
-            loss = optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32),
-                                                      labels).mean()
-        else:
-            loss = cross_entropy(logits, labels, logits.shape[-1], label_smoothing)
-        return loss, (logits, batch_stats)
+        return task.loss(logits, labels), (logits, new_variables["batch_stats"])
 
     def micro_step(images, labels, micro_index=0):
         (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params, images, labels, micro_index)
-        sums = metrics.multilabel_sums(logits, labels) if multilabel else \
-            metrics.classification_sums(
-                logits, labels if labels.ndim == 1 else jnp.argmax(labels, axis=-1))
+        sums = task.sums(logits, labels)
         sums["loss"] = loss * sums["count"]  # the objective actually minimised
         return grads, batch_stats, sums
 
@@ -167,24 +146,20 @@ def variables_of(state: TrainState) -> dict:
     return {"params": state.params, "batch_stats": state.batch_stats}
 
 
-def eval_step(variables: dict, batch: dict, *, apply_fn, normalization=None,
-              multilabel: bool = False):
-    """Metric sums over the unmasked examples, plus predictions for the report: the class
-    index, or with `multilabel` each class's probability (a sigmoid). `variables`:
+def eval_step(variables: dict, batch: dict, *, apply_fn,
+              task: tasks.Task = SINGLE_LABEL, normalization=None):
+    """Metric sums over the unmasked examples, plus what the task keeps of each example for the
+    report (`task.outputs`: the class index, or each class's probability). `variables`:
     {"params", "batch_stats"} (a run's, a weights file's, or the EMA's)."""
     logits = apply_fn(variables, normalize_images(batch["image"], normalization), train=False)
-    if multilabel:
-        sums = metrics.multilabel_sums(logits, batch["label"], batch["mask"])
-        return sums, jax.nn.sigmoid(logits.astype(jnp.float32))
-    sums = metrics.classification_sums(logits, batch["label"], batch["mask"])
-    return sums, jnp.argmax(logits, axis=-1)
+    return task.sums(logits, batch["label"], batch["mask"]), task.outputs(logits)
 
 
 def _compile(step_fn, state, mesh, local_batch_shape, batch_keys, train: bool,
-             image_dtype=jnp.float32, multilabel_classes: int = 0):
+             image_dtype=jnp.float32, label_spec=((), "int32")):
     """Jits `step_fn(state, batch)` with explicit shardings (state, or an eval step's variables,
     replicated; batch sharded on `data`) and compiles it once for the global batch; returns
-    (compiled, seconds).
+    (compiled, seconds). `label_spec`: a batch's labels after the batch axis, and their dtype.
 
     A training step returns (state, metrics) and donates its input state; an eval step returns
     (metrics, predictions), all replicated.
@@ -192,9 +167,9 @@ def _compile(step_fn, state, mesh, local_batch_shape, batch_keys, train: bool,
     repl, data = sharding.replicated(mesh), sharding.batch_sharding(mesh)
     state_sharding = jax.tree_util.tree_map(lambda _: repl, state)
     global_batch = (local_batch_shape[0] * jax.process_count(), *local_batch_shape[1:])
-    label = ((global_batch[0], multilabel_classes), jnp.float32) if multilabel_classes else \
-        (global_batch[:1], jnp.int32)
-    leaves = {"image": (global_batch, image_dtype), "label": label,
+    label_shape, label_dtype = label_spec
+    leaves = {"image": (global_batch, image_dtype),
+              "label": ((global_batch[0], *label_shape), jnp.dtype(label_dtype)),
               "mask": (global_batch[:1], jnp.bool_)}
     batch = {k: jax.ShapeDtypeStruct(*leaves[k], sharding=data) for k in batch_keys}
     start = time.perf_counter()
@@ -208,29 +183,24 @@ def _image_dtype(normalization):
     return jnp.float32 if normalization is None else jnp.uint8
 
 
-def compile_train_step(state, mesh, local_batch_shape, label_smoothing,
-                       accumulation_steps: int = 1, normalization=None,
-                       trains=None, ema_config=None, augment=None,
-                       dropout_seed=None, multilabel_classes: int = 0):
+def compile_train_step(state, mesh, local_batch_shape, spec: StepSpec = DEFAULT_STEP,
+                       normalization=None, trains=None, ema_config=None):
     """The training step, compiled once with explicit shardings and donated state, timed.
-    `normalization` (mean, std): the batches hold uint8 pixels (`normalize_images`).
-    `multilabel_classes` > 0: the labels are multi-hot rows of that many classes."""
-    step_fn = functools.partial(train_step, label_smoothing=label_smoothing,
-                                accumulation_steps=accumulation_steps, num_shards=mesh.size,
+    `normalization` (mean, std): the batches hold uint8 pixels (`normalize_images`)."""
+    step_fn = functools.partial(train_step, spec=spec, num_shards=mesh.size,
                                 normalization=normalization, trains=trains,
-                                ema_config=ema_config, augment=augment,
-                                dropout_seed=dropout_seed, multilabel=multilabel_classes > 0)
+                                ema_config=ema_config)
     return _compile(step_fn, state, mesh, local_batch_shape, ("image", "label"), train=True,
                     image_dtype=_image_dtype(normalization),
-                    multilabel_classes=multilabel_classes)
+                    label_spec=spec.task.label_spec(parts.num_classes(state.params)))
 
 
-def compile_eval_step(apply_fn, variables, mesh, local_batch_shape, normalization=None,
-                      multilabel_classes: int = 0):
-    """The evaluation step `(variables, batch) -> (sums, predictions)` of the model whose
-    `apply` is `apply_fn`, on masked batches, compiled once, timed."""
-    step_fn = functools.partial(eval_step, apply_fn=apply_fn, normalization=normalization,
-                                multilabel=multilabel_classes > 0)
+def compile_eval_step(apply_fn, variables, mesh, local_batch_shape,
+                      task: tasks.Task = SINGLE_LABEL, normalization=None):
+    """The evaluation step `(variables, batch) -> (sums, outputs)` of the model whose `apply`
+    is `apply_fn`, on masked batches, compiled once, timed."""
+    step_fn = functools.partial(eval_step, apply_fn=apply_fn, task=task,
+                                normalization=normalization)
     return _compile(step_fn, variables, mesh, local_batch_shape, ("image", "label", "mask"),
                     train=False, image_dtype=_image_dtype(normalization),
-                    multilabel_classes=multilabel_classes)
+                    label_spec=task.label_spec(parts.num_classes(variables["params"])))

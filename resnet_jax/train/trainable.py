@@ -1,4 +1,5 @@
-"""Which parts of the network a run may change: the `trainable` config key.
+"""Which parameters a run may change: the `trainable` config key (parsed by the plan,
+`resnet_jax.plan.parse_trainable`), applied to the parameters here.
 
     trainable = "all"            every parameter (the default)
     trainable = "head"           a linear probe (what freeze_backbone=True means)
@@ -19,57 +20,17 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from resnet_jax.errors import UserError
-
-HEAD_MODULES = ("fc", "head_hidden")
-STEM_MODULES = ("conv1", "bn1")
-
-
-def stage_names(model_name: str) -> tuple[str, ...]:
-    from resnet_jax import models
-
-    return tuple(f"layer{i}" for i in range(1, (4 if models.is_cifar(model_name) else 5)))
-
-
-def parse(text: str, model_name: str, freeze_backbone: bool = False) -> frozenset[str] | None:
-    """The trainable parts, or None for everything; UserError for a part the model lacks."""
-    if freeze_backbone:
-        if text not in ("all", "head"):
-            raise UserError(f"freeze_backbone=True means trainable='head'; it cannot be "
-                            f"combined with trainable={text!r} (drop one of them)")
-        return frozenset({"head"})
-    valid = ("stem", *stage_names(model_name), "norm", "head")
-    parts = [part.strip() for part in text.split("+")]
-    if parts == ["all"]:
-        return None
-    unknown = [part for part in parts if part not in valid]
-    if unknown or not parts:
-        raise UserError(f"trainable={text!r}: {', '.join(unknown) or 'nothing'} is not a part "
-                        f"of {model_name}; join parts with '+' from {', '.join(valid)}, or "
-                        f"'all'")
-    if set(valid) <= set(parts):
-        return None
-    return frozenset(parts)
-
-
-def from_config(config) -> frozenset[str] | None:
-    """The parts of the network a run may change (None: all of it)."""
-    return parse(config.trainable, config.model, config.freeze_backbone)
+from resnet_jax.models import parts
 
 
 def part_of(path) -> str:
     """"stem", "layerK", "head" (or "" for anything else) of a parameter's path."""
-    top = getattr(path[0], "key", str(path[0]))
-    if top in STEM_MODULES:
-        return "stem"
-    if top in HEAD_MODULES:
-        return "head"
-    return top.split("_")[0] if top.startswith("layer") else ""
+    return parts.part_of(getattr(path[0], "key", str(path[0])))
 
 
 def is_norm(path) -> bool:
     """A batch-norm scale or bias (modules bn1.., the projection's bn)."""
-    return len(path) >= 2 and getattr(path[-2], "key", "").startswith("bn")
+    return len(path) >= 2 and parts.is_norm(getattr(path[-2], "key", ""))
 
 
 def mask(params, parts: frozenset[str] | None):
@@ -77,13 +38,6 @@ def mask(params, parts: frozenset[str] | None):
     def trains(path, _):
         return parts is None or part_of(path) in parts or ("norm" in parts and is_norm(path))
     return jax.tree_util.tree_map_with_path(trains, params)
-
-
-def eval_mode_norms(parts: frozenset[str] | None, model_name: str) -> tuple[str, ...]:
-    """The stem and stages whose batch norms run in eval mode in training."""
-    if parts is None or "norm" in parts:
-        return ()
-    return tuple(name for name in ("stem", *stage_names(model_name)) if name not in parts)
 
 
 def stop_frozen_gradients(params, trains):

@@ -1,33 +1,30 @@
-"""A training config checked before anything runs, and the model it describes."""
+"""A training config checked before anything runs: one line for the first thing that cannot
+work, naming the key, what is valid and how to fix it."""
 
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
-from resnet_jax import models
+from resnet_jax import models, tasks
 from resnet_jax.data import autoaugment, datasets
 from resnet_jax.errors import UserError
 from resnet_jax.models import kernels
-from resnet_jax.train import optim, trainable
+from resnet_jax.plan import planning, specs
 
 
 class ConfigError(UserError):
     """A config that cannot run: reported in one line, before any compilation."""
 
 
-# config.dtype -> (compute dtype, parameter dtype). Batch-norm statistics follow the params.
-DTYPES = {"float32": (jnp.float32, jnp.float32), "bfloat16": (jnp.bfloat16, jnp.float32),
-          "float64": (jnp.float64, jnp.float64)}
-
-
-def validate_config(config) -> None:
-    """Raises a one-line UserError for a config that cannot run (before any data or compile)."""
+def validate_config(config) -> planning.Plan:
+    """Raises a one-line UserError for a config that cannot run (before any data or compile);
+    returns its plan (`planning.build`, which refuses trainable parts the model lacks)."""
     models.check_model_name(config.model)
     kernels.check_name(config.kernels)
     datasets.check_dataset(config.dataset)
-    optim.check_schedule(config.schedule)
-    optim.check_optimizer(config.optimizer)
+    _check_choice("schedule", config.schedule, specs.SCHEDULES)
+    _check_choice("schedule_unit", config.schedule_unit, specs.SCHEDULE_UNITS)
+    _check_choice("optimizer", config.optimizer, specs.OPTIMIZERS)
     autoaugment.check_policy(config.auto_augment)
     if config.shortcut not in ("A", "B"):
         raise ConfigError(f"shortcut must be 'A' or 'B', got {config.shortcut!r}")
@@ -43,13 +40,12 @@ def validate_config(config) -> None:
         raise ConfigError(f"bn_group_size={group} must be 0 (global batch) or divide the "
                           + ("micro-batch" if accumulation > 1 else "batch_size")
                           + f" of {micro_batch}")
-    if config.dtype not in DTYPES:
-        raise ConfigError(f"unknown dtype {config.dtype!r}; valid: {', '.join(DTYPES)}")
+    if config.dtype not in specs.DTYPES:
+        raise ConfigError(f"unknown dtype {config.dtype!r}; valid: {', '.join(specs.DTYPES)}")
     if config.num_train_steps <= 0 and config.num_epochs <= 0:
         raise ConfigError("set num_train_steps > 0 or num_epochs > 0")
-    trainable.from_config(config)
     models.check_head(config.head, config.head_hidden, config.head_dropout)
-    if config.dataset == "multilabel":
+    if tasks.name_for_dataset(config.dataset) == "multilabel":
         soft = [f"{key}={config[key]}" for key in ("label_smoothing", "mixup_alpha",
                                                     "cutmix_alpha") if config[key] > 0]
         if soft:
@@ -59,7 +55,7 @@ def validate_config(config) -> None:
         raise ConfigError("freeze_backbone=True trains only the classifier head: set init_from "
                           "to the weights of the backbone to keep (a .pth/.safetensors file "
                           "or a workdir)")
-    eval_crop = datasets.eval_crop_size(config)
+    eval_crop = planning.data_spec(config).eval_crop
     if config.dataset in datasets.FILE_DATASETS and config.eval_resize < eval_crop:
         raise ConfigError(f"eval_resize={config.eval_resize} must be >= the eval crop "
                           f"{eval_crop} (eval resizes the shorter side to eval_resize, then "
@@ -67,6 +63,7 @@ def validate_config(config) -> None:
     for key, (works, valid) in VALUE_RANGES.items():
         if not works(config[key]):
             raise ConfigError(f"{key} must be {valid}, got {config[key]}")
+    return planning.build(config)
 
 
 # Values that cannot work, refused before anything runs: key -> (test, the valid range).
@@ -113,16 +110,6 @@ def _check_multiple(config, key: str, multiple_of: int, what: str) -> None:
                           f"{max(multiple_of, value - value % multiple_of)}")
 
 
-def model_from_config(config, num_classes: int, in_channels: int) -> models.ResNet:
-    options = {"in_channels": in_channels, "zero_init_residual": config.zero_init_residual,
-               "bn_momentum": config.bn_momentum, "bn_epsilon": config.bn_epsilon,
-               "bn_group_size": config.bn_group_size or None,
-               "kernels": config.kernels, "drop_path_rate": config.drop_path_rate,
-               "dtype": DTYPES[config.dtype][0], "param_dtype": DTYPES[config.dtype][1],
-               "eval_mode_norms": trainable.eval_mode_norms(trainable.from_config(config),
-                                                            config.model),
-               "head": config.head, "head_hidden": config.head_hidden,
-               "head_dropout": config.head_dropout}
-    if models.is_cifar(config.model) and not config.model.startswith("plain"):
-        options["shortcut"] = config.shortcut  # plain nets have none
-    return models.create_model(config.model, num_classes=num_classes, **options)
+def _check_choice(key: str, value: str, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ConfigError(f"unknown {key} {value!r}; valid: {', '.join(valid)}")

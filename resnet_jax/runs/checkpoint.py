@@ -22,7 +22,6 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from resnet_jax.errors import StorageError, UserError
-from resnet_jax.train import metrics
 
 
 class CheckpointMismatch(UserError):
@@ -41,7 +40,7 @@ def describe(config, num_classes: int) -> dict:
     """What must match for a checkpoint to be resumed by this config: every value that defines
     the run (`records.defining_values`) and the class count. Each checkpoint carries it, so a
     resume is checked against the checkpoint itself, whatever became of config.json."""
-    from resnet_jax.train import records
+    from resnet_jax.runs import records
 
     return {**records.defining_values(config), "num_classes": num_classes}
 
@@ -118,8 +117,7 @@ def _restore_latest(workdir, manager, keep, abstract_state, description):
         if damaged:
             manager = _move_aside(workdir, manager, damaged, keep)
         sums = meta.get("interval_sums")
-        sums = None if sums is None else {k: np.asarray(v, _SUM_DTYPES.get(k, np.float32))
-                                          for k, v in sums.items()}
+        sums = None if sums is None else {k: _sum_array(v) for k, v in sums.items()}
         return manager, step, state, sums, meta.get("metrics_rows")
     if damaged:
         raise StorageError(
@@ -129,8 +127,10 @@ def _restore_latest(workdir, manager, keep, abstract_state, description):
     return manager, None, None, None, None
 
 
-# The integer sums (see metrics.nonfinite_sums); every other sum is float32.
-_SUM_DTYPES = {metrics.NONFINITE_STEPS: np.int32, metrics.FIRST_NONFINITE_STEP: np.int32}
+def _sum_array(value: int | float) -> np.ndarray:
+    """An interval sum as the step made it: the integer counts (of non-finite steps) int32, as
+    JSON kept them integers; every other sum float32."""
+    return np.asarray(value, np.int32 if isinstance(value, int) else np.float32)
 
 
 def _item_path(manager, step: int, item: str) -> str:

@@ -19,7 +19,7 @@ from flax import traverse_util
 
 from resnet_jax.errors import UserError
 from resnet_jax.interop import torchvision_weights
-from resnet_jax.train.steps import HEAD
+from resnet_jax.models import parts
 
 TORCH_SUFFIXES = (".pth", ".pt")
 SAFETENSORS_SUFFIX = ".safetensors"
@@ -93,7 +93,7 @@ _UNKNOWN = "not a variable of this model"
 
 
 def _flax_arrays_from_workdir(path: str) -> dict:
-    from resnet_jax.train import checkpoint
+    from resnet_jax.runs import checkpoint
 
     try:
         state = checkpoint.load_state(path)
@@ -168,7 +168,7 @@ def merge(variables, loaded: dict, source: str, model_name: str = "the model",
                            f"({_names(missing, 3)})")
         raise InitError(f"init_from={source} does not fit {model_name}: {'; '.join(details)}; "
                         f"weights of another architecture? (only the classifier head, "
-                        f"{HEAD}.*, may differ)")
+                        f"{parts.CLASSIFIER}.*, may differ)")
     if complete and len(taken) < len(flat):
         raise InitError(
             f"{source} does not fit the model completely ({len(flat) - len(taken)} of "
@@ -211,7 +211,7 @@ def _torch_shape(shape) -> tuple:
 
 
 def _is_head(key) -> bool:
-    return _name(key).split(".")[0] in (HEAD, "head_hidden")
+    return parts.is_head(_name(key).split(".")[0])
 
 
 def _name(key) -> str:

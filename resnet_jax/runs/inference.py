@@ -1,0 +1,112 @@
+"""A finished (or running) run's model for inference: its plan (from the recorded config),
+class names, input contract and the weights of its latest checkpoint, without the training data.
+Used by evaluate, predict, embed and export (`export_run`: the interop exporters plus the
+sidecar record)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from resnet_jax import environment, extras, models
+from resnet_jax import plan as plans
+from resnet_jax.errors import UserError
+from resnet_jax.files import write_atomically
+from resnet_jax.models import parts
+from resnet_jax.models.inputs import normalize_images
+from resnet_jax.runs import checkpoint, records
+from resnet_jax.runs.contract import InputContract
+
+
+@dataclasses.dataclass
+class RunModel:
+    plan: plans.Plan  # from the run's recorded config
+    contract: InputContract
+    model: models.ResNet
+    variables: dict  # {"params": ..., "batch_stats": ...}, host arrays
+    step: int | None  # the checkpoint's step; None for weights from a file
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.contract.class_names
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self.contract.image_shape
+
+
+def from_workdir(workdir: str, kernels: str | None = None) -> RunModel:
+    """WORKDIR's model at its latest checkpoint. UserError if WORKDIR is not a run, or has no
+    checkpoint yet."""
+    config = records.load_config(workdir)
+    if kernels is not None:
+        config.kernels = kernels
+    try:
+        state = checkpoint.load_state(workdir)
+    except FileNotFoundError:
+        raise UserError(f"{workdir} has no checkpoint yet: train first (or wait for the "
+                        f"first checkpoint)") from None
+    variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+    variables = jax.tree_util.tree_map(np.asarray, variables)
+    num_classes = parts.num_classes(variables["params"])
+    class_names = records.read_class_names(workdir) or tuple(str(i) for i in range(num_classes))
+    if len(class_names) != num_classes:
+        raise UserError(f"{os.path.join(workdir, records.CLASSES_FILE)} names "
+                        f"{len(class_names)} classes; the checkpoint has {num_classes}")
+    plan = plans.build(config)
+    in_channels = parts.in_channels(variables["params"])
+    contract = InputContract.of(plan.data, plan.task, class_names, in_channels)
+    return RunModel(plan, contract, plan.model.create(num_classes, in_channels), variables,
+                    int(state["step"]))
+
+
+def logits_fn(run: RunModel, normalization=None):
+    """A jitted (images -> float32 logits) in eval mode. `normalization` (mean, std; the run's
+    is `run.contract.normalization`): the images are uint8 pixels, normalised on the device as
+    the training and eval steps do; None: the model's input as it is."""
+    apply = jax.jit(lambda variables, images: run.model.apply(
+        variables, normalize_images(images, normalization), train=False).astype(jnp.float32))
+    return lambda images: np.asarray(apply(run.variables, images))
+
+
+EXPORT_FORMATS = ("jax", "onnx", "torchvision")
+_EXPORT_EXTRAS = {"onnx": "export", "torchvision": "torch"}  # what a format needs beyond [train]
+
+
+def export_run(workdir: str, fmt: str, output: str, overwrite: bool = False) -> dict:
+    """WORKDIR's latest checkpoint written as `fmt` to OUTPUT, and OUTPUT.json beside it: the
+    model, the class names, the input layout and the exact preprocessing. Nothing is overwritten
+    unless `overwrite`; returns the record."""
+    from resnet_jax.interop import export
+
+    if fmt not in EXPORT_FORMATS:
+        raise UserError(f"unknown export format {fmt!r}; valid: {', '.join(EXPORT_FORMATS)}")
+    sidecar = output + ".json"
+    existing = [p for p in (output, sidecar) if os.path.exists(p)]
+    if existing and not overwrite:
+        raise UserError(f"{existing[0]} exists; choose another --output or pass --overwrite")
+    if os.path.dirname(output) and not os.path.isdir(os.path.dirname(output)):
+        raise UserError(f"the folder of --output, {os.path.dirname(output)}, does not exist")
+    if fmt in _EXPORT_EXTRAS:
+        extras.require_extra(_EXPORT_EXTRAS[fmt], f"--format {fmt}")
+    run = from_workdir(workdir, kernels="xla")
+    environment.announce("xla", run.plan.model.dtype)
+    name = run.plan.model.name
+    if fmt == "jax":
+        inputs = export.write_jax(run.model, run.variables, run.image_shape, output)
+    elif fmt == "onnx":
+        inputs = export.write_onnx(name, run.model, run.variables, run.image_shape, output)
+    else:
+        inputs = export.write_torchvision(name, run.variables, run.image_shape, output)
+    record = {"format": fmt, "model": name, "workdir": os.path.abspath(workdir),
+              "step": run.step, "classes": list(run.class_names),
+              **run.contract.task.output_record(), "input": inputs,
+              "preprocessing": run.contract.preprocessing_record()}
+    write_atomically(sidecar, json.dumps(record, indent=2) + "\n")
+    print(f"wrote {output} ({fmt}) and {sidecar} (classes and preprocessing)")
+    return record
