@@ -23,16 +23,19 @@ def cli_args(args, workdir, config="configs/digits.py") -> list:
             "--config.progress_bar=False", *args]
 
 
-def run_cli(args, workdir, devices=1, timeout=300,
-            config="configs/digits.py") -> subprocess.CompletedProcess:
-    return subprocess.run(cli_args(args, workdir, config), cwd=REPO, env=cli_env(devices),
-                          capture_output=True, text=True, timeout=timeout)
+def run_cli(args, workdir, devices=1, timeout=300, config="configs/digits.py",
+            env=None) -> subprocess.CompletedProcess:
+    """train.py as a user runs it; `env`: variables to set besides the test session's."""
+    return subprocess.run(cli_args(args, workdir, config), cwd=REPO,
+                          env={**cli_env(devices), **(env or {})}, capture_output=True,
+                          text=True, timeout=timeout)
 
 
-def run_tool(script: str, args, devices=1, timeout=300) -> subprocess.CompletedProcess:
+def run_tool(script: str, args, devices=1, timeout=300, env=None) -> subprocess.CompletedProcess:
     """One of the repository's command-line scripts (evaluate.py, predict.py, export.py...)."""
-    return subprocess.run([sys.executable, script, *args], cwd=REPO, env=cli_env(devices),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, script, *args], cwd=REPO,
+                          env={**cli_env(devices), **(env or {})}, capture_output=True,
+                          text=True, timeout=timeout)
 
 
 def read_metrics(workdir, drop=("images_per_sec", "input_wait_fraction")) -> list:

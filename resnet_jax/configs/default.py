@@ -63,9 +63,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.fake_num_examples = 1024    # fake data only: examples per "epoch"
 
     # Fine-tuning.
-    c.init_from = ""              # start from weights: a torchvision state dict (.pth, .pt,
-                                  # .safetensors) or a workdir of this project; a head of
-                                  # another class count is re-initialised
+    c.init_from = ""              # start from weights: by name (torchvision:resnet50,
+                                  # torchvision:resnet50.v1, hf-hub:OWNER/REPO, from the Hub),
+                                  # a torchvision state dict (.pth, .pt, .safetensors) or a
+                                  # workdir of this project; a head of another class count is
+                                  # re-initialised
     c.freeze_backbone = False     # train only the classifier head (backbone weights and
                                   # batch-norm statistics fixed, batch norm in eval mode)
     c.head = "linear"             # the classifier: linear (torchvision's fc) | mlp (a hidden

@@ -1,7 +1,7 @@
 """Your own images: a folder of class folders, ImageNet-style preprocessing, ResNet-50.
 
     python train.py --config configs/folder.py --workdir runs/mine \\
-        --config.data_dir=DIR [--config.init_from=resnet50.pth]
+        --config.data_dir=DIR [--config.init_from=torchvision:resnet50]
 
 DIR holds train/CLASS/*.jpg (JPEG, PNG, BMP or GIF) and val/CLASS/* (or validation/, test/;
 without one, 20% of each class is held out). The defaults suit fine-tuning an ImageNet ResNet-50

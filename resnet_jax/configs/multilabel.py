@@ -1,7 +1,7 @@
 """Your own images with several labels each: DIR holds the images and train.csv / val.csv.
 
     python train.py --config configs/multilabel.py --workdir runs/tags \\
-        --config.data_dir=DIR [--config.init_from=resnet50.pth]
+        --config.data_dir=DIR [--config.init_from=torchvision:resnet50]
 
 train.csv and val.csv: a header `path,labels`, paths relative to DIR, labels space-separated
 class names (docs/fine-tuning.md). The recipe is configs/folder.py's (ResNet-50, 224x224 crops,

@@ -8,6 +8,7 @@ import jax
 from resnet_jax import models, tasks
 from resnet_jax.data import autoaugment, datasets
 from resnet_jax.errors import UserError
+from resnet_jax.interop import pretrained
 from resnet_jax.models import kernels
 from resnet_jax.plan import planning, specs
 
@@ -51,6 +52,8 @@ def validate_config(config) -> planning.Plan:
         if soft:
             raise ConfigError(f"{', '.join(soft)}: not defined for multi-label targets here "
                               f"(a sigmoid per class); set them to 0 for dataset=multilabel")
+    if pretrained.is_name(config.init_from):
+        pretrained.resolve(config.init_from)  # an unknown name: one line, before anything runs
     if config.freeze_backbone and not config.init_from:
         raise ConfigError("freeze_backbone=True trains only the classifier head: set init_from "
                           "to the weights of the backbone to keep (a .pth/.safetensors file "

@@ -14,6 +14,7 @@ from resnet_jax.errors import UserError
 from resnet_jax.files import write_atomically
 
 CONFIG_FILE, CLASSES_FILE = "config.json", "classes.txt"
+WEIGHTS_FILE = "weights.json"  # weights by name: the Hub repo and revision a run started from
 
 # Keys a resumed run may change: where data and caches are, how it reports and saves, how far
 # this invocation goes. Any other key changes the run itself, and is refused.
@@ -137,3 +138,8 @@ def read_class_names(workdir: str) -> tuple[str, ...] | None:
         return None
     with open(path) as f:
         return tuple(line.rstrip("\n") for line in f if line.strip())
+
+
+def write_weights_record(workdir: str, record: dict) -> None:
+    """WORKDIR/weights.json: where the weights `init_from` named came from (repo, revision)."""
+    write_atomically(os.path.join(workdir, WEIGHTS_FILE), json.dumps(record, indent=2) + "\n")

@@ -1,5 +1,6 @@
-"""`init_from`: a run's starting weights from a torchvision state dict (.pth/.pt, .safetensors)
-or from another workdir of this project.
+"""`init_from`: a run's starting weights from a torchvision state dict (.pth/.pt, .safetensors),
+from another workdir of this project, or by name from the Hugging Face Hub
+(`torchvision:resnet50`, `hf-hub:OWNER/REPO`: `resnet_jax.interop.pretrained`).
 
 Every tensor whose name and shape fit the model is loaded, bit for bit; the others keep their
 fresh initialisation. That is how a classifier head of another class count (ImageNet's 1000
@@ -9,6 +10,7 @@ that fit less than half of the model are refused: they are another architecture'
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -18,7 +20,7 @@ import numpy as np
 from flax import traverse_util
 
 from resnet_jax.errors import UserError
-from resnet_jax.interop import torchvision_weights
+from resnet_jax.interop import pretrained, torchvision_weights
 from resnet_jax.models import parts
 
 TORCH_SUFFIXES = (".pth", ".pt")
@@ -103,6 +105,24 @@ def _flax_arrays_from_workdir(path: str) -> dict:
     return {(collection,) + p: np.asarray(v)
             for collection in ("params", "batch_stats")
             for p, v in traverse_util.flatten_dict(dict(state[collection])).items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class Located:
+    """Where `init_from`'s weights are on this machine, and what they are."""
+
+    path: str  # a local file or workdir
+    description: str  # as the summary names them
+    record: dict | None = None  # weights by name: {"init_from", "repo", "revision", "file"}
+
+
+def locate(init_from: str) -> Located:
+    """`init_from` as a local path: a name's weights fetched (or found in the Hub's cache)."""
+    if pretrained.is_name(init_from):
+        path, record = pretrained.fetch(init_from)
+        return Located(path, f"{init_from} ({record['repo']}, revision "
+                             f"{record['revision'][:12]})", record)
+    return Located(os.path.expanduser(init_from), init_from)
 
 
 def read(path: str, variables) -> dict:
@@ -192,14 +212,16 @@ def merge(variables, loaded: dict, source: str, model_name: str = "the model",
             "\n  ".join(lines))
 
 
-def initialised_from(model, image_shape, path: str, model_name: str,
+def initialised_from(model, image_shape, init_from: str, model_name: str,
                      complete: bool = False) -> tuple[dict, str]:
-    """`model`'s variables (host arrays) with the weights at `path` merged into a fresh
+    """`model`'s variables (host arrays) with the weights `init_from` names merged into a fresh
     initialisation, for images of `image_shape` (H, W, C); returns them and the summary. With
     `complete`, every tensor must be loaded (see `merge`)."""
+    located = locate(init_from)
     fresh = jax.device_get(jax.jit(model.init, static_argnames="train")(
         jax.random.PRNGKey(0), np.zeros((1, *image_shape), np.float32), train=False))
-    return merge(fresh, read(path, fresh), path, model_name, complete=complete)
+    return merge(fresh, read(located.path, fresh), located.description, model_name,
+                 complete=complete)
 
 
 def _torch_shape(shape) -> tuple:
@@ -227,10 +249,13 @@ def _names(keys, limit: int = 6) -> str:
     return ", ".join(names[:limit]) + more
 
 
-def apply(state, path: str, model_name: str, replicated) -> tuple[Any, str]:
-    """`state` (freshly initialised) with the weights at `path`; returns it and the summary."""
+def apply(state, init_from: str, model_name: str, replicated) -> tuple[Any, str, dict | None]:
+    """`state` (freshly initialised) with the weights `init_from` names; returns it, the
+    summary and, for weights by name, their record (`Located.record`)."""
+    located = locate(init_from)
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     host = jax.device_get(variables)
-    merged, summary = merge(host, read(path, host), path, model_name)
+    merged, summary = merge(host, read(located.path, host), located.description, model_name)
     merged = jax.device_put(merged, replicated)
-    return state.replace(params=merged["params"], batch_stats=merged["batch_stats"]), summary
+    return (state.replace(params=merged["params"], batch_stats=merged["batch_stats"]), summary,
+            located.record)

@@ -220,11 +220,12 @@ def _init_or_restore(setup: _Setup, live: _Live) -> None:
     if live.state is None:
         live.start_step, live.state = 0, setup.init(jax.random.PRNGKey(plan.loop.seed))
         if plan.loop.init_from:
-            live.state, loaded = warm_start.apply(live.state, plan.loop.init_from,
-                                                  plan.model.name,
-                                                  sharding.replicated(setup.mesh))
+            live.state, loaded, record = warm_start.apply(
+                live.state, plan.loop.init_from, plan.model.name, sharding.replicated(setup.mesh))
             if setup.is_main:
                 print(loaded, flush=True)
+                if record is not None:  # weights by name: the repo and revision loaded
+                    records.write_weights_record(setup.workdir, record)
     else:
         logging.info("resumed from step %d", live.start_step)
     if setup.is_main:
