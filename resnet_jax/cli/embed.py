@@ -20,7 +20,8 @@ from ml_collections import config_flags
 
 from resnet_jax.cli import flags as cli
 
-flags.DEFINE_string("workdir", None, "The run whose model embeds (its latest checkpoint).")
+flags.DEFINE_string("workdir", None, "The run whose model embeds.")
+cli.define_checkpoint_flag()
 config_flags.DEFINE_config_file(
     "config", None, "Instead of --workdir: a config whose init_from names the weights.",
     lock_config=True)
@@ -59,7 +60,7 @@ def main(argv):
         raise app.UsageError("give --workdir W (a run) or --config CFG, not both")
     backbone = None
     if FLAGS.workdir is not None:
-        backbone = backbones.from_workdir(FLAGS.workdir)
+        backbone = backbones.from_workdir(FLAGS.workdir, FLAGS.checkpoint)
     elif FLAGS.config is not None:
         backbone = backbones.from_config(FLAGS.config)
     if FLAGS.gallery:

@@ -1,6 +1,7 @@
-"""Exports a run's latest checkpoint for serving.
+"""Exports a run's checkpoint for serving (its best by default where it keeps one).
 
-    python export.py --workdir W --format jax|onnx|torchvision --output PATH
+    python export.py --workdir W --format jax|onnx|torchvision --output PATH \\
+        [--checkpoint best|latest|STEP]
 
 - jax: a serialized `jax.export` artifact (StableHLO; any batch size), float32 NHWC input;
   load with `jax.export.deserialize(open(PATH, "rb").read()).call(images)`.
@@ -20,7 +21,8 @@ from absl import flags
 from resnet_jax.cli import flags as cli
 
 FORMATS = ("jax", "onnx", "torchvision")  # resnet_jax.runs.inference.EXPORT_FORMATS
-flags.DEFINE_string("workdir", None, "The run to export (its latest checkpoint).")
+flags.DEFINE_string("workdir", None, "The run to export.")
+cli.define_checkpoint_flag()
 flags.mark_flag_as_required("workdir")
 flags.DEFINE_enum("format", None, FORMATS, "What to write.")
 flags.mark_flag_as_required("format")
@@ -33,7 +35,8 @@ FLAGS = flags.FLAGS
 def main(argv):
     from resnet_jax.runs import inference
 
-    inference.export_run(FLAGS.workdir, FLAGS.format, FLAGS.output, FLAGS.overwrite)
+    inference.export_run(FLAGS.workdir, FLAGS.format, FLAGS.output, FLAGS.overwrite,
+                         FLAGS.checkpoint)
 
 
 def run():

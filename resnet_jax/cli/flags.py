@@ -25,6 +25,12 @@ def _with_shipped_configs(argv: list[str]) -> list[str]:
     return argv
 
 
+def define_checkpoint_flag() -> None:
+    """--checkpoint, as evaluate, predict, export and embed take it."""
+    flags.DEFINE_string("checkpoint", "auto", "Which of the run's checkpoints: best, latest or "
+                        "a step (default: best where the run keeps one, else latest).")
+
+
 def parse_flags(argv):
     """absl's flag parsing, with bad flags and config overrides as one line and exit status 2."""
     try:

@@ -1,6 +1,6 @@
-"""Classifies image files with a run's latest checkpoint.
+"""Classifies image files with a run's checkpoint (its best by default where it keeps one).
 
-    python predict.py --workdir W [--top_k 5] [--json] PATH...
+    python predict.py --workdir W [--checkpoint best|latest|STEP] [--top_k 5] [--json] PATH...
 
 PATH: image files (JPEG, PNG, BMP, GIF) or folders (searched recursively). Each image is
 preprocessed exactly as the run's evaluation preprocesses its images. Per image: the top-k
@@ -19,6 +19,7 @@ from resnet_jax.cli import flags as cli
 
 flags.DEFINE_string("workdir", None, "The run whose model classifies the images.")
 flags.mark_flag_as_required("workdir")
+cli.define_checkpoint_flag()
 flags.DEFINE_integer("top_k", 5, "How many classes to show per image.")
 flags.DEFINE_bool("json", False, "One JSON object per image and line.")
 flags.DEFINE_integer("batch_size", 32, "Images per forward pass.")
@@ -43,7 +44,7 @@ def main(argv):
         raise UserError(f"--batch_size must be >= 1, got {FLAGS.batch_size}")
     if FLAGS.threshold is not None and not 0 < FLAGS.threshold < 1:
         raise UserError(f"--threshold must be in (0, 1), got {FLAGS.threshold}")
-    run = inference.from_workdir(FLAGS.workdir)
+    run = inference.from_workdir(FLAGS.workdir, which=FLAGS.checkpoint)
     environment.announce(run.plan.model.kernels, run.plan.model.dtype,
                          file=sys.stderr)  # stdout: the results
     run.contract.require_image_files()

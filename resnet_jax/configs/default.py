@@ -124,6 +124,15 @@ def get_config() -> ml_collections.ConfigDict:
     c.seed = 0
     c.log_every_steps = 100       # fetch metrics to the host, write metrics.jsonl
     c.eval_every_steps = -1       # -1: once, at the end; otherwise also every N steps
+    c.eval_every_epochs = 0.0     # > 0: also every N epochs (rounded to steps); set this or
+                                  # eval_every_steps, not both
+    c.best_metric = "auto"        # at every evaluation the `best` checkpoint (WORKDIR/best)
+                                  # keeps the state that scored best on: eval_top1 | eval_map
+                                  # (multilabel) | eval_loss; auto: eval_top1, or eval_map for
+                                  # multilabel (the names the search's --objective uses)
+    c.early_stopping_patience = 0  # > 0: stop the run (exit 0, checkpointed, the reason in
+                                   # WORKDIR/early_stopping.json) after this many evaluations
+                                   # without an improvement of best_metric
     c.checkpoint_every_steps = 1000
     c.keep_checkpoints = 3
     c.stop_after_steps = -1       # > 0: end this invocation at that step (checkpointed), as

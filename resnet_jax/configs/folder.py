@@ -31,5 +31,6 @@ def get_config():
     c.num_epochs = 30.0
     c.log_every_steps = 10
     c.eval_every_steps = -1
+    c.eval_every_epochs = 1.0  # the best checkpoint is chosen among every epoch's evaluation
     c.checkpoint_every_steps = 200
     return c

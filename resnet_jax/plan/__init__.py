@@ -26,6 +26,7 @@ from resnet_jax.plan.planning import (
     resolve,
 )
 from resnet_jax.plan.specs import (
+    BEST_METRICS,
     DTYPES,
     OPTIMIZERS,
     SCHEDULE_UNITS,
@@ -41,7 +42,8 @@ from resnet_jax.plan.specs import (
     WeightDecays,
 )
 
-__all__ = ["DTYPES", "OPTIMIZERS", "SCHEDULES", "SCHEDULE_UNITS", "VALUE_RANGES", "BatchAugment",
+__all__ = ["BEST_METRICS", "DTYPES", "OPTIMIZERS", "SCHEDULES", "SCHEDULE_UNITS", "VALUE_RANGES",
+           "BatchAugment",
            "ConfigError", "EmaSpec", "Lengths", "LoopSpec", "ModelSpec", "OptimizerSpec", "Plan",
            "ScheduleSpec", "StepSpec", "WeightDecays", "build", "data_spec", "eval_mode_norms",
            "model_spec", "parse_trainable", "resolve", "validate_config"]

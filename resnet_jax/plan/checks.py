@@ -52,6 +52,7 @@ def validate_config(config) -> planning.Plan:
         if soft:
             raise ConfigError(f"{', '.join(soft)}: not defined for multi-label targets here "
                               f"(a sigmoid per class); set them to 0 for dataset=multilabel")
+    _check_evaluations(config)
     if pretrained.is_name(config.init_from):
         pretrained.resolve(config.init_from)  # an unknown name: one line, before anything runs
     if config.freeze_backbone and not config.init_from:
@@ -103,6 +104,8 @@ VALUE_RANGES = {
     "log_every_steps": (lambda v: v >= 1, ">= 1"),
     "checkpoint_every_steps": (lambda v: v >= 1, ">= 1 (a run also saves whenever it stops)"),
     "keep_checkpoints": (lambda v: v >= 1, ">= 1 (with none kept, nothing could resume)"),
+    "eval_every_epochs": (lambda v: v >= 0, ">= 0 (0: by eval_every_steps, or at the end)"),
+    "early_stopping_patience": (lambda v: v >= 0, ">= 0 (0: no early stopping)"),
 }
 
 
@@ -116,3 +119,20 @@ def _check_multiple(config, key: str, multiple_of: int, what: str) -> None:
 def _check_choice(key: str, value: str, valid: tuple[str, ...]) -> None:
     if value not in valid:
         raise ConfigError(f"unknown {key} {value!r}; valid: {', '.join(valid)}")
+
+
+def _check_evaluations(config) -> None:
+    """When the run evaluates, what the best checkpoint keeps, and when it stops early."""
+    if config.eval_every_steps > 0 and config.eval_every_epochs > 0:
+        raise ConfigError(f"eval_every_steps={config.eval_every_steps} and eval_every_epochs="
+                          f"{config.eval_every_epochs}: set one of them (the other to -1 / 0)")
+    _check_choice("best_metric", config.best_metric, ("auto", *specs.BEST_METRICS))
+    task = tasks.name_for_dataset(config.dataset)
+    if config.best_metric == "eval_map" and task != "multilabel":
+        raise ConfigError("best_metric=eval_map: mAP is a multi-label metric; this run has one "
+                          "label per image (use eval_top1 or eval_loss)")
+    periodic = config.eval_every_steps > 0 or config.eval_every_epochs > 0
+    if config.early_stopping_patience > 0 and not periodic:
+        raise ConfigError(f"early_stopping_patience={config.early_stopping_patience} counts "
+                          f"evaluations during training, and this config evaluates only at the "
+                          f"end: set eval_every_epochs (or eval_every_steps)")

@@ -76,7 +76,9 @@ def build(config) -> Plan:
         loop=specs.LoopSpec(
             config.batch_size, config.eval_batch_size, config.num_train_steps,
             config.num_epochs, config.ra_reps, config.seed, config.init_from,
-            config.log_every_steps, config.eval_every_steps, config.checkpoint_every_steps,
+            config.log_every_steps, config.eval_every_steps, config.eval_every_epochs,
+            task.best_metric if config.best_metric == "auto" else config.best_metric,
+            config.early_stopping_patience, config.checkpoint_every_steps,
             config.keep_checkpoints, config.stop_after_steps, bool(config.progress_bar),
             config.progress_interval_s, config.compilation_cache_dir),
         trainable=trainable,

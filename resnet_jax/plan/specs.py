@@ -16,6 +16,9 @@ DTYPES = {"float32": (jnp.float32, jnp.float32), "bfloat16": (jnp.bfloat16, jnp.
 OPTIMIZERS = ("sgd", "lars")
 SCHEDULES = ("constant", "cosine", "piecewise", "polynomial")
 SCHEDULE_UNITS = ("step", "epoch")
+# best_metric -> (the evaluation's value, whether higher is better)
+BEST_METRICS = {"eval_top1": ("top1", True), "eval_map": ("map", True),
+                "eval_loss": ("loss", False)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,6 +154,9 @@ class LoopSpec:
     init_from: str = ""
     log_every_steps: int = 100
     eval_every_steps: int = -1
+    eval_every_epochs: float = 0.0
+    best_metric: str = "eval_top1"  # resolved: never "auto"
+    early_stopping_patience: int = 0
     checkpoint_every_steps: int = 1000
     keep_checkpoints: int = 3
     stop_after_steps: int = -1
@@ -168,6 +174,14 @@ class LoopSpec:
         total = (self.num_train_steps if self.num_train_steps > 0
                  else math.ceil(self.num_epochs * steps_per_epoch))
         return Lengths(epoch_length, steps_per_epoch, total)
+
+    def eval_interval(self, lengths: Lengths) -> int:
+        """Steps between evaluations during training; -1: only at the end."""
+        if self.eval_every_steps > 0:
+            return self.eval_every_steps
+        if self.eval_every_epochs > 0:
+            return max(1, round(self.eval_every_epochs * lengths.steps_per_epoch))
+        return -1
 
     def end_step(self, start_step: int, total_steps: int) -> int:
         """Where this invocation stops: the end, or `stop_after_steps`."""

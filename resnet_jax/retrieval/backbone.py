@@ -37,11 +37,13 @@ class Backbone:
         return f"{self.source['config']['model']} with the weights {self.source['init_from']}"
 
 
-def from_workdir(workdir: str) -> Backbone:
-    """WORKDIR's model at its latest checkpoint, as a feature extractor."""
-    run = inference.from_workdir(workdir)
+def from_workdir(workdir: str, which: str = "auto") -> Backbone:
+    """WORKDIR's model at the checkpoint `which` names (`inference.from_workdir`), as a feature
+    extractor."""
+    run = inference.from_workdir(workdir, which=which)
     run.contract.require_image_files()
-    source = {"workdir": os.path.abspath(workdir), "step": run.step}
+    source = {"workdir": os.path.abspath(workdir), "step": run.step,
+              "checkpoint": run.checkpoint}
     return Backbone(run.model.clone(num_classes=0), parts.without_head(run.variables), run.plan,
                     run.contract, source)
 
@@ -71,10 +73,12 @@ def from_source(source: dict) -> Backbone:
         if not os.path.isdir(source["workdir"]):
             raise UserError(f"the gallery was embedded by the run {source['workdir']}, which "
                             f"is not there: give --workdir or --config for the queries")
-        backbone = from_workdir(source["workdir"])
+        which = source.get("checkpoint", "latest")  # galleries of older versions: latest
+        backbone = from_workdir(source["workdir"],
+                                str(source["step"]) if which == "step" else which)
         if backbone.source["step"] != source["step"]:
             print(f"warning: the gallery was embedded at step {source['step']} of "
-                  f"{source['workdir']}; its latest checkpoint, which embeds the queries, is "
+                  f"{source['workdir']}; its {which} checkpoint, which embeds the queries, is "
                   f"step {backbone.source['step']}: embed the gallery again to compare alike",
                   file=sys.stderr, flush=True)
         return backbone

@@ -28,12 +28,63 @@ class CheckpointMismatch(UserError):
     """The workdir holds checkpoints of another run: another model, dataset or config."""
 
 
-def create_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
-    """Keeps the last `keep` checkpoints; saves whenever asked (the training loop decides when)."""
+LATEST_DIR, BEST_DIR = "checkpoints", "best"  # in WORKDIR: the last few, and the best one
+
+
+def create_manager(workdir: str, keep: int, directory: str = LATEST_DIR) -> ocp.CheckpointManager:
+    """Keeps the last `keep` checkpoints; saves whenever asked (the training loop decides when).
+    `directory=BEST_DIR`: the best checkpoint's own manager (keep=1), apart from the pruning of
+    the latest ones."""
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True,
                                            create=True)
-    return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")),
+    return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, directory)),
                                  options=options)
+
+
+def best_record(workdir: str) -> dict | None:
+    """The best checkpoint's record, {"step", "metric", "value"}, or None if the run has none
+    (or it cannot be read: the next evaluation saves another)."""
+    directory = os.path.abspath(os.path.join(workdir, BEST_DIR))
+    if not os.path.isdir(directory):
+        return None
+    with _quiet_failed_reads():
+        manager = ocp.CheckpointManager(directory,
+                                        options=ocp.CheckpointManagerOptions(read_only=True))
+        step = manager.latest_step()
+        if step is None:
+            return None
+        try:
+            meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        except Exception:  # noqa: BLE001 -- a damaged best checkpoint is replaced, not fatal
+            return None
+    best = dict(meta["meta"]).get("best")
+    return None if best is None else {"step": step, **best}
+
+
+def resolve_step(workdir: str, which: str = "auto") -> tuple[str, int]:
+    """(directory, step) of the checkpoint `which` names: "best", "latest", a step number, or
+    "auto" (the best where the run has one, else the latest). UserError if there is none."""
+    if which == "auto":
+        which = "best" if best_record(workdir) is not None else "latest"
+    if which == "best":
+        best = best_record(workdir)
+        if best is None:
+            raise UserError(f"{workdir} has no best checkpoint (it is kept by runs that evaluate "
+                            f"during training: eval_every_epochs or eval_every_steps); use "
+                            f"--checkpoint latest")
+        return BEST_DIR, best["step"]
+    directory = os.path.join(workdir, LATEST_DIR)
+    steps = [int(name) for name in os.listdir(directory) if name.isdigit()] \
+        if os.path.isdir(directory) else []
+    if which == "latest":
+        if not steps:
+            raise UserError(f"{workdir} has no checkpoint yet: train first (or wait for the "
+                            f"first checkpoint)")
+        return LATEST_DIR, max(steps)
+    if not which.isdigit() or int(which) not in steps:
+        raise UserError(f"--checkpoint {which}: give best, latest or one of the steps "
+                        f"{workdir} keeps ({', '.join(map(str, sorted(steps))) or 'none'})")
+    return LATEST_DIR, int(which)
 
 
 def describe(config, num_classes: int) -> dict:
@@ -203,25 +254,26 @@ def _move_aside(workdir: str, manager, steps, keep: int) -> ocp.CheckpointManage
     return create_manager(workdir, keep)
 
 
-def load_state(workdir: str, step: int | None = None) -> dict:
-    """The saved TrainState of `workdir` (latest step by default) as a plain pytree of arrays,
-    without building a model: for inspection, export and tests."""
+def load_state(workdir: str, step: int | None = None, directory: str = LATEST_DIR) -> dict:
+    """The saved TrainState of `workdir` (latest step by default; `directory=BEST_DIR`: the
+    best checkpoint) as a plain pytree of arrays, without building a model: for inspection,
+    export and tests."""
     absl_logger = logging.getLogger("absl")
     level = absl_logger.level
     absl_logger.setLevel(logging.ERROR)  # Orbax's notes on read-only managers and items unread
     try:
-        return _load_state(workdir, step)
+        return _load_state(workdir, step, directory)
     finally:
         absl_logger.setLevel(level)
 
 
-def _load_state(workdir: str, step: int | None) -> dict:
-    manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")),
+def _load_state(workdir: str, step: int | None, directory: str) -> dict:
+    manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, directory)),
                                     options=ocp.CheckpointManagerOptions(read_only=True),
                                     item_handlers={"state": ocp.StandardCheckpointHandler()})
     step = manager.latest_step() if step is None else step
     if step is None:
-        raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints")
+        raise FileNotFoundError(f"no checkpoint in {workdir}/{directory}")
     metadata = manager.item_metadata(step)["state"]
     metadata = getattr(metadata, "tree", metadata)
     # Restore onto this process's first device, whatever topology wrote the checkpoint.

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +31,7 @@ class RunModel:
     model: models.ResNet
     variables: dict  # {"params": ..., "batch_stats": ...}, host arrays
     step: int | None  # the checkpoint's step; None for weights from a file
+    checkpoint: str = "latest"  # which: "best", "latest" or "step"
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -40,17 +42,18 @@ class RunModel:
         return self.contract.image_shape
 
 
-def from_workdir(workdir: str, kernels: str | None = None) -> RunModel:
-    """WORKDIR's model at its latest checkpoint. UserError if WORKDIR is not a run, or has no
-    checkpoint yet."""
+def from_workdir(workdir: str, kernels: str | None = None, which: str = "auto") -> RunModel:
+    """WORKDIR's model at the checkpoint `which` names: "best", "latest", a step, or "auto" (the
+    best where the run keeps one, else the latest); says which on stderr. UserError if WORKDIR
+    is not a run, or has no such checkpoint."""
     config = records.load_config(workdir)
     if kernels is not None:
         config.kernels = kernels
-    try:
-        state = checkpoint.load_state(workdir)
-    except FileNotFoundError:
-        raise UserError(f"{workdir} has no checkpoint yet: train first (or wait for the "
-                        f"first checkpoint)") from None
+    directory, step = checkpoint.resolve_step(workdir, which)
+    state = checkpoint.load_state(workdir, step, directory)
+    name = "best" if directory == checkpoint.BEST_DIR else "latest" if which in (
+        "auto", "latest") else "step"
+    print(f"{workdir}: the {name} checkpoint, step {step}", file=sys.stderr, flush=True)
     variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
     variables = jax.tree_util.tree_map(np.asarray, variables)
     num_classes = parts.num_classes(variables["params"])
@@ -62,7 +65,7 @@ def from_workdir(workdir: str, kernels: str | None = None) -> RunModel:
     in_channels = parts.in_channels(variables["params"])
     contract = InputContract.of(plan.data, plan.task, class_names, in_channels)
     return RunModel(plan, contract, plan.model.create(num_classes, in_channels), variables,
-                    int(state["step"]))
+                    int(state["step"]), name)
 
 
 def logits_fn(run: RunModel, normalization=None):
@@ -78,7 +81,8 @@ EXPORT_FORMATS = ("jax", "onnx", "torchvision")
 _EXPORT_EXTRAS = {"onnx": "export", "torchvision": "torch"}  # what a format needs beyond [train]
 
 
-def export_run(workdir: str, fmt: str, output: str, overwrite: bool = False) -> dict:
+def export_run(workdir: str, fmt: str, output: str, overwrite: bool = False,
+               which: str = "auto") -> dict:
     """WORKDIR's latest checkpoint written as `fmt` to OUTPUT, and OUTPUT.json beside it: the
     model, the class names, the input layout and the exact preprocessing. Nothing is overwritten
     unless `overwrite`; returns the record."""
@@ -94,7 +98,7 @@ def export_run(workdir: str, fmt: str, output: str, overwrite: bool = False) -> 
         raise UserError(f"the folder of --output, {os.path.dirname(output)}, does not exist")
     if fmt in _EXPORT_EXTRAS:
         extras.require_extra(_EXPORT_EXTRAS[fmt], f"--format {fmt}")
-    run = from_workdir(workdir, kernels="xla")
+    run = from_workdir(workdir, kernels="xla", which=which)
     environment.announce("xla", run.plan.model.dtype)
     name = run.plan.model.name
     if fmt == "jax":
@@ -104,7 +108,7 @@ def export_run(workdir: str, fmt: str, output: str, overwrite: bool = False) -> 
     else:
         inputs = export.write_torchvision(name, run.variables, run.image_shape, output)
     record = {"format": fmt, "model": name, "workdir": os.path.abspath(workdir),
-              "step": run.step, "classes": list(run.class_names),
+              "step": run.step, "checkpoint": run.checkpoint, "classes": list(run.class_names),
               **run.contract.task.output_record(), "input": inputs,
               "preprocessing": run.contract.preprocessing_record()}
     write_atomically(sidecar, json.dumps(record, indent=2) + "\n")

@@ -15,12 +15,14 @@ from resnet_jax.files import write_atomically
 
 CONFIG_FILE, CLASSES_FILE = "config.json", "classes.txt"
 WEIGHTS_FILE = "weights.json"  # weights by name: the Hub repo and revision a run started from
+EARLY_STOPPING_FILE = "early_stopping.json"  # where and why the run stopped early
 
 # Keys a resumed run may change: where data and caches are, how it reports and saves, how far
 # this invocation goes. Any other key changes the run itself, and is refused.
 CHANGEABLE_ON_RESUME = frozenset({
     "data_dir", "compilation_cache_dir", "kernels", "progress_bar", "progress_interval_s",
-    "log_every_steps", "eval_every_steps", "eval_batch_size", "eval_split",
+    "log_every_steps", "eval_every_steps", "eval_every_epochs", "best_metric",
+    "early_stopping_patience", "eval_batch_size", "eval_split",
     "checkpoint_every_steps", "keep_checkpoints", "stop_after_steps", "max_image_pixels",
     "threshold"})
 
@@ -140,6 +142,18 @@ def read_class_names(workdir: str) -> tuple[str, ...] | None:
         return tuple(line.rstrip("\n") for line in f if line.strip())
 
 
-def write_weights_record(workdir: str, record: dict) -> None:
-    """WORKDIR/weights.json: where the weights `init_from` named came from (repo, revision)."""
-    write_atomically(os.path.join(workdir, WEIGHTS_FILE), json.dumps(record, indent=2) + "\n")
+def write_record(workdir: str, name: str, record: dict) -> None:
+    """WORKDIR/NAME, a small JSON record of the run (weights.json: where the weights `init_from`
+    named came from; early_stopping.json: why and where the run stopped early)."""
+    write_atomically(os.path.join(workdir, name), json.dumps(record, indent=2) + "\n")
+
+
+def read_record(workdir: str, name: str) -> dict | None:
+    path = os.path.join(workdir, name)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except ValueError:
+        raise UserError(f"{path} is not JSON; remove it (the run rewrites it)") from None

@@ -38,8 +38,9 @@ class WorkdirInUse(errors.UserError):
 # What a run keeps in its workdir, by kind. One of the wrong kind (a file where the checkpoints
 # go, a directory named config.json) is refused before anything is written: left alone, Orbax's
 # writer threads fail on it at the first save and the process never exits.
-OWNED_DIRECTORIES = ("checkpoints", "plots", "damaged_checkpoints")
-OWNED_FILES = ("config.json", "classes.txt", "metrics.jsonl", "report.txt", LOCK_NAME)
+OWNED_DIRECTORIES = ("checkpoints", "best", "plots", "damaged_checkpoints")
+OWNED_FILES = ("config.json", "classes.txt", "metrics.jsonl", "report.txt", "weights.json",
+               "early_stopping.json", LOCK_NAME)
 
 
 def check_layout(workdir: str) -> None:

@@ -19,6 +19,7 @@ from resnet_jax.files import write_atomically
 class Classification:
     label_smoothing: float = 0.0
 
+    best_metric = "eval_top1"  # what the best checkpoint keeps by default
     name = "classification"
 
     # --- on the device ------------------------------------------------------------------------

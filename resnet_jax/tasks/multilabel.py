@@ -19,6 +19,7 @@ from resnet_jax.files import write_atomically
 class MultiLabel:
     threshold: float = 0.5
 
+    best_metric = "eval_map"  # what the best checkpoint keeps by default
     name = "multilabel"
 
     # --- on the device ------------------------------------------------------------------------

@@ -88,10 +88,12 @@ def _weights_from_config(plan, info) -> tuple:
 
 
 def evaluate_weights(*, workdir: str | None = None, config=None, data_dir: str | None = None,
-                     split: str | None = None, report: str | None = None) -> dict:
-    """What `evaluate.py` does: WORKDIR's latest checkpoint (on its recorded config), or the
+                     split: str | None = None, report: str | None = None, which: str = "auto",
+                     batch_size: int | None = None, out=None) -> dict:
+    """What `evaluate.py` does: WORKDIR's checkpoint `which` (on its recorded config), or the
     weights `config.init_from` names, evaluated on every example of the split once. A run gets
-    WORKDIR/report_SPLIT.txt and its figure; weights get `report` if given. Returns the values."""
+    WORKDIR/report_SPLIT.txt and its figure; weights get `report` if given. Returns the values,
+    with the step (and checkpoint) evaluated. The lines it prints go to `out` (stdout)."""
     from resnet_jax import environment
     from resnet_jax import plan as plans
     from resnet_jax.data import datasets
@@ -99,8 +101,9 @@ def evaluate_weights(*, workdir: str | None = None, config=None, data_dir: str |
     from resnet_jax.runs import inference
     from resnet_jax.train import steps
 
+    out = out or sys.stdout
     if workdir:
-        run = inference.from_workdir(workdir)
+        run = inference.from_workdir(workdir, which=which)
         config = run.plan.config.as_configdict()
     elif not config.init_from:
         raise UserError("--config without --workdir evaluates the weights that "
@@ -109,16 +112,19 @@ def evaluate_weights(*, workdir: str | None = None, config=None, data_dir: str |
         config.data_dir = data_dir
     if split is not None:
         config.eval_split = split
+    if batch_size is not None:
+        config.eval_batch_size = batch_size
     plan = plans.resolve(config)
     source = datasets.create_source(plan.data)
     info = source.info
     mesh = sharding.create_mesh()
-    environment.announce(plan.model.kernels, plan.model.dtype)
+    environment.announce(plan.model.kernels, plan.model.dtype, file=out)
     if workdir:
         if tuple(info.class_names) != tuple(run.class_names):
             raise UserError(f"the data's classes ({', '.join(info.class_names[:8])}...) are "
                             f"not the run's ({', '.join(run.class_names[:8])}...)")
-        model, variables, what = run.model, run.variables, f"{workdir} at step {run.step}"
+        model, variables = run.model, run.variables
+        what = f"{workdir} at step {run.step} ({run.checkpoint} checkpoint)"
     else:
         (model, variables), what = _weights_from_config(plan, info), plan.loop.init_from
     variables = jax.device_put(variables, sharding.replicated(mesh))
@@ -130,12 +136,14 @@ def evaluate_weights(*, workdir: str | None = None, config=None, data_dir: str |
                                        mesh, sys.stderr.isatty(), plan.task)
     header = f"{what}: {plan.model.name} on {info.name}, evaluated on {info.eval_from}"
     examples = "training examples" if plan.data.eval_split == "train" else "held-out examples"
-    print(f"{header}\n{plan.task.summary(values, examples)}", flush=True)
+    print(f"{header}\n{plan.task.summary(values, examples)}", file=out, flush=True)
     if jax.process_index() == 0 and workdir:
         path = record(workdir, f"_{_split_name(info, split)}", plan.task, labels, outputs,
                       values, info.class_names, header)
-        print(f"report: {path}", flush=True)
+        print(f"report: {path}", file=out, flush=True)
     elif jax.process_index() == 0 and report:
         plan.task.write_report(report, labels, outputs, values, info.class_names, header)
-        print(f"report: {report}", flush=True)
+        print(f"report: {report}", file=out, flush=True)
+    if workdir:
+        values = {"step": run.step, "checkpoint": run.checkpoint, **values}
     return values

@@ -30,6 +30,7 @@ from resnet_jax.data import batching, datasets
 from resnet_jax.launch import sharding
 from resnet_jax.runs import checkpoint, history, progress, records, warm_start
 from resnet_jax.runs import workdir as workdir_lib
+from resnet_jax.train import best as best_lib
 from resnet_jax.train import ema, evaluation, metrics, optim, preemption, steps, trainable
 
 
@@ -102,17 +103,15 @@ def _train_and_evaluate(setup: _Setup, stop, wall_start: float) -> dict:
     stopped_at = _train(setup, compiled, live, stop)
     live.shown.close()
     live.manager.wait_until_finished()
+    live.best.wait()
     total = setup.lengths.total_steps
     if stopped_at is not None:
         raise errors.Interrupted(
             f"{stop.received}: stopped at step {stopped_at} of {total}, checkpoint saved in "
             f"{os.path.join(setup.workdir, 'checkpoints', str(stopped_at))}; run the same "
             f"command to continue")
-    if live.pruned_at is not None:
-        if setup.is_main:
-            print(f"stopped at step {live.pruned_at} of {total}: pruned at this evaluation "
-                  f"(checkpoint saved)", flush=True)
-        return {"step": live.pruned_at, "pruned": True}
+    if live.halt is not None:
+        return best_lib.halted(setup.workdir, live.halt, total, setup.is_main)
     if live.end_step < total:
         if setup.is_main:
             print(f"stopped at step {live.end_step} of {total} (stop_after_steps); run the "
@@ -183,7 +182,8 @@ class _Live:
     saved_rows: list[dict] | None = None  # the restored checkpoint's copy of metrics.jsonl
     writer: history.MetricWriter | None = None
     shown: progress.Progress | None = None
-    pruned_at: int | None = None
+    best: best_lib.BestKeeper | None = None
+    halt: best_lib.Halt | None = None  # set by the evaluation that ends the run
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,6 +204,9 @@ def _already_finished(setup: _Setup, live: _Live) -> dict | None:
                                   jax.eval_shape(setup.init, jax.random.PRNGKey(0)),
                                   setup.description))
     total = setup.lengths.total_steps
+    stopped = best_lib.stopped_early(setup.workdir, live.start_step, setup.is_main)
+    if stopped is not None:
+        return stopped
     if live.start_step != total:
         return None
     finished = history.final_eval(setup.workdir, total)
@@ -225,12 +228,13 @@ def _init_or_restore(setup: _Setup, live: _Live) -> None:
             if setup.is_main:
                 print(loaded, flush=True)
                 if record is not None:  # weights by name: the repo and revision loaded
-                    records.write_weights_record(setup.workdir, record)
+                    records.write_record(setup.workdir, records.WEIGHTS_FILE, record)
     else:
         logging.info("resumed from step %d", live.start_step)
     if setup.is_main:
         records.write_config(setup.workdir, plan.config)
         records.write_class_names(setup.workdir, setup.info.class_names)
+    live.best = best_lib.BestKeeper.resume(setup.workdir, plan.loop, live.saved_rows)
     live.writer = history.MetricWriter(setup.workdir, enabled=setup.is_main)
     live.writer.resume_at(live.start_step, live.saved_rows)
     live.end_step = plan.loop.end_step(live.start_step, setup.lengths.total_steps)
@@ -282,6 +286,7 @@ def _train(setup: _Setup, compiled: _Compiled, live: _Live, stop) -> int | None:
     """Steps start_step..end_step with periodic log, eval and checkpoint; the step at which a
     signal stopped the run (saved), or None."""
     loop, total = setup.plan.loop, setup.lengths.total_steps
+    eval_every = loop.eval_interval(setup.lengths)
     batches = sharding.prefetch_to_mesh(batching.train_batches(
         setup.source, loop.batch_size, live.start_step, live.end_step - live.start_step,
         loop.seed, jax.process_index(), jax.process_count(), loop.ra_reps), setup.mesh)
@@ -299,14 +304,14 @@ def _train(setup: _Setup, compiled: _Compiled, live: _Live, stop) -> int | None:
         if done % loop.log_every_steps == 0 or done == total:
             _log(setup, live, step, interval)
             interval = _Interval()
-        if loop.eval_every_steps > 0 and done % loop.eval_every_steps == 0 and done < total:
+        if eval_every > 0 and done % eval_every == 0 and done < total:
             _evaluate_and_record(setup, compiled, live, done)
-        pruned = live.pruned_at == done
+        halted = live.halt is not None and live.halt.step == done
         stopping = stop.requested(done)  # every step: processes agree on where to stop
         if (done % loop.checkpoint_every_steps == 0 or done == live.end_step or stopping
-                or pruned):
+                or halted):
             _save(setup, live, done, bool(state_is_finite(live.state)))
-        if pruned:
+        if halted:
             return None
         if stopping:
             return done
@@ -361,8 +366,11 @@ def _evaluate_and_record(setup: _Setup, compiled: _Compiled, live: _Live,
             live.writer.write(done, "eval_ema", averaged)
             live.shown.write(f"step {done}: eval (EMA) {task.summary(averaged)}")
     total = setup.lengths.total_steps
-    if setup.on_evaluation is not None and setup.on_evaluation(done, values):
-        live.pruned_at = done if done < total else None
+    early = live.best.observe(done, values, live.state, setup.description)
+    if setup.on_evaluation is not None and setup.on_evaluation(done, values) and done < total:
+        live.halt = best_lib.Halt(done, "pruned at this evaluation", values, pruned=True)
+    elif early is not None and done < total:
+        live.halt = best_lib.Halt(done, early, values)
     if not setup.is_main:
         return values, None
     live.writer.write(done, "eval", values)
@@ -378,9 +386,11 @@ def _evaluate_and_record(setup: _Setup, compiled: _Compiled, live: _Live,
 def _finish(setup: _Setup, compiled: _Compiled, live: _Live, wall_start: float) -> dict:
     """The final evaluation, and the run's last line."""
     result, report = _evaluate_and_record(setup, compiled, live, setup.lengths.total_steps)
+    live.best.wait()
     wall_s = time.perf_counter() - wall_start
     if setup.is_main:
         print(f"done: wall time {wall_s:.1f} s (train-step compile {compiled.seconds:.1f} s); "
-              f"report: {report}, figures: {os.path.join(setup.workdir, 'plots')}", flush=True)
+              f"{live.best.summary()}; report: {report}, figures: "
+              f"{os.path.join(setup.workdir, 'plots')}", flush=True)
     result.update(step=setup.lengths.total_steps, wall_s=wall_s, compile_s=compiled.seconds)
     return result
