@@ -131,6 +131,45 @@ def test_norm_and_bias_weight_decay_equal_torch_parameter_groups():
                                    atol=1e-7, err_msg=f"{m}.{n}")
 
 
+def test_adamw_steps_equal_torch_adamw_with_parameter_groups():
+    """optimizer=adamw against torch.optim.AdamW, float64, five steps, decoupled weight decay
+    on the kernels, none on batch norm (norm_weight_decay=0), its own on the classifier's bias,
+    at a rate that changes every step."""
+    config = default.get_config()
+    config.update(optimizer="adamw", weight_decay=0.05, norm_weight_decay=0.0,
+                  bias_weight_decay=0.01, adam_beta1=0.8, adam_beta2=0.99, adam_epsilon=1e-6)
+    rng = np.random.default_rng(4)
+    params = _params(rng)
+    grads = [jax.tree_util.tree_map(lambda p: rng.normal(size=p.shape), params)
+             for _ in range(5)]
+    lrs = [1e-3, 2e-3, 3e-3, 2e-3, 1e-3]
+    with jax.enable_x64(True):
+        tx = optim.create_optimizer(plans.build(config).optimizer,
+                                    lambda count: jnp.asarray(lrs, jnp.float64)[count])
+        ours = jax.tree_util.tree_map(lambda p: jnp.asarray(p, jnp.float64), params)
+        state = tx.init(ours)
+        for g in grads:
+            updates, state = tx.update(jax.tree_util.tree_map(jnp.asarray, g), state, ours)
+            ours = jax.tree_util.tree_map(lambda p, u: p + u, ours, updates)
+
+    names = [("conv1", "kernel", 0.05), ("fc", "kernel", 0.05), ("bn1", "scale", 0.0),
+             ("bn1", "bias", 0.0), ("fc", "bias", 0.01)]
+    tensors = {(m, n): torch.tensor(params[m][n], dtype=torch.float64, requires_grad=True)
+               for m, n, _ in names}
+    adam = torch.optim.AdamW([{"params": [tensors[(m, n)]], "weight_decay": wd}
+                              for m, n, wd in names], lr=lrs[0], betas=(0.8, 0.99), eps=1e-6)
+    for g, lr in zip(grads, lrs):
+        for group in adam.param_groups:
+            group["lr"] = lr
+        for (m, n), t in tensors.items():
+            t.grad = torch.tensor(g[m][n], dtype=torch.float64)
+        adam.step()
+    for (m, n), t in tensors.items():
+        assert not np.allclose(t.detach().numpy(), params[m][n])  # the steps moved it
+        np.testing.assert_allclose(np.asarray(ours[m][n]), t.detach().numpy(), rtol=1e-12,
+                                   atol=1e-14, err_msg=f"{m}.{n}")
+
+
 def optax_constant(value):
     return lambda count: value
 

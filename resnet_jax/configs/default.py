@@ -93,7 +93,13 @@ def get_config() -> ml_collections.ConfigDict:
     c.norm_weight_decay = -1.0    # batch-norm parameters (torchvision --norm-weight-decay);
                                   # < 0: as the rest (0 with decay_bn_and_bias=False)
     c.bias_weight_decay = -1.0    # the classifier's bias (--bias-weight-decay); < 0: likewise
-    c.optimizer = "sgd"           # sgd (torch.optim.SGD) | lars (MLPerf's reference LARS)
+    c.optimizer = "sgd"           # sgd (torch.optim.SGD) | lars (MLPerf's reference LARS) |
+                                  # adamw (torch.optim.AdamW: decoupled weight decay; timm's
+                                  # and Keras' fine-tuning default, with e.g. learning_rate
+                                  # 1e-3 and weight_decay 0.05; momentum/nesterov unused)
+    c.adam_beta1 = 0.9            # adamw's betas and epsilon (torch's defaults)
+    c.adam_beta2 = 0.999
+    c.adam_epsilon = 1e-8
     c.lars_eeta = 0.001           # LARS trust coefficient
     c.lars_epsilon = 0.0          # LARS epsilon (0: Keras's 1e-7, as MLPerf's reference)
     c.layer_decay = 1.0           # timm's --layer-decay: the head at the full rate, each block

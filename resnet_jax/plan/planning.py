@@ -60,8 +60,8 @@ def build(config) -> Plan:
         task=task,
         optimizer=specs.OptimizerSpec(
             config.optimizer, config.momentum, config.nesterov, _weight_decays(config),
-            config.lars_eeta, config.lars_epsilon, config.grad_clip_norm, config.layer_decay,
-            trainable),
+            config.lars_eeta, config.lars_epsilon, (config.adam_beta1, config.adam_beta2),
+            config.adam_epsilon, config.grad_clip_norm, config.layer_decay, trainable),
         schedule=specs.ScheduleSpec(
             config.schedule, _peak_learning_rate(config), config.schedule_unit,
             config.warmup_epochs, config.warmup_start_factor, tuple(config.lr_boundaries_steps),

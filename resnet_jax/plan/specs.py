@@ -13,7 +13,7 @@ from resnet_jax import models, tasks
 # config.dtype -> (compute dtype, parameter dtype). Batch-norm statistics follow the params.
 DTYPES = {"float32": (jnp.float32, jnp.float32), "bfloat16": (jnp.bfloat16, jnp.float32),
           "float64": (jnp.float64, jnp.float64)}
-OPTIMIZERS = ("sgd", "lars")
+OPTIMIZERS = ("sgd", "lars", "adamw")
 SCHEDULES = ("constant", "cosine", "piecewise", "polynomial")
 SCHEDULE_UNITS = ("step", "epoch")
 # best_metric -> (the evaluation's value, whether higher is better)
@@ -74,6 +74,8 @@ class OptimizerSpec:
     weight_decays: WeightDecays = WeightDecays()
     lars_eeta: float = 0.001
     lars_epsilon: float = 0.0
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_epsilon: float = 1e-8
     grad_clip_norm: float = 0.0  # 0: no clipping
     layer_decay: float = 1.0     # 1: every layer at the full rate
     trainable: frozenset[str] | None = None  # the parts that train; None: all

@@ -1,6 +1,8 @@
 """Optax optimizers and learning-rate schedules built from the plan's specs.
 
-`sgd` is the exact twin of `torch.optim.SGD` with coupled weight decay:
+`adamw` is `torch.optim.AdamW` (decoupled weight decay: p -= lr * (adam step + wd * p)), with
+the same parameter groups. `sgd` is the exact twin of `torch.optim.SGD` with coupled weight
+decay:
     g += wd * p;  buf = m * buf + g;  p -= lr * buf      (Nesterov: p -= lr * (g + m * buf))
 with torchvision's parameter groups (`--norm-weight-decay`, `--bias-weight-decay`) and
 `clip_grad_norm_` before it. `lars` is MLPerf's reference LARS (`mlperf_lars`), with its
@@ -35,6 +37,17 @@ def sgd(learning_rate: float | optax.Schedule, *, momentum: float = 0.9, nestero
              else optax.add_decayed_weights(weight_decay, mask=decay_mask))
     return optax.chain(decay, optax.sgd(learning_rate, momentum=momentum or None,
                                         nesterov=nesterov))
+
+
+def adamw(learning_rate: float | optax.Schedule, *, betas: tuple[float, float] = (0.9, 0.999),
+          epsilon: float = 1e-8, weight_decay: WeightDecays | None = None
+          ) -> optax.GradientTransformation:
+    """torch.optim.AdamW: Adam's bias-corrected step m_hat / (sqrt(v_hat) + eps), plus the
+    decoupled decay wd * p of each parameter's kind, both times the learning rate (torch's
+    p *= 1 - lr * wd before the step is the same update)."""
+    return optax.chain(optax.scale_by_adam(*betas, eps=epsilon),
+                       add_weight_decays(weight_decay or WeightDecays()),
+                       optax.scale_by_learning_rate(learning_rate))
 
 
 # --- parameter kinds (torchvision's parameter groups) ---------------------------------------
@@ -206,10 +219,14 @@ def _schedule(spec: ScheduleSpec, steps_per_epoch: float, total_steps: int) -> o
 
 
 def create_optimizer(spec: OptimizerSpec, schedule: optax.Schedule) -> optax.GradientTransformation:
-    """SGD as torch's (or MLPerf's LARS), after gradient clipping if asked; for the
+    """SGD as torch's (or AdamW as torch's, or MLPerf's LARS), after gradient clipping if
+    asked; for the
     `trainable` parts only (the rest is left exactly as it is: no update, no weight decay, no
     optimiser state)."""
-    if spec.name == "lars":
+    if spec.name == "adamw":
+        tx = adamw(schedule, betas=spec.adam_betas, epsilon=spec.adam_epsilon,
+                   weight_decay=spec.weight_decays)
+    elif spec.name == "lars":
         tx = mlperf_lars(schedule, momentum=spec.momentum, weight_decay=spec.weight_decays.weight,
                          eeta=spec.lars_eeta, epsilon=spec.lars_epsilon, nesterov=spec.nesterov)
     else:
