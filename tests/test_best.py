@@ -92,3 +92,21 @@ def test_a_folder_run_evaluates_every_epoch_and_the_tools_use_its_best(tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith(
         "error: --checkpoint 999: give best, latest or one of the steps")
+
+
+@pytest.mark.parametrize("tool", ["train.py", "evaluate.py", "predict.py", "export.py",
+                                  "embed.py"])
+def test_help_exits_0_and_says_where_the_config_keys_are(tool):
+    proc = run_tool(tool, ["--help"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "resnet_jax/configs/default.py" in proc.stdout
+
+
+def test_print_config_prints_what_the_run_would_record(tmp_path):
+    proc = run_tool("train.py", ["--config", "configs/folder.py", "--config.model=resnet18",
+                                 "--config.optimizer=adamw", "--print_config"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    printed = json.loads(proc.stdout)
+    assert (printed["model"], printed["optimizer"], printed["eval_every_epochs"]) == (
+        "resnet18", "adamw", 1.0)
+    assert not os.path.exists(tmp_path / "run")

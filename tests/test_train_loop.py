@@ -94,7 +94,9 @@ def _tree_digest(path):
     (["--config.dataset=mnist"], 1, "unknown dataset 'mnist'; valid datasets:"),
     (["--config.batch_size=12"], 8, "batch_size=12 must be a positive multiple of the device "
                                     "count (8)"),
-    (["--config.no_such_key=1"], 1, "'no_such_key' is not a config key"),
+    (["--config.no_such_key=1"], 1, "unknown config key 'no_such_key'; every key is listed"),
+    (["--config.learning_rat=1"], 1, "unknown config key 'learning_rat' (did you mean "
+                                     "'learning_rate'?)"),
     (["--config.dataset=imagenet2012", "--config.data_dir=/nonexistent"], 1,
      "ILSVRC2012_img_train.tar"),
 ])
