@@ -67,19 +67,20 @@ def test_without_val_a_fixed_stratified_share_is_held_out(tmp_path, layout):
 
 def test_every_format_and_mode_becomes_rgb_pixels_of_the_crop_size(tmp_path, capsys):
     for i, (ext, mode) in enumerate([("png", "L"), ("png", "RGBA"), ("bmp", "RGB"),
-                                     ("gif", "L"), ("jpeg", "RGB"), ("JPG", "RGB")]):
+                                     ("gif", "L"), ("jpeg", "RGB"), ("JPG", "RGB"),
+                                     ("webp", "RGB"), ("tif", "RGBA"), ("TIFF", "L")]):
         for split in ("train", "val"):
             _image(os.path.join(tmp_path, split, f"c{i % 2}", f"{i}.{ext}"), (13 + i, 25),
                    mode, seed=i)
     (tmp_path / "train" / "c0" / "notes.txt").write_text("not an image: ignored")
     source = datasets.create_source(data_spec(_config(tmp_path)))
-    assert (source.info.num_train, source.info.num_eval) == (6, 6)
-    assert (f"warning: {tmp_path}/train: ignored 1 file(s) that are not JPG/JPEG/PNG/BMP/GIF "
-            f"(e.g. {tmp_path}/train/c0/notes.txt)") in capsys.readouterr().err
-    batch = next(batching.train_batches(source, 6, 0, 1, seed=0))
-    assert batch["image"].shape == (6, 16, 16, 3) and batch["image"].dtype == np.uint8
+    assert (source.info.num_train, source.info.num_eval) == (9, 9)
+    assert (f"warning: {tmp_path}/train: ignored 1 file(s) that are not JPG/JPEG/PNG/BMP/GIF/"
+            f"WEBP/TIF/TIFF (e.g. {tmp_path}/train/c0/notes.txt)") in capsys.readouterr().err
+    batch = next(batching.train_batches(source, 9, 0, 1, seed=0))
+    assert batch["image"].shape == (9, 16, 16, 3) and batch["image"].dtype == np.uint8
     evals = list(batching.eval_batches(source, 4))
-    assert [int(b["mask"].sum()) for b in evals] == [4, 2]  # every image once, then padding
+    assert [int(b["mask"].sum()) for b in evals] == [4, 4, 1]  # every image once, then padding
     gray = np.concatenate([b["image"][b["mask"]] for b in evals])[0]  # 0.png: grayscale
     assert np.array_equal(gray[..., 0], gray[..., 1]) and np.array_equal(gray[..., 1],
                                                                          gray[..., 2])
@@ -187,3 +188,79 @@ def test_hidden_folders_are_counted_and_unrecordable_class_names_refused(tmp_pat
     _write(tmp_path, {"train/line\nbreak": 2})
     with pytest.raises(folders.FolderError, match="holds a control character"):
         datasets.create_source(data_spec(_config(root)))
+
+
+@pytest.mark.parametrize("ext, mode", [("webp", "RGB"), ("tiff", "RGBA"), ("tif", "L")])
+def test_webp_and_tiff_decode_to_the_pixels_pillow_gives(tmp_path, ext, mode):
+    from resnet_jax.data import preprocessing
+    from resnet_jax.data.lazy_tf import tf
+
+    path = str(tmp_path / f"photo.{ext}")
+    _image(path, (23, 17), mode, seed=3)
+    pillow = np.asarray(Image.open(path).convert("RGB"))
+    ours = preprocessing.decode_rgb(tf.io.read_file(path)).numpy()
+    np.testing.assert_array_equal(ours, pillow)
+    # and inside a tf.data pipeline, as training reads it
+    ds = tf.data.Dataset.from_tensors(path).map(
+        lambda p: preprocessing.decode_rgb(tf.io.read_file(p)))
+    np.testing.assert_array_equal(next(iter(ds)).numpy(), pillow)
+
+
+def _truncated_jpeg(path):
+    _image(path, (40, 30), seed=7)
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[:len(data) // 2])  # the header is intact, the scan is cut
+
+
+def test_a_truncated_jpeg_stops_the_run_unless_bad_images_are_skipped(tmp_path, capsys):
+    root = _write(tmp_path, {"train/a": 3, "train/b": 3, "val/a": 1, "val/b": 1})
+    bad = os.path.join(root, "train", "b", "9.jpg")
+    _truncated_jpeg(bad)
+    source = datasets.create_source(data_spec(_config(root)))  # its header reads fine
+    with pytest.raises(folders.FolderError, match=f"cannot read image {bad}: "):
+        list(batching.train_batches(source, 7, 0, 1, seed=0))
+    skipping = datasets.create_source(data_spec(_config(root, skip_bad_images=True)))
+    assert skipping.info.num_train == 6 and len(skipping.info.skipped) == 1
+    assert skipping.info.skipped[0].startswith(f"{bad}: ")
+    assert "warning: skipped 1 unreadable image(s) (skip_bad_images)" in capsys.readouterr().err
+    batches = list(batching.train_batches(skipping, 6, 0, 2, seed=0))
+    assert [b["image"].shape for b in batches] == [(6, 16, 16, 3)] * 2
+    # a file that is not an image at all (refused at listing otherwise) is skipped too
+    (tmp_path / "val" / "a" / "1.jpg").write_text("not a JPEG")
+    skipping = datasets.create_source(data_spec(_config(root, skip_bad_images=True)))
+    assert skipping.info.num_eval == 2 and len(skipping.info.skipped) == 2
+
+
+def test_webp_and_tiff_photos_train_and_predict_past_a_truncated_jpeg(tmp_path):
+    """As a user runs it: a folder of WebP, TIFF and JPEG photos with one truncated JPEG,
+    skip_bad_images=true; then predict.py on a WebP and a TIFF file."""
+    import json
+
+    from tests.train_cli import run_cli, run_tool
+    from tools.image_folders import write_photo_crops
+
+    root = write_photo_crops(str(tmp_path / "photos"), classes=2, train=6, val=2)
+    for i, path in enumerate(sorted(p for p in (tmp_path / "photos").rglob("*.jpg"))):
+        ext = ("webp", "tiff", "jpg")[i % 3]
+        if ext != "jpg":
+            Image.open(path).save(path.with_suffix(f".{ext}"))
+            path.unlink()
+    bad = str(tmp_path / "photos" / "train" / "class_1" / "zz_truncated.jpg")
+    _truncated_jpeg(bad)
+    workdir = str(tmp_path / "run")
+    proc = run_cli(["--config.dataset=folder", f"--config.data_dir={root}",
+                    "--config.model=resnet8", "--config.image_size=16",
+                    "--config.eval_resize=18", "--config.batch_size=4",
+                    "--config.eval_batch_size=4", "--config.num_train_steps=2",
+                    "--config.skip_bad_images=true"], workdir, config="configs/folder.py")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "warning: skipped 1 unreadable image(s) (skip_bad_images)" in proc.stderr
+    skipped = open(os.path.join(workdir, "skipped_images.txt")).read().splitlines()
+    assert len(skipped) == 1 and skipped[0].startswith(f"{bad}: ")
+    queries = [str(next((tmp_path / "photos" / "val").rglob(f"*.{ext}")))
+               for ext in ("webp", "tiff")]
+    proc = run_tool("predict.py", ["--workdir", workdir, "--json", *queries])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    answers = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [a["path"] for a in answers] == queries
+    assert all(len(a["top_k"]) == 2 for a in answers)

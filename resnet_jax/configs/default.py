@@ -36,6 +36,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.eval_split = ""             # the split evaluated ("": validation/test; a folder: the
                                   # first of val/, validation/, test/, else the held-out images)
     c.max_image_pixels = 178_956_970  # image files: larger ones (width x height) are refused
+    c.skip_bad_images = False     # image files: leave out the unreadable ones (truncated,
+                                  # not images, too large), counted, named on stderr and in
+                                  # WORKDIR/skipped_images.txt; False: the first stops the run
     c.holdout_fraction = 0.2      # folder without val/: share of each class held out for eval
     c.threshold = 0.5             # multilabel: a label is predicted where its sigmoid >= this
     c.image_size = 224            # training crop / eval crop; CIFAR 32, digits 8

@@ -300,3 +300,14 @@ def augment(image, seed, policy: str, num_ops: int = 2, magnitude_bin: int = 9,
                                      height, width, magnitude_bin)
         image = tf.ensure_shape(_apply_sampled(image, op, magnitude, fill), image.shape)
     return image
+
+
+def after(preprocess_train, policy: str, num_ops: int, magnitude: int):
+    """`preprocess_train` followed, as torchvision's presets do (RandomResizedCrop, flip, then
+    the policy), by TrivialAugmentWide or RandAugment on its uint8 crop, seeded by the
+    example's position."""
+    def preprocess(example, rng):
+        out = preprocess_train(example, rng)
+        seed = tf.random.experimental.stateless_fold_in(rng, 1)
+        return {**out, "image": augment(out["image"], seed, policy, num_ops, magnitude)}
+    return preprocess

@@ -67,6 +67,7 @@ class DatasetInfo:
     eval_image_shape: tuple[int, int, int] | None = None  # None: image_shape
     # Several labels per image: labels are (classes,) float32 multi-hot rows, not class indices
     multilabel: bool = False
+    skipped: tuple[str, ...] = ()  # skip_bad_images: "path: why" of each file left out
 
     @property
     def label_dtype(self) -> str:
@@ -291,7 +292,7 @@ def _folder(spec: DataSpec) -> Source:
     """Image files in class folders (`resnet_jax.data.folders`), one file a record, ImageNet
     preprocessing."""
     splits = folders.read_splits(spec.data_dir, spec.holdout_fraction, spec.eval_split,
-                                 spec.max_image_pixels)
+                                 spec.max_image_pixels, check=not spec.skip_bad_images)
     return _image_files(spec, "folder", splits.class_names, splits.eval_from,
                         (splits.train.paths, np.asarray(splits.train.labels, np.int32)),
                         (splits.eval.paths, np.asarray(splits.eval.labels, np.int32)))
@@ -303,7 +304,8 @@ def _multilabel(spec: DataSpec) -> Source:
     from resnet_jax.data import multilabel
 
     splits = multilabel.read_splits(spec.data_dir)
-    folders.check_headers(splits.train.paths + splits.eval.paths, spec.max_image_pixels)
+    if not spec.skip_bad_images:
+        folders.check_headers(splits.train.paths + splits.eval.paths, spec.max_image_pixels)
     return _image_files(spec, "multilabel", splits.class_names, splits.eval_from,
                         (splits.train.paths, splits.targets(splits.train)),
                         (splits.eval.paths, splits.targets(splits.eval)), multilabel=True)
@@ -314,6 +316,10 @@ def _image_files(spec, name, class_names, eval_from, train_split, eval_split,
     """(paths, labels) for training and evaluation, one file a record, ImageNet
     preprocessing."""
     size, resize, eval_size = spec.image_size, spec.eval_resize, spec.eval_crop
+    skipped = ()
+    if spec.skip_bad_images:
+        train_split, eval_split, skipped = folders.without_unreadable(
+            train_split, eval_split, spec.max_image_pixels)
     train, evaluation = (Records.of_arrays(path=np.array(paths, dtype=object), label=labels)
                          for paths, labels in (train_split, eval_split))
     every_path = list(train_split[0]) + list(eval_split[0])
@@ -342,7 +348,7 @@ def _image_files(spec, name, class_names, eval_from, train_split, eval_split,
                        (size, size, 3), tuple(class_names),
                        pixel_normalization=(IMAGENET_MEAN, IMAGENET_STD),
                        eval_from=eval_from, eval_image_shape=(eval_size, eval_size, 3),
-                       multilabel=multilabel)
+                       multilabel=multilabel, skipped=skipped)
     return Source(info, train, evaluation, preprocess_train, preprocess_eval,
                   explain_read_error=explain_read_error)
 
@@ -383,16 +389,5 @@ def create_source(spec: DataSpec) -> Source:
     if source.info.pixel_normalization is None:
         raise DataError(f"auto_augment works on uint8 pixels: image files (folder, "
                         f"imagenet2012, imagenette) or fake data, not {spec.dataset}")
-    return dataclasses.replace(source, preprocess_train=_auto_augmented(source.preprocess_train,
-                                                                          spec))
-
-
-def _auto_augmented(preprocess_train, spec):
-    """After the crop and flip (torchvision's presets: RandomResizedCrop, flip, then the
-    policy), TrivialAugmentWide or RandAugment on the uint8 crop, seeded by the position."""
-    def preprocess(example, rng):
-        out = preprocess_train(example, rng)
-        seed = tf.random.experimental.stateless_fold_in(rng, 1)
-        return {**out, "image": autoaugment.augment(out["image"], seed, spec.auto_augment,
-                                                   spec.ra_num_ops, spec.ra_magnitude)}
-    return preprocess
+    return dataclasses.replace(source, preprocess_train=autoaugment.after(
+        source.preprocess_train, spec.auto_augment, spec.ra_num_ops, spec.ra_magnitude))

@@ -22,7 +22,7 @@ import numpy as np
 
 from resnet_jax.errors import UserError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 # Images larger than this (width x height) are refused: a decompression bomb (a few kB of PNG
 # that decodes to gigabytes) would otherwise exhaust the host's memory in the input pipeline.
 # PIL's own bomb limit; the config key max_image_pixels changes it.
@@ -87,7 +87,7 @@ def _read_classes(folder: str, class_names: tuple[str, ...] | None = None) -> tu
     found = _class_folders(folder)
     if not found:
         raise FolderError(f"{folder} has no class folders: put each class's images in "
-                          f"{folder}/CLASS_NAME/ (JPEG, PNG, BMP or GIF)")
+                          f"{folder}/CLASS_NAME/ (JPEG, PNG, BMP, GIF, WebP or TIFF)")
     if class_names is None:
         class_names = tuple(found)
     unknown = [name for name in found if name not in class_names]
@@ -103,7 +103,7 @@ def _read_classes(folder: str, class_names: tuple[str, ...] | None = None) -> tu
                               f"({', '.join(IMAGE_EXTENSIONS)}); add some or remove it")
         paths += files
         labels += [class_names.index(name)] * len(files)
-    if ignored:  # e.g. WebP or TIFF photos, which would otherwise vanish without a word
+    if ignored:  # e.g. HEIC photos, which would otherwise vanish without a word
         print(f"warning: {folder}: ignored {len(ignored)} file(s) that are not "
               f"{'/'.join(e[1:].upper() for e in IMAGE_EXTENSIONS)} (e.g. {ignored[0]})",
               file=sys.stderr, flush=True)
@@ -127,10 +127,11 @@ def _held_out(images: ImageList, fraction: float) -> tuple[ImageList, ImageList]
 
 
 def read_splits(data_dir: str, holdout_fraction: float, eval_split: str = "",
-                max_pixels: int = MAX_IMAGE_PIXELS) -> FolderSplits:
+                max_pixels: int = MAX_IMAGE_PIXELS, check: bool = True) -> FolderSplits:
     """The classes and images of DATA_DIR. `eval_split`: the folder to evaluate ('' for the
     first of val/validation/test, or the held-out images; 'train' for the training images).
-    `max_pixels`: larger images are refused (see `check_headers`)."""
+    `max_pixels`: larger images are refused (see `check_headers`); `check=False` leaves the
+    headers to `unreadable` (skip_bad_images)."""
     if not data_dir:
         raise FolderError("dataset=folder needs --config.data_dir=DIR, a folder holding train/ "
                           "(and val/) with one sub-folder of images per class")
@@ -142,7 +143,7 @@ def read_splits(data_dir: str, holdout_fraction: float, eval_split: str = "",
     class_names, train = _read_classes(train_dir)
     splits = _eval_split(data_dir, train_dir, class_names, train, holdout_fraction, eval_split)
     every = splits.train.paths + (() if splits.eval is splits.train else splits.eval.paths)
-    if len(every) <= HEADER_CHECK_LIMIT:
+    if check and len(every) <= HEADER_CHECK_LIMIT:
         check_headers(every, max_pixels)
     return splits
 
@@ -213,7 +214,7 @@ def tf_error_reason(error) -> str:
     """TensorFlow's error message without its op and device decorations."""
     import re
 
-    message = (str(error.message).strip().splitlines() or ["unreadable"])[0]
+    message = (str(getattr(error, "message", error)).strip().splitlines() or ["unreadable"])[0]
     message = re.sub(r"^\{\{[^}]*\}\}\s*", "", message)
     return re.sub(r"\s*\[Op:\w+\].*$", "", message)
 
@@ -241,25 +242,70 @@ def read_eval_image(path: str, size: int, resize: int, max_pixels: int = MAX_IMA
     """The image at `path` as a run's evaluation sees it: uint8 (size, size, 3). FolderError
     naming the file if it cannot be read."""
     from resnet_jax.data.lazy_tf import tf
-    from resnet_jax.data.preprocessing import eval_pixels
+    from resnet_jax.data.preprocessing import UndecodableImage, eval_pixels
 
     check_header(path, max_pixels)  # a decompression bomb is named, not decoded
     try:
         return eval_pixels(tf.io.read_file(path), size, resize).numpy()
     except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError,
-            tf.errors.PermissionDeniedError) as error:
+            tf.errors.PermissionDeniedError, UndecodableImage) as error:
         raise FolderError(f"cannot read image {path}: {tf_error_reason(error)}") from None
 
 
 def find_undecodable(paths) -> tuple[str, str] | None:
     """(path, reason) of the first file that TensorFlow cannot decode as an image, or None."""
-    from resnet_jax.data.lazy_tf import tf
-    from resnet_jax.data.preprocessing import decode_rgb
-
     for path in paths:
-        try:
-            decode_rgb(tf.io.read_file(path))
-        except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError,
-                tf.errors.PermissionDeniedError) as error:  # undecodable, removed, unreadable
-            return path, tf_error_reason(error)
+        reason = decoding_failure(path)
+        if reason is not None:
+            return path, reason
     return None
+
+
+def decoding_failure(path: str) -> str | None:
+    """Why the input pipeline cannot decode the image at `path`, or None if it can."""
+    from resnet_jax.data.lazy_tf import tf
+    from resnet_jax.data.preprocessing import UndecodableImage, decode_rgb
+
+    try:
+        decode_rgb(tf.io.read_file(path))
+    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError,
+            tf.errors.PermissionDeniedError, UndecodableImage) as error:
+        return tf_error_reason(error)  # undecodable, removed, unreadable
+    return None
+
+
+def unreadable(paths, max_pixels: int = MAX_IMAGE_PIXELS) -> dict[str, str]:
+    """{path: why} of the files the input pipeline could not use (a header that is not an
+    image's, too many pixels, a decoding failure: a truncated JPEG), each decoded once, on a
+    few threads (TensorFlow's decoders release the GIL)."""
+    import concurrent.futures
+
+    def failure(path):
+        try:
+            check_header(path, max_pixels)
+        except FolderError as error:
+            return str(error)
+        return decoding_failure(path)
+
+    unique = list(dict.fromkeys(paths))
+    with concurrent.futures.ThreadPoolExecutor(max(2, min(8, os.cpu_count() or 2))) as pool:
+        found = dict(zip(unique, pool.map(failure, unique)))
+    return {path: why for path, why in found.items() if why is not None}
+
+
+def without_unreadable(train_split, eval_split, max_pixels):
+    """skip_bad_images: (train, eval) (paths, labels) less the files that cannot be read, and
+    "path: why" of each; named on stderr, and by the run in WORKDIR/skipped_images.txt."""
+    bad = unreadable(list(train_split[0]) + list(eval_split[0]), max_pixels)
+    kept = []
+    for paths, labels in (train_split, eval_split):
+        keep = np.array([path not in bad for path in paths], bool)
+        if len(paths) and not keep.any():
+            raise FolderError(f"every image of a split is unreadable (e.g. "
+                                      f"{paths[0]}: {bad[paths[0]]})")
+        kept.append(([p for p, k in zip(paths, keep) if k], np.asarray(labels)[keep]))
+    if bad:
+        first = next(iter(bad.items()))
+        print(f"warning: skipped {len(bad)} unreadable image(s) (skip_bad_images), e.g. "
+              f"{first[0]}: {first[1]}", file=sys.stderr, flush=True)
+    return kept[0], kept[1], tuple(f"{path}: {why}" for path, why in bad.items())

@@ -73,9 +73,43 @@ def random_resized_crop(image, seed, size: int, min_area: float = 0.08):
     return tf.image.resize(image, (size, size), method="bilinear", antialias=False)
 
 
+# Files TensorFlow does not decode, known by their first bytes (WebP: RIFF....WEBP; TIFF:
+# II*<NUL> or MM<NUL>*): Pillow decodes them, as torchvision's ImageFolder does.
+_PILLOW_FORMATS = r"(?s)(RIFF....WEBP|II\*\x00|MM\x00\*).*"
+
+
+class UndecodableImage(ValueError):
+    """Pillow could not decode a WebP or TIFF file (eagerly; in a tf.data pipeline TensorFlow
+    raises it as InvalidArgumentError, as for the files it decodes itself)."""
+
+
 def decode_rgb(image_bytes):
-    """JPEG, PNG, BMP or GIF (first frame) -> (H, W, 3) uint8; grayscale and RGBA become RGB."""
-    return tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+    """JPEG, PNG, BMP, GIF (first frame), WebP or TIFF -> (H, W, 3) uint8; grayscale and RGBA
+    become RGB. WebP and TIFF are decoded by Pillow (the same pixels Pillow gives)."""
+    def pillow():
+        # as uint8 values: a string passed to NumPy loses its trailing NUL bytes
+        raw = tf.io.decode_raw(image_bytes, tf.uint8)
+        image = tf.numpy_function(_pillow_rgb, [raw], tf.uint8, stateful=False)
+        return tf.ensure_shape(image, (None, None, 3))
+
+    def tensorflow():
+        return tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+
+    head = tf.strings.substr(image_bytes, 0, 12)
+    return tf.cond(tf.strings.regex_full_match(head, _PILLOW_FORMATS), pillow, tensorflow)
+
+
+def _pillow_rgb(raw: np.ndarray) -> np.ndarray:
+    """A file's bytes (as uint8 values) -> (H, W, 3) uint8, by Pillow."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(raw.tobytes())) as image:
+            return np.asarray(image.convert("RGB"), np.uint8)
+    except (UnidentifiedImageError, OSError) as error:  # TensorFlow: InvalidArgumentError
+        raise UndecodableImage(f"Pillow cannot decode the image: {error}") from None
 
 
 def resize_center_crop(image, size: int, resize: int):

@@ -22,6 +22,7 @@ class DataSpec:
     ra_magnitude: int = 9
     holdout_fraction: float = 0.2  # a folder without val/: share held out per class
     max_image_pixels: int = 178_956_970
+    skip_bad_images: bool = False  # image files: leave out (and name) the unreadable ones
     fake_num_classes: int = 1000
     fake_num_examples: int = 1024
     seed: int = 0                  # fake data: the images' content

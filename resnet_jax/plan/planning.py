@@ -103,8 +103,8 @@ def data_spec(config) -> DataSpec:
         config.dataset, config.data_dir, config.eval_split, config.image_size,
         config.eval_crop_size or config.image_size, config.eval_resize, config.crop_min_area,
         bool(config.random_flip), config.auto_augment, config.ra_num_ops, config.ra_magnitude,
-        config.holdout_fraction, config.max_image_pixels, config.fake_num_classes,
-        config.fake_num_examples, config.seed)
+        config.holdout_fraction, config.max_image_pixels, bool(config.skip_bad_images),
+        config.fake_num_classes, config.fake_num_examples, config.seed)
 
 
 def parse_trainable(text: str, model_name: str,

@@ -16,6 +16,7 @@ from resnet_jax.files import write_atomically
 CONFIG_FILE, CLASSES_FILE = "config.json", "classes.txt"
 WEIGHTS_FILE = "weights.json"  # weights by name: the Hub repo and revision a run started from
 EARLY_STOPPING_FILE = "early_stopping.json"  # where and why the run stopped early
+SKIPPED_FILE = "skipped_images.txt"  # skip_bad_images: "path: why" of each file left out
 
 # Keys a resumed run may change: where data and caches are, how it reports and saves, how far
 # this invocation goes. Any other key changes the run itself, and is refused.
@@ -157,3 +158,13 @@ def read_record(workdir: str, name: str) -> dict | None:
             return json.load(f)
     except ValueError:
         raise UserError(f"{path} is not JSON; remove it (the run rewrites it)") from None
+
+
+def write_skipped_images(workdir: str, skipped) -> None:
+    """WORKDIR/skipped_images.txt: the files skip_bad_images left out, one "path: why" a line
+    (removed when there are none)."""
+    path = os.path.join(workdir, SKIPPED_FILE)
+    if skipped:
+        write_atomically(path, "".join(f"{line}\n" for line in skipped))
+    elif os.path.exists(path):
+        os.remove(path)

@@ -40,7 +40,7 @@ class WorkdirInUse(errors.UserError):
 # writer threads fail on it at the first save and the process never exits.
 OWNED_DIRECTORIES = ("checkpoints", "best", "plots", "damaged_checkpoints")
 OWNED_FILES = ("config.json", "classes.txt", "metrics.jsonl", "report.txt", "weights.json",
-               "early_stopping.json", LOCK_NAME)
+               "early_stopping.json", "skipped_images.txt", LOCK_NAME)
 
 
 def check_layout(workdir: str) -> None:

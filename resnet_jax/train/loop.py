@@ -234,6 +234,7 @@ def _init_or_restore(setup: _Setup, live: _Live) -> None:
     if setup.is_main:
         records.write_config(setup.workdir, plan.config)
         records.write_class_names(setup.workdir, setup.info.class_names)
+        records.write_skipped_images(setup.workdir, setup.info.skipped)
     live.best = best_lib.BestKeeper.resume(setup.workdir, plan.loop, live.saved_rows)
     live.writer = history.MetricWriter(setup.workdir, enabled=setup.is_main)
     live.writer.resume_at(live.start_step, live.saved_rows)
