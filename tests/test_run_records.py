@@ -61,8 +61,23 @@ def test_without_a_terminal_or_a_bar_progress_is_plain_lines(tty, bar):
         shown.update(step)
     shown.close()
     lines = stream.getvalue().splitlines()
-    assert "\r" not in stream.getvalue() and len(lines) == 10
+    assert "\r" not in stream.getvalue() and len(lines) == 11
     assert lines[-1].startswith("train: step 10/10 (100%), ") and "loss 0.1" in lines[-1]
+    # the estimate, once, after three timed steps past the first
+    assert lines[4].startswith("train: about ") and "for the 6 steps left (done around " \
+        in lines[4]
+
+
+def test_the_first_progress_line_comes_after_the_first_step():
+    stream = _Stream(False)
+    shown = progress.Progress(total=100, initial=0, enabled=True, bar=False, interval_s=3600,
+                              stream=stream)
+    shown.update(1)
+    assert stream.getvalue().startswith("train: step 1/100 (1%), ")
+    for step in range(2, 6):
+        shown.update(step)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2 and lines[1].startswith("train: about ")  # then every hour
 
 
 def test_on_a_terminal_progress_is_a_bar():

@@ -10,7 +10,6 @@ planned; what changes as it runs (`_Live`) is small and named.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import os
@@ -31,7 +30,16 @@ from resnet_jax.launch import sharding
 from resnet_jax.runs import checkpoint, history, progress, records, warm_start
 from resnet_jax.runs import workdir as workdir_lib
 from resnet_jax.train import best as best_lib
-from resnet_jax.train import ema, evaluation, metrics, optim, preemption, steps, trainable
+from resnet_jax.train import (
+    ema,
+    evaluation,
+    memory,
+    metrics,
+    optim,
+    preemption,
+    steps,
+    trainable,
+)
 
 
 def _setup_compilation_cache(path: str) -> None:
@@ -65,32 +73,9 @@ def train_and_evaluate(config, workdir: str, *, on_evaluation=None) -> dict:
                 records.check_config(workdir, plan.config)
             if jax.process_index() == 0:
                 checkpoint.remove_unfinished(workdir)
-            with _out_of_memory_explained(plan):
+            with memory.out_of_memory_explained(plan):
                 return _train_and_evaluate(_Setup.of(plan, workdir, source, on_evaluation),
                                            stop, wall_start)
-
-
-@contextlib.contextmanager
-def _out_of_memory_explained(plan: plans.Plan):
-    """XLA's out-of-memory error (a page of allocator detail) as one line that says what to
-    change: a user's batch or image size, not a bug."""
-    try:
-        yield
-    except jax.errors.JaxRuntimeError as error:
-        message = str(error)
-        if "RESOURCE_EXHAUSTED" not in message and "Out of memory" not in message:
-            raise
-        device = jax.devices()[0]
-        batch_size = plan.loop.batch_size
-        per_device = batch_size // max(jax.device_count(), 1)
-        first = message.strip().splitlines()[0][:160]
-        raise errors.UserError(
-            f"out of memory on {device.device_kind} ({device.platform}): {plan.model.name}, "
-            f"batch_size={batch_size} ({per_device} per device, "
-            f"{plan.step.accumulation_steps} micro-batch(es)), image_size="
-            f"{plan.data.image_size}, dtype {plan.model.dtype}; lower batch_size, or raise "
-            f"grad_accumulation_steps to keep the global batch in smaller pieces (XLA: "
-            f"{first})") from None
 
 
 def _train_and_evaluate(setup: _Setup, stop, wall_start: float) -> dict:
@@ -254,6 +239,7 @@ def _compile_steps(setup: _Setup, live: _Live) -> _Compiled:
         live.state.apply_fn, steps.variables_of(live.state), setup.mesh,
         (plan.loop.eval_batch_size // jax.process_count(), *info.eval_shape), plan.task,
         info.pixel_normalization)
+    memory.check_host_memory(plan, train_fn)  # before a step could exhaust the machine
     compiled = _Compiled(train_fn, eval_fn, seconds, trains)
     if setup.is_main:
         _announce(setup, compiled, live)
@@ -275,12 +261,27 @@ def _announce(setup: _Setup, compiled: _Compiled, live: _Live) -> None:
           f"{plan.loop.batch_size} over {where}, steps {live.start_step}.."
           f"{setup.lengths.total_steps}, train step compiled in {compiled.seconds:.1f} s",
           flush=True)
+    print(_plan_line(setup), flush=True)
     print(trainable.describe(live.state.params, compiled.trains, plan.trainable_text),
           flush=True)
     if info.name in datasets.OWN_DATASETS:  # the classes as the user's files name them
         print(f"classes: {', '.join(info.class_names[:20])}"
               f"{' ...' if len(info.class_names) > 20 else ''}; evaluating on "
               f"{info.eval_from}", flush=True)
+
+
+def _plan_line(setup: _Setup) -> str:
+    """The run's length in epochs and its evaluations, said before the first step."""
+    loop, lengths = setup.plan.loop, setup.lengths
+    every = loop.eval_interval(lengths)
+    evals = (f"evaluating every {every} steps ({every / lengths.steps_per_epoch:.3g} epochs) "
+             f"and at the end, the best by {loop.best_metric} kept in best/" if every > 0
+             else "evaluating at the end")
+    stops = (f", stopping after {loop.early_stopping_patience} evaluations without improvement"
+             if loop.early_stopping_patience else "")
+    return (f"plan: {lengths.total_steps} steps = {lengths.num_epochs:.3g} epochs of "
+            f"{lengths.steps_per_epoch:.3g} steps, {loop.batch_size} images a step; {evals}"
+            f"{stops}")
 
 
 def _train(setup: _Setup, compiled: _Compiled, live: _Live, stop) -> int | None:
