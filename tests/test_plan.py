@@ -109,12 +109,15 @@ def test_a_task_answers_every_question_of_the_interface(task):
     assert task.targets(labels, 3).shape == (2, 3)
     assert np.isfinite(float(task.loss(logits, labels)))
     sums = task.sums(logits, labels, jnp.asarray([True, False]))
-    assert set(sums) == {"loss", "top1", "top5", "count"} and float(sums["count"]) == 1.0
+    assert set(sums) == {"loss", "top1", "count"} and float(sums["count"]) == 1.0  # 3 classes
+    wide = jnp.zeros((2, 6))  # more than 5 classes: top-5 is counted
+    wide_labels = jnp.zeros((2, 6)) if shape else jnp.asarray([0, 5], jnp.int32)
+    assert set(task.sums(wide, wide_labels)) == {"loss", "top1", "top5", "count"}
     assert float(sums["top1"]) == 1.0  # the first image's best class is (one of) its label(s)
     outputs = np.asarray(task.outputs(logits))
-    values = task.summarize({"loss": 0.1, "top1": 1.0, "top5": 1.0, "count": 2},
-                            np.asarray(labels), outputs)
-    assert task.summary(values).endswith("on 2 held-out examples")
+    values = task.summarize({"loss": 0.1, "top1": 1.0, "count": 2}, np.asarray(labels), outputs)
+    assert task.summary(values).endswith("loss 0.1000 on 2 held-out examples")
+    assert "top-5" not in task.summary(values)
     answers = task.predict(np.asarray(logits), ("a", "b", "c"), top_k=2)
     assert len(answers) == 2 and answers[0][next(iter(answers[0]))][0]["class"] == "a"
     assert task.output_record()["task"] == task.name in tasks.TASKS

@@ -96,6 +96,28 @@ def test_label_smoothing_cross_entropy_equals_torch():
     assert float(ours) == pytest.approx(float(theirs), rel=1e-6)
 
 
+@pytest.mark.parametrize("soft", [False, True])
+def test_class_weighted_cross_entropy_equals_torch(soft):
+    """class_weights=balanced: torch's CrossEntropyLoss(weight=..., label_smoothing=...), with
+    class indices and with soft targets (mixup's)."""
+    torch = pytest.importorskip("torch")
+    from resnet_jax import tasks
+
+    rng = np.random.RandomState(1)
+    logits = rng.randn(7, 4).astype(np.float32)
+    labels = rng.randint(0, 4, 7)
+    targets = np.eye(4, dtype=np.float32)[labels]
+    if soft:
+        targets = 0.7 * targets + 0.3 * np.roll(targets, 1, axis=0)
+    task = tasks.Classification(0.1, balanced=True).for_data([10, 3, 1, 6])
+    np.testing.assert_allclose(task.weights, [20 / 40, 20 / 12, 20 / 4, 20 / 24])
+    ours = task.loss(jnp.asarray(logits), jnp.asarray(targets if soft else labels))
+    theirs = torch.nn.functional.cross_entropy(
+        torch.tensor(logits), torch.tensor(targets) if soft else torch.tensor(labels),
+        weight=torch.tensor(task.weights, dtype=torch.float32), label_smoothing=0.1)
+    assert float(ours) == pytest.approx(float(theirs), rel=1e-6)
+
+
 @pytest.mark.slow  # over ~5 s: make test-fast leaves it out
 def test_the_jitted_train_step_traces_once_over_several_steps():
     """The state a step returns has the avals of the state it took (no weak types, no dtype

@@ -110,6 +110,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.grad_clip_norm = 0.0        # > 0: clip the global gradient norm (torch's
                                   # clip_grad_norm_, --clip-grad-norm)
     c.label_smoothing = 0.0
+    c.class_weights = ""          # "balanced": each class's loss weighted by n_images /
+                                  # (n_classes * its count), scikit-learn's "balanced", as
+                                  # torch's CrossEntropyLoss(weight=...); for a skewed folder
     c.schedule = "cosine"         # cosine | piecewise | constant | polynomial (MLPerf's
                                   # warm-up then (1 - t)^poly_power decay to end_learning_rate)
     c.end_learning_rate = 1e-4    # polynomial only

@@ -19,9 +19,7 @@ from memory.
 Images arrive normalised (float32), except from image files (ImageNet, Imagenette, folders): their
 batches hold uint8 pixels and `DatasetInfo.pixel_normalization` says how the train and eval steps
 normalise them on the device, which keeps host work and host-to-device bytes 4x smaller.
-
-TensorFlow runs on the CPU only, imported on first use (`resnet_jax.data.lazy_tf`).
-"""
+TensorFlow runs on the CPU only, imported on first use (`resnet_jax.data.lazy_tf`)."""
 
 from __future__ import annotations
 
@@ -68,6 +66,7 @@ class DatasetInfo:
     # Several labels per image: labels are (classes,) float32 multi-hot rows, not class indices
     multilabel: bool = False
     skipped: tuple[str, ...] = ()  # skip_bad_images: "path: why" of each file left out
+    class_counts: tuple[int, ...] | None = None  # training images per class, where known
 
     @property
     def label_dtype(self) -> str:
@@ -122,7 +121,7 @@ def _in_memory(name, train, evaluation, num_classes, class_names, image_shape,
     splits = [Records.of_arrays(image=images, label=labels.astype(np.int32))
               for images, labels in (train, evaluation)]
     info = DatasetInfo(name, num_classes, splits[0].count, splits[1].count, image_shape,
-                       tuple(class_names))
+                       tuple(class_names), class_counts=_counts(train[1], num_classes))
     return Source(info, *splits, preprocess_train, preprocess_eval)
 
 
@@ -348,9 +347,17 @@ def _image_files(spec, name, class_names, eval_from, train_split, eval_split,
                        (size, size, 3), tuple(class_names),
                        pixel_normalization=(IMAGENET_MEAN, IMAGENET_STD),
                        eval_from=eval_from, eval_image_shape=(eval_size, eval_size, 3),
-                       multilabel=multilabel, skipped=skipped)
+                       multilabel=multilabel, skipped=skipped,
+                       class_counts=_counts(train_split[1], len(class_names)))
     return Source(info, train, evaluation, preprocess_train, preprocess_eval,
                   explain_read_error=explain_read_error)
+
+
+def _counts(labels, num_classes: int) -> tuple[int, ...]:
+    """Images per class: of class indices, or of multi-hot rows (an image counts for each)."""
+    labels = np.asarray(labels)
+    counts = labels.sum(axis=0) if labels.ndim == 2 else np.bincount(labels, minlength=num_classes)
+    return tuple(int(n) for n in counts)
 
 
 _SOURCES: dict[str, Callable] = {

@@ -53,6 +53,10 @@ def validate_config(config) -> planning.Plan:
             raise ConfigError(f"{', '.join(soft)}: not defined for multi-label targets here "
                               f"(a sigmoid per class); set them to 0 for dataset=multilabel")
     _check_evaluations(config)
+    _check_choice("class_weights", config.class_weights, ("", "balanced"))
+    if config.class_weights and tasks.name_for_dataset(config.dataset) == "multilabel":
+        raise ConfigError("class_weights=balanced weights one class per image; a multi-label "
+                          "run has a sigmoid per class: set class_weights=''")
     if pretrained.is_name(config.init_from):
         pretrained.resolve(config.init_from)  # an unknown name: one line, before anything runs
     if config.freeze_backbone and not config.init_from:

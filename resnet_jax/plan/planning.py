@@ -33,9 +33,11 @@ class Plan:
     trainable: frozenset[str] | None  # the parts that train; None: every parameter
     trainable_text: str  # as the run's opening line shows it
 
-    @property
-    def title(self) -> str:
-        return self.model.name
+    def for_data(self, class_counts) -> Plan:
+        """The plan with its task bound to the training set's class counts (class weights)."""
+        task = self.task.for_data(class_counts)
+        return dataclasses.replace(self, task=task, step=dataclasses.replace(self.step,
+                                                                             task=task))
 
 
 def resolve(config) -> Plan:
@@ -52,7 +54,8 @@ def build(config) -> Plan:
 
     trainable = parse_trainable(config.trainable, config.model, config.freeze_backbone)
     task = tasks.for_dataset(config.dataset, label_smoothing=config.label_smoothing,
-                             threshold=config.threshold)
+                             threshold=config.threshold,
+                             balanced=config.class_weights == "balanced")
     return Plan(
         config=ml_collections.FrozenConfigDict(config),
         model=model_spec(config, trainable),

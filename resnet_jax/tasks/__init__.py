@@ -11,6 +11,7 @@ A task answers, on the device (inside the jitted steps, so its methods are pure 
                                    which add up exactly over batches of any mask
     outputs(logits)                what evaluation keeps per example for the report
 and on the host:
+    for_data(class_counts)               the task bound to the training set (class weights)
     summarize(values, labels, outputs)   the evaluation's values, with the task's own (mAP)
     summary(values, examples)            the one line a run prints after an evaluation
     write_report(path, ...)              the report file (and the confusion matrix, if any)
@@ -41,11 +42,13 @@ def name_for_dataset(dataset: str) -> str:
     return _TASK_OF_DATASET.get(dataset, "classification")
 
 
-def for_dataset(dataset: str, *, label_smoothing: float = 0.0, threshold: float = 0.5) -> Task:
-    """The task of a run on `dataset`, with its options."""
+def for_dataset(dataset: str, *, label_smoothing: float = 0.0, threshold: float = 0.5,
+                balanced: bool = False) -> Task:
+    """The task of a run on `dataset`, with its options (`for_data` then binds it to the
+    training set: class weights)."""
     if name_for_dataset(dataset) == "multilabel":
         return MultiLabel(threshold)
-    return Classification(label_smoothing)
+    return Classification(label_smoothing, balanced)
 
 
 __all__ = ["Classification", "MultiLabel", "TASKS", "Task", "for_dataset", "name_for_dataset"]

@@ -12,12 +12,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from resnet_jax.errors import UserError
 from resnet_jax.files import write_atomically
 
 
 @dataclasses.dataclass(frozen=True)
 class Classification:
     label_smoothing: float = 0.0
+    balanced: bool = False  # class_weights=balanced: weights from the training set's counts
+    weights: tuple[float, ...] | None = None  # per class, in the training loss (torch's weight)
 
     best_metric = "eval_top1"  # what the best checkpoint keeps by default
     name = "classification"
@@ -33,8 +36,23 @@ class Classification:
 
     def loss(self, logits, labels):
         """Mean cross entropy against class indices (B,) or soft targets (B, classes) (from
-        mixup/cutmix), smoothed as torch's `label_smoothing` smooths either."""
-        return cross_entropy(logits, labels, logits.shape[-1], self.label_smoothing)
+        mixup/cutmix), smoothed as torch's `label_smoothing` smooths either, each class
+        weighted as torch's `weight` weights it where `weights` are set."""
+        return cross_entropy(logits, labels, logits.shape[-1], self.label_smoothing,
+                             self.weights)
+
+    def for_data(self, class_counts) -> Classification:
+        """With class_weights=balanced, the task weighted by the training set's class counts:
+        scikit-learn's "balanced", n_images / (n_classes * count of the class)."""
+        if not self.balanced:
+            return self
+        if class_counts is None:
+            raise UserError("class_weights=balanced weights classes by their training images, "
+                            "and this dataset does not count them (image folders, digits and "
+                            "CIFAR do): set class_weights=''")
+        counts = np.asarray(class_counts, np.float64)
+        weights = counts.sum() / (len(counts) * np.maximum(counts, 1))
+        return dataclasses.replace(self, weights=tuple(float(w) for w in weights))
 
     def sums(self, logits, labels, mask=None) -> dict:
         """Sums over a batch (not means), so batches of any mask add up exactly: loss (the
@@ -54,14 +72,14 @@ class Classification:
         return values
 
     def summary(self, values: dict, examples: str = "held-out examples") -> str:
-        return (f"top-1 {values['top1']:.4f}, top-5 {values['top5']:.4f}, loss "
-                f"{values['loss']:.4f} on {values['count']} {examples}")
+        return (f"top-1 {values['top1']:.4f}, {_top5(values)}loss {values['loss']:.4f} on "
+                f"{values['count']} {examples}")
 
     def write_report(self, path: str, labels: np.ndarray, outputs: np.ndarray, values: dict,
                      class_names: Sequence[str], header: str) -> np.ndarray:
         """Top-1/top-5, scikit-learn's per-class table and the confusion matrix (rows: true
         class, columns: predicted), to `path`; returns the matrix."""
-        return write_report(path, labels, outputs, values["top5"], class_names, header)
+        return write_report(path, labels, outputs, values.get("top5"), class_names, header)
 
     def predict(self, logits: np.ndarray, class_names: Sequence[str], top_k: int,
                 threshold: float | None = None) -> list[dict]:
@@ -76,11 +94,41 @@ class Classification:
         return {"task": self.name, "output": "softmax over the classes"}
 
 
-def cross_entropy(logits, labels, num_classes: int, label_smoothing: float = 0.0):
-    """Mean cross entropy against integer `labels` (B,) or soft targets (B, num_classes)."""
-    targets = labels if labels.ndim == 2 else jax.nn.one_hot(labels, num_classes)
-    targets = optax.smooth_labels(targets, label_smoothing)
-    return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets).mean()
+TOP_K = 5  # top-5 is counted only for more classes than this (else it is always 1)
+
+
+def _top5(values: dict) -> str:
+    return f"top-5 {values['top5']:.4f}, " if "top5" in values else ""
+
+
+def top_k_hits(logits, hits_of_top) -> dict:
+    """{"top1", "top5"} hit indicators (B,) from the top-5 classes' hits (`hits_of_top`: the
+    (B, k) hits of the k best classes); no top5 for TOP_K classes or fewer."""
+    found = {"top1": hits_of_top[:, 0]}
+    if logits.shape[-1] > TOP_K:
+        found["top5"] = jnp.any(hits_of_top, axis=-1)
+    return found
+
+
+def cross_entropy(logits, labels, num_classes: int, label_smoothing: float = 0.0,
+                  weights=None):
+    """Mean cross entropy against integer `labels` (B,) or soft targets (B, num_classes), as
+    torch's `cross_entropy`: with class `weights`, class-index targets average over the
+    weights of their classes (smoothing included), soft targets over the batch."""
+    if weights is None:
+        targets = labels if labels.ndim == 2 else jax.nn.one_hot(labels, num_classes)
+        targets = optax.smooth_labels(targets, label_smoothing)
+        return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets).mean()
+    log_p = jax.nn.log_softmax(logits.astype(jnp.float32))
+    weights = jnp.asarray(weights, jnp.float32)
+    if labels.ndim == 2:
+        targets = optax.smooth_labels(labels, label_smoothing)
+        return -(weights * targets * log_p).sum(-1).mean()
+    weight_of = weights[labels]  # (B,)
+    nll = -jnp.take_along_axis(log_p, labels[:, None], axis=-1)[:, 0]
+    smooth = -(log_p * weights).sum(-1)  # (B,)
+    return ((1 - label_smoothing) * (weight_of * nll).sum()
+            + label_smoothing / num_classes * smooth.sum()) / weight_of.sum()
 
 
 def classification_sums(logits, labels, mask=None) -> dict:
@@ -90,14 +138,14 @@ def classification_sums(logits, labels, mask=None) -> dict:
     logits = logits.astype(jnp.float32)
     weights = mask.astype(jnp.float32)
     loss = -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=-1)[:, 0]
-    k = min(5, logits.shape[-1])
-    top_k = jax.lax.top_k(logits, k)[1]  # (B, k)
-    hits = top_k == labels[:, None]
-    return {"loss": jnp.sum(loss * weights), "top1": jnp.sum(hits[:, 0] * weights),
-            "top5": jnp.sum(jnp.any(hits, axis=-1) * weights), "count": jnp.sum(weights)}
+    top_k = jax.lax.top_k(logits, min(TOP_K, logits.shape[-1]))[1]  # (B, k)
+    hits = top_k_hits(logits, top_k == labels[:, None])
+    return {"loss": jnp.sum(loss * weights),
+            **{name: jnp.sum(hit * weights) for name, hit in hits.items()},
+            "count": jnp.sum(weights)}
 
 
-def write_report(path: str, labels: np.ndarray, predictions: np.ndarray, top5: float,
+def write_report(path: str, labels: np.ndarray, predictions: np.ndarray, top5: float | None,
                  class_names: Sequence[str], header: str) -> np.ndarray:
     from sklearn.metrics import classification_report, confusion_matrix
 
@@ -106,7 +154,8 @@ def write_report(path: str, labels: np.ndarray, predictions: np.ndarray, top5: f
     table = classification_report(labels, predictions, labels=classes,
                                   target_names=list(class_names), digits=4, zero_division=0)
     matrix = confusion_matrix(labels, predictions, labels=classes)
-    text = (f"{header}\n\ntop-1 accuracy: {top1:.4f}\ntop-5 accuracy: {top5:.4f}\n"
+    top5_line = "" if top5 is None else f"top-5 accuracy: {top5:.4f}\n"
+    text = (f"{header}\n\ntop-1 accuracy: {top1:.4f}\n{top5_line}"
             f"examples: {len(labels)}\n\n{table}\n{_confusion_text(matrix, class_names)}")
     write_atomically(path, text)
     return matrix

@@ -13,6 +13,7 @@ import numpy as np
 import optax
 
 from resnet_jax.files import write_atomically
+from resnet_jax.tasks.classification import TOP_K, top_k_hits
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +31,9 @@ class MultiLabel:
     def targets(self, labels, num_classes: int):
         return labels  # already (B, classes) rows
 
+    def for_data(self, class_counts) -> MultiLabel:
+        return self  # no class weights (refused by the plan's checks)
+
     def loss(self, logits, labels):
         return optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32), labels).mean()
 
@@ -41,11 +45,11 @@ class MultiLabel:
         logits = logits.astype(jnp.float32)
         weights = mask.astype(jnp.float32)
         loss = optax.sigmoid_binary_cross_entropy(logits, targets).mean(axis=-1)
-        k = min(5, logits.shape[-1])
-        top_k = jax.lax.top_k(logits, k)[1]  # (B, k)
-        hits = jnp.take_along_axis(targets, top_k, axis=-1) > 0
-        return {"loss": jnp.sum(loss * weights), "top1": jnp.sum(hits[:, 0] * weights),
-                "top5": jnp.sum(jnp.any(hits, axis=-1) * weights), "count": jnp.sum(weights)}
+        top_k = jax.lax.top_k(logits, min(TOP_K, logits.shape[-1]))[1]  # (B, k)
+        hits = top_k_hits(logits, jnp.take_along_axis(targets, top_k, axis=-1) > 0)
+        return {"loss": jnp.sum(loss * weights),
+                **{name: jnp.sum(hit * weights) for name, hit in hits.items()},
+                "count": jnp.sum(weights)}
 
     def outputs(self, logits):
         """Each class's probability."""
@@ -57,9 +61,9 @@ class MultiLabel:
         return {**values, "map": mean_average_precision(labels, outputs)[0]}
 
     def summary(self, values: dict, examples: str = "held-out examples") -> str:
-        return (f"mAP {values['map']:.4f}, top-1 {values['top1']:.4f}, top-5 "
-                f"{values['top5']:.4f}, loss {values['loss']:.4f} on {values['count']} "
-                f"{examples}")
+        top5 = f"top-5 {values['top5']:.4f}, " if "top5" in values else ""
+        return (f"mAP {values['map']:.4f}, top-1 {values['top1']:.4f}, {top5}loss "
+                f"{values['loss']:.4f} on {values['count']} {examples}")
 
     def write_report(self, path: str, labels: np.ndarray, outputs: np.ndarray, values: dict,
                      class_names: Sequence[str], header: str) -> None:

@@ -135,6 +135,7 @@ class _Setup:
            on_evaluation) -> _Setup:
         """The run's length, mesh, model and optimiser; nothing computed yet."""
         info = source.info
+        plan = plan.for_data(info.class_counts)
         lengths = plan.loop.lengths(info.num_train)
         _setup_compilation_cache(plan.loop.compilation_cache_dir)
         if plan.model.dtype == "float64":
@@ -274,7 +275,7 @@ def _plan_line(setup: _Setup) -> str:
     """The run's length in epochs and its evaluations, said before the first step."""
     loop, lengths = setup.plan.loop, setup.lengths
     every = loop.eval_interval(lengths)
-    evals = (f"evaluating every {every} steps ({every / lengths.steps_per_epoch:.3g} epochs) "
+    evals = (f"evaluating every {every} steps ({every / lengths.steps_per_epoch:.3g} epoch(s)) "
              f"and at the end, the best by {loop.best_metric} kept in best/" if every > 0
              else "evaluating at the end")
     stops = (f", stopping after {loop.early_stopping_patience} evaluations without improvement"

@@ -31,9 +31,10 @@ def accumulate(total: dict | None, sums: dict) -> dict:
 
 
 def means(sums: dict) -> dict:
-    """Host floats: loss, top1, top5 averaged over the examples counted."""
+    """Host floats: loss, top1 (and top5 where there are more than 5 classes) averaged over the
+    examples counted."""
     count = float(sums["count"])
-    return {k: float(sums[k]) / count for k in ("loss", "top1", "top5")}
+    return {k: float(sums[k]) / count for k in ("loss", "top1", "top5") if k in sums}
 
 
 def raise_if_diverged(interval: dict | None, step: int, manager,
