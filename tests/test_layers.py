@@ -169,3 +169,23 @@ def test_models_and_the_data_pipeline_read_no_config():
                     and node.id == "ConfigDict"):
                 readers.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
     assert not readers, readers
+
+
+def test_pointers_into_the_docs_resolve():
+    """Docstrings and --help name README sections and docs/ pages: each must exist (sections
+    that moved to docs/ left stale pointers behind once)."""
+    import re
+
+    root = PACKAGE.parent
+    headings = {line.lstrip("#").strip() for line in (root / "README.md").read_text()
+                .splitlines() if line.startswith("#")}
+    stale = []
+    for path in sorted([*PACKAGE.rglob("*.py"), *(root / "tools").glob("*.py")]):
+        text = path.read_text()
+        for section in re.findall(r"README(?:'s|,)\s*\"([^\"]+)\"", text):
+            if section not in headings:
+                stale.append(f"{path.name}: README section {section!r}")
+        for page in re.findall(r"\bdocs/([\w-]+\.md)", text):
+            if not (root / "docs" / page).exists():
+                stale.append(f"{path.name}: docs/{page}")
+    assert not stale, stale

@@ -1,5 +1,5 @@
 """Writes image-folder datasets from data shipped with scikit-learn and matplotlib, offline:
-what the tests and the README's "Your own images" figures train on.
+what the tests and the figures of docs/own-images.md train on.
 
     python tools/image_folders.py digits DIR
     python tools/image_folders.py photos DIR [--classes 9 --train 60 --val 20]

@@ -9,7 +9,7 @@
 
     python train.py --config configs/imagenet_resnet50_tv_v2.py --workdir runs/r50_tv_v2
 
-README, "Modern recipes", maps each flag to a key.
+docs/recipes.md maps each flag to a key.
 """
 
 from resnet_jax.configs import imagenet_resnet50
