@@ -112,7 +112,6 @@ class Source:
     explain_read_error: Callable[[Exception], Exception | None] | None = None
 
 
-
 # --- sources --------------------------------------------------------------------------------
 
 def _in_memory(name, train, evaluation, num_classes, class_names, image_shape,
@@ -356,7 +355,8 @@ def _image_files(spec, name, class_names, eval_from, train_split, eval_split,
 def _counts(labels, num_classes: int) -> tuple[int, ...]:
     """Images per class: of class indices, or of multi-hot rows (an image counts for each)."""
     labels = np.asarray(labels)
-    counts = labels.sum(axis=0) if labels.ndim == 2 else np.bincount(labels, minlength=num_classes)
+    counts = labels.sum(axis=0) if labels.ndim == 2 else np.bincount(
+        labels.astype(np.int64), minlength=num_classes)
     return tuple(int(n) for n in counts)
 
 

@@ -241,15 +241,14 @@ def find_images(paths) -> list[str]:
 def read_eval_image(path: str, size: int, resize: int, max_pixels: int = MAX_IMAGE_PIXELS):
     """The image at `path` as a run's evaluation sees it: uint8 (size, size, 3). FolderError
     naming the file if it cannot be read."""
-    from resnet_jax.data.lazy_tf import tf
-    from resnet_jax.data.preprocessing import UndecodableImage, eval_pixels
+    from resnet_jax.data import pillow
 
     check_header(path, max_pixels)  # a decompression bomb is named, not decoded
     try:
-        return eval_pixels(tf.io.read_file(path), size, resize).numpy()
-    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError,
-            tf.errors.PermissionDeniedError, UndecodableImage) as error:
-        raise FolderError(f"cannot read image {path}: {tf_error_reason(error)}") from None
+        with open(path, "rb") as f:
+            return pillow.eval_pixels(f.read(), size, resize)
+    except (OSError, pillow.UndecodableImage) as error:
+        raise FolderError(f"cannot read image {path}: {error}") from None
 
 
 def find_undecodable(paths) -> tuple[str, str] | None:
@@ -263,13 +262,16 @@ def find_undecodable(paths) -> tuple[str, str] | None:
 
 def decoding_failure(path: str) -> str | None:
     """Why the input pipeline cannot decode the image at `path`, or None if it can."""
+    from resnet_jax.data import pillow
     from resnet_jax.data.lazy_tf import tf
-    from resnet_jax.data.preprocessing import UndecodableImage, decode_rgb
+    from resnet_jax.data.preprocessing import decode_rgb
 
-    try:
-        decode_rgb(tf.io.read_file(path))
+    try:  # training's decoder (TensorFlow's, or Pillow's), then evaluation's (Pillow's)
+        image_bytes = tf.io.read_file(path)
+        decode_rgb(image_bytes)
+        pillow.rgb(image_bytes.numpy())
     except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError,
-            tf.errors.PermissionDeniedError, UndecodableImage) as error:
+            tf.errors.PermissionDeniedError, pillow.UndecodableImage) as error:
         return tf_error_reason(error)  # undecodable, removed, unreadable
     return None
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from resnet_jax.data import pillow
 from resnet_jax.data.lazy_tf import tf
 
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
@@ -78,63 +79,28 @@ def random_resized_crop(image, seed, size: int, min_area: float = 0.08):
 _PILLOW_FORMATS = r"(?s)(RIFF....WEBP|II\*\x00|MM\x00\*).*"
 
 
-class UndecodableImage(ValueError):
-    """Pillow could not decode a WebP or TIFF file (eagerly; in a tf.data pipeline TensorFlow
-    raises it as InvalidArgumentError, as for the files it decodes itself)."""
-
-
 def decode_rgb(image_bytes):
     """JPEG, PNG, BMP, GIF (first frame), WebP or TIFF -> (H, W, 3) uint8; grayscale and RGBA
     become RGB. WebP and TIFF are decoded by Pillow (the same pixels Pillow gives)."""
-    def pillow():
+    def by_pillow():
         # as uint8 values: a string passed to NumPy loses its trailing NUL bytes
         raw = tf.io.decode_raw(image_bytes, tf.uint8)
-        image = tf.numpy_function(_pillow_rgb, [raw], tf.uint8, stateful=False)
+        image = tf.numpy_function(lambda values: pillow.rgb(values.tobytes()), [raw],
+                                  tf.uint8, stateful=False)
         return tf.ensure_shape(image, (None, None, 3))
 
-    def tensorflow():
+    def by_tensorflow():
         return tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
 
     head = tf.strings.substr(image_bytes, 0, 12)
-    return tf.cond(tf.strings.regex_full_match(head, _PILLOW_FORMATS), pillow, tensorflow)
-
-
-def _pillow_rgb(raw: np.ndarray) -> np.ndarray:
-    """A file's bytes (as uint8 values) -> (H, W, 3) uint8, by Pillow."""
-    import io
-
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(raw.tobytes())) as image:
-            return np.asarray(image.convert("RGB"), np.uint8)
-    except (UnidentifiedImageError, OSError) as error:  # TensorFlow: InvalidArgumentError
-        raise UndecodableImage(f"Pillow cannot decode the image: {error}") from None
-
-
-def resize_center_crop(image, size: int, resize: int):
-    """ImageNet eval on a decoded image: resize the shorter side to `resize` (bilinear,
-    antialiased), then center-crop `size` x `size`."""
-    shape = tf.cast(tf.shape(image)[:2], tf.float32)
-    scale = resize / tf.reduce_min(shape)
-    new_shape = tf.maximum(tf.cast(tf.round(shape * scale), tf.int32), size)
-    image = tf.image.resize(image, new_shape, method="bilinear", antialias=True)
-    top = (new_shape[0] - size) // 2
-    left = (new_shape[1] - size) // 2
-    return tf.ensure_shape(image[top:top + size, left:left + size, :], (size, size, 3))
+    return tf.cond(tf.strings.regex_full_match(head, _PILLOW_FORMATS), by_pillow,
+                   by_tensorflow)
 
 
 def eval_pixels(image_bytes, size: int, resize: int):
-    """An image file's bytes as evaluation and serving see it: decoded to RGB, resized and
-    center-cropped (`resize_center_crop`), uint8 (size, size, 3)."""
-    return to_pixels(resize_center_crop(decode_rgb(image_bytes), size, resize))
-
-
-def eval_preprocessing_spec(size: int, resize: int, mean, std) -> dict:
-    """What `eval_pixels` + normalisation do, for a serving stack to repeat."""
-    return {"decode": "RGB (grayscale and alpha converted), uint8 0..255",
-            "resize_shorter_side": resize, "resize_method": "bilinear, antialiased",
-            "center_crop": [size, size], "mean": [float(m) for m in mean],
-            "std": [float(s) for s in std],
-            "normalize": "(pixel - mean) / std, pixels in 0..255",
-            "channel_order": "RGB"}
+    """An image file's bytes (a string tensor) as evaluation sees it (`pillow.eval_pixels`:
+    torchvision's Resize + CenterCrop), uint8 (size, size, 3), inside a tf.data pipeline."""
+    raw = tf.io.decode_raw(image_bytes, tf.uint8)  # bytes as values: trailing NULs survive
+    image = tf.numpy_function(lambda values: pillow.eval_pixels(values.tobytes(), size, resize),
+                              [raw], tf.uint8, stateful=False)
+    return tf.ensure_shape(image, (size, size, 3))

@@ -9,7 +9,7 @@ import dataclasses
 import numpy as np
 
 from resnet_jax import tasks
-from resnet_jax.data import datasets, folders, preprocessing
+from resnet_jax.data import datasets, folders, pillow, preprocessing
 from resnet_jax.data.spec import DataSpec
 from resnet_jax.errors import UserError
 
@@ -56,8 +56,7 @@ class InputContract:
         if not self.takes_image_files:
             return f"the {self.dataset} dataset's arrays"
         mean, std = self.normalization
-        return preprocessing.eval_preprocessing_spec(self.image_shape[0], self.eval_resize,
-                                                     mean, std)
+        return pillow.spec(self.image_shape[0], self.eval_resize, mean, std)
 
     def predict(self, logits: np.ndarray, top_k: int, threshold: float | None = None):
         """The task's answer per image (`Task.predict`) with this run's class names."""

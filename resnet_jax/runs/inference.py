@@ -42,6 +42,14 @@ class RunModel:
         return self.contract.image_shape
 
 
+def use_compilation_cache(path: str) -> None:
+    """JAX's persistent compilation cache in `path` ("" : none): a command run again reuses
+    the compiled steps (those that took a second or more to compile)."""
+    if path:
+        jax.config.update("jax_compilation_cache_dir", os.path.expanduser(path))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
 def from_workdir(workdir: str, kernels: str | None = None, which: str = "auto") -> RunModel:
     """WORKDIR's model at the checkpoint `which` names: "best", "latest", a step, or "auto" (the
     best where the run keeps one, else the latest); says which on stderr. UserError if WORKDIR
@@ -62,6 +70,7 @@ def from_workdir(workdir: str, kernels: str | None = None, which: str = "auto") 
         raise UserError(f"{os.path.join(workdir, records.CLASSES_FILE)} names "
                         f"{len(class_names)} classes; the checkpoint has {num_classes}")
     plan = plans.build(config)
+    use_compilation_cache(plan.loop.compilation_cache_dir)
     in_channels = parts.in_channels(variables["params"])
     contract = InputContract.of(plan.data, plan.task, class_names, in_channels)
     return RunModel(plan, contract, plan.model.create(num_classes, in_channels), variables,

@@ -27,7 +27,7 @@ from resnet_jax import environment, errors
 from resnet_jax import plan as plans
 from resnet_jax.data import batching, datasets
 from resnet_jax.launch import sharding
-from resnet_jax.runs import checkpoint, history, progress, records, warm_start
+from resnet_jax.runs import checkpoint, history, inference, progress, records, warm_start
 from resnet_jax.runs import workdir as workdir_lib
 from resnet_jax.train import best as best_lib
 from resnet_jax.train import (
@@ -40,12 +40,6 @@ from resnet_jax.train import (
     steps,
     trainable,
 )
-
-
-def _setup_compilation_cache(path: str) -> None:
-    if path:
-        jax.config.update("jax_compilation_cache_dir", os.path.expanduser(path))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
 def train_and_evaluate(config, workdir: str, *, on_evaluation=None) -> dict:
@@ -137,7 +131,7 @@ class _Setup:
         info = source.info
         plan = plan.for_data(info.class_counts)
         lengths = plan.loop.lengths(info.num_train)
-        _setup_compilation_cache(plan.loop.compilation_cache_dir)
+        inference.use_compilation_cache(plan.loop.compilation_cache_dir)
         if plan.model.dtype == "float64":
             jax.config.update("jax_enable_x64", True)
         mesh = sharding.create_mesh()
