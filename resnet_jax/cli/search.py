@@ -22,6 +22,7 @@ import os
 
 from resnet_jax import errors
 from resnet_jax.experiments import search as experiment
+from resnet_jax.experiments import space as space_lib
 
 
 def define_flags() -> None:
@@ -66,7 +67,7 @@ def main(argv) -> None:
     if FLAGS.trials < 1:
         raise errors.UserError(f"--trials must be >= 1, got {FLAGS.trials}")
     config = FLAGS.config
-    space = experiment.space_lib.parse_space(FLAGS.space, config)
+    space = space_lib.parse_space(FLAGS.space, config)
     objective = FLAGS.objective
     sampler = experiment.create_sampler(FLAGS.sampler, space, FLAGS.trials, FLAGS.seed)
     pruner = experiment.create_pruner(FLAGS.pruner, config)
