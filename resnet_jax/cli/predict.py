@@ -51,11 +51,12 @@ def main(argv):
     paths = folders.find_images(argv[1:])
     # uint8 pixels in, normalised on the device as the evaluation step does
     logits_of = inference.logits_fn(run, run.contract.normalization)
-    for start in range(0, len(paths), FLAGS.batch_size):
-        chunk = paths[start:start + FLAGS.batch_size]
+    batch_size = min(FLAGS.batch_size, len(paths))  # one image: a batch of one
+    for start in range(0, len(paths), batch_size):
+        chunk = paths[start:start + batch_size]
         pixels = np.stack([run.contract.read_image(p) for p in chunk])
         # A fixed batch shape (padded), so that one compilation serves every chunk.
-        padded = np.zeros((FLAGS.batch_size, *pixels.shape[1:]), pixels.dtype)
+        padded = np.zeros((batch_size, *pixels.shape[1:]), pixels.dtype)
         padded[:len(chunk)] = pixels
         found = run.contract.predict(logits_of(padded)[:len(chunk)], FLAGS.top_k,
                                      FLAGS.threshold)

@@ -254,35 +254,46 @@ def _move_aside(workdir: str, manager, steps, keep: int) -> ocp.CheckpointManage
     return create_manager(workdir, keep)
 
 
-def load_state(workdir: str, step: int | None = None, directory: str = LATEST_DIR) -> dict:
+def load_state(workdir: str, step: int | None = None, directory: str = LATEST_DIR,
+               only: tuple[str, ...] | None = None) -> dict:
     """The saved TrainState of `workdir` (latest step by default; `directory=BEST_DIR`: the
     best checkpoint) as a plain pytree of arrays, without building a model: for inspection,
-    export and tests."""
+    export and tests. `only`: just those top-level entries (a model for inference needs
+    "params", "batch_stats" and "step", half the bytes: no optimiser state)."""
     absl_logger = logging.getLogger("absl")
     level = absl_logger.level
     absl_logger.setLevel(logging.ERROR)  # Orbax's notes on read-only managers and items unread
     try:
-        return _load_state(workdir, step, directory)
+        return _load_state(workdir, step, directory, only)
     finally:
         absl_logger.setLevel(level)
 
 
-def _load_state(workdir: str, step: int | None, directory: str) -> dict:
+def _load_state(workdir: str, step: int | None, directory: str,
+                only: tuple[str, ...] | None) -> dict:
+    handler = ocp.StandardCheckpointHandler() if only is None else ocp.PyTreeCheckpointHandler()
     manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, directory)),
                                     options=ocp.CheckpointManagerOptions(read_only=True),
-                                    item_handlers={"state": ocp.StandardCheckpointHandler()})
+                                    item_handlers={"state": handler})
     step = manager.latest_step() if step is None else step
     if step is None:
         raise FileNotFoundError(f"no checkpoint in {workdir}/{directory}")
     metadata = manager.item_metadata(step)["state"]
     metadata = getattr(metadata, "tree", metadata)
+    if only is not None:
+        metadata = {key: metadata[key] for key in only}
     # Restore onto this process's first device, whatever topology wrote the checkpoint.
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     target = jax.tree_util.tree_map(
         lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata)
-    restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(target)))
-    return restored["state"]
+    if only is None:
+        args = ocp.args.StandardRestore(target)
+    else:
+        restore_args = jax.tree_util.tree_map(
+            lambda m: ocp.ArrayRestoreArgs(sharding=device, global_shape=m.shape, dtype=m.dtype),
+            target)
+        args = ocp.args.PyTreeRestore(target, restore_args=restore_args, partial_restore=True)
+    return manager.restore(step, args=ocp.args.Composite(state=args))["state"]
 
 
 def _abandoned_io_report(unraisable) -> bool:

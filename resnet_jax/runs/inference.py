@@ -42,12 +42,13 @@ class RunModel:
         return self.contract.image_shape
 
 
-def use_compilation_cache(path: str) -> None:
+def use_compilation_cache(path: str, min_compile_s: float = 1.0) -> None:
     """JAX's persistent compilation cache in `path` ("" : none): a command run again reuses
-    the compiled steps (those that took a second or more to compile)."""
+    the computations that took `min_compile_s` or more to compile (training: the steps;
+    inference commands: every one, as a second saved is most of their start)."""
     if path:
         jax.config.update("jax_compilation_cache_dir", os.path.expanduser(path))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_s)
 
 
 def from_workdir(workdir: str, kernels: str | None = None, which: str = "auto") -> RunModel:
@@ -58,7 +59,8 @@ def from_workdir(workdir: str, kernels: str | None = None, which: str = "auto") 
     if kernels is not None:
         config.kernels = kernels
     directory, step = checkpoint.resolve_step(workdir, which)
-    state = checkpoint.load_state(workdir, step, directory)
+    state = checkpoint.load_state(workdir, step, directory,
+                                  only=("params", "batch_stats", "step"))
     name = "best" if directory == checkpoint.BEST_DIR else "latest" if which in (
         "auto", "latest") else "step"
     print(f"{workdir}: the {name} checkpoint, step {step}", file=sys.stderr, flush=True)
@@ -70,7 +72,7 @@ def from_workdir(workdir: str, kernels: str | None = None, which: str = "auto") 
         raise UserError(f"{os.path.join(workdir, records.CLASSES_FILE)} names "
                         f"{len(class_names)} classes; the checkpoint has {num_classes}")
     plan = plans.build(config)
-    use_compilation_cache(plan.loop.compilation_cache_dir)
+    use_compilation_cache(plan.loop.compilation_cache_dir, min_compile_s=0.0)
     in_channels = parts.in_channels(variables["params"])
     contract = InputContract.of(plan.data, plan.task, class_names, in_channels)
     return RunModel(plan, contract, plan.model.create(num_classes, in_channels), variables,
@@ -83,7 +85,8 @@ def logits_fn(run: RunModel, normalization=None):
     the training and eval steps do; None: the model's input as it is."""
     apply = jax.jit(lambda variables, images: run.model.apply(
         variables, normalize_images(images, normalization), train=False).astype(jnp.float32))
-    return lambda images: np.asarray(apply(run.variables, images))
+    variables = jax.device_put(run.variables)  # once, not at every call
+    return lambda images: np.asarray(apply(variables, images))
 
 
 EXPORT_FORMATS = ("jax", "onnx", "torchvision")
