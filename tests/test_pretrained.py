@@ -140,3 +140,31 @@ def test_a_local_safetensors_file_loads_without_torch(hub_files, tmp_path):
     assert "loaded 102 of 102 tensors" in summary
     np.testing.assert_array_equal(variables["params"]["conv1"]["kernel"],
                                   state["conv1.weight"].numpy().transpose(2, 3, 1, 0))
+
+
+def test_the_library_call_gives_the_whole_network(hub_files, tmp_path):
+    """pretrained.load, in a program: every tensor, the 1000-class head included, equal to the
+    state dict's (huggingface_hub reads HF_ENDPOINT when imported: a fresh process)."""
+    import subprocess
+    import sys
+
+    from tests.train_cli import REPO, cli_env
+
+    files, state = hub_files
+    out = str(tmp_path / "variables.npz")
+    code = ("import sys, numpy as np; from resnet_jax.interop import pretrained\n"
+            "name, v = pretrained.load('torchvision:resnet18')\n"
+            "np.savez(sys.argv[1], name=name, fc=v['params']['fc']['kernel'],\n"
+            "         var=v['batch_stats']['layer4_1']['bn2']['var'])\n"
+            "try:\n    pretrained.load('hf-hub:someone/mystery-net')\n"
+            "except pretrained.WeightsNameError as error:\n    print(error)\n")
+    with stand_in_hub.serving(files) as (endpoint, _):
+        proc = subprocess.run([sys.executable, "-c", code, out], cwd=REPO, text=True,
+                              capture_output=True, env={**cli_env(1), "HF_ENDPOINT": endpoint,
+                                                        "HF_HOME": str(tmp_path / "hf")})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "which architecture? 'mystery-net' is not one of this package's models" in proc.stdout
+    with np.load(out) as loaded:
+        assert str(loaded["name"]) == "resnet18"
+        np.testing.assert_array_equal(loaded["fc"], state["fc.weight"].numpy().T)
+        np.testing.assert_array_equal(loaded["var"], state["layer4.1.bn2.running_var"].numpy())

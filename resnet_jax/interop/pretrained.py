@@ -10,7 +10,11 @@ cache, `HF_ENDPOINT`, `HF_HUB_OFFLINE`, `HF_TOKEN` and progress bars are the use
 The `torchvision:` names resolve to timm's safetensors copies of exactly torchvision's weights
 (`timm/resnet50.tv2_in1k` is IMAGENET1K_V2, `.tv_in1k` IMAGENET1K_V1): no name needs PyTorch or
 unpickling. timm's ResNets name their tensors as torchvision does, so the file loads as a
-torchvision state dict (`warm_start`).
+torchvision state dict (`warm_start`, for `init_from`). In a program:
+
+    from resnet_jax.interop import pretrained
+    name, variables = pretrained.load("torchvision:resnet50")    # ("resnet50", Flax variables)
+    model = create_model(name, num_classes=1000)                 # model.apply(variables, ...)
 """
 
 from __future__ import annotations
@@ -83,6 +87,7 @@ def fetch(name: str) -> tuple[str, dict]:
     weights = resolve(name)
     try:
         import huggingface_hub
+        from huggingface_hub import constants
         from huggingface_hub import errors as hub_errors
     except ImportError:
         raise WeightsNameError(f"init_from={name} downloads weights with huggingface_hub: "
@@ -94,8 +99,8 @@ def fetch(name: str) -> tuple[str, dict]:
         # no network (or offline mode) and not in the cache
         raise WeightsNameError(
             f"init_from={name}: cannot download {weights.repo}/{weights.filename} from "
-            f"{huggingface_hub.constants.ENDPOINT} and it is not in the cache "
-            f"({huggingface_hub.constants.HF_HUB_CACHE}): {_first_line(error)}. On a machine "
+            f"{constants.ENDPOINT} and it is not in the cache ({constants.HF_HUB_CACHE}): "
+            f"{_first_line(error)}. On a machine "
             f"with network access run `hf download {weights.repo} {weights.filename}` and copy "
             f"that cache here, or give the downloaded file as init_from") from None
     except (hub_errors.RepositoryNotFoundError, hub_errors.RevisionNotFoundError,
@@ -114,3 +119,22 @@ def fetch(name: str) -> tuple[str, dict]:
 
 def _first_line(error: Exception) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+
+
+def load(name: str, model: str | None = None) -> tuple[str, dict]:
+    """(model name, Flax variables {"params", "batch_stats"}) of the weights `name` names, every
+    tensor loaded (the head included: ImageNet's 1000 classes for torchvision's). `model`: the
+    architecture of an hf-hub: repo (default: its name up to the first '.', as timm names
+    them, e.g. resnet50 for timm/resnet50.a1_in1k)."""
+    from safetensors.numpy import load_file
+
+    from resnet_jax.interop import torchvision_weights
+    from resnet_jax.models import MODELS
+
+    weights = resolve(name)
+    model = model or weights.repo.split("/")[-1].split(".")[0]
+    if model not in MODELS:
+        raise WeightsNameError(f"{name}: which architecture? {model!r} is not one of this "
+                               f"package's models; pass model= (e.g. model='resnet50')")
+    path, _ = fetch(name)
+    return model, torchvision_weights.from_torchvision(model, load_file(path))
