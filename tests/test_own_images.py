@@ -148,6 +148,31 @@ def test_predict_json_agrees_with_the_evaluation(fine_tuned, photos):
     assert np.mean(right) == pytest.approx(final["top1"])
 
 
+def test_weights_without_a_run_predict_and_export_as_the_run(fine_tuned, photos, tmp_path):
+    """predict.py and export.py with --config + init_from (no workdir): the run trained at
+    learning rate 0 from these weights, so the same probabilities and the same tensors."""
+    workdir, weights, *_ = fine_tuned
+    image = os.path.join(photos, "val", "class_1", "000.jpg")
+    config = ["--config", "configs/folder.py", "--config.model=resnet18",
+              "--config.image_size=32", "--config.eval_resize=36",
+              f"--config.init_from={weights}"]
+    by_run = run_tool("predict.py", ["--workdir", workdir, "--json", "--top_k", "3", image])
+    by_weights = run_tool("predict.py", [*config, "--json", "--top_k", "3", image])
+    assert by_run.returncode == 0 and by_weights.returncode == 0, by_weights.stderr[-3000:]
+    ours, theirs = json.loads(by_run.stdout)["top_k"], json.loads(by_weights.stdout)["top_k"]
+    assert [t["class"] for t in theirs] == [t["class"].removeprefix("class_") for t in ours]
+    np.testing.assert_allclose([t["probability"] for t in theirs],
+                               [t["probability"] for t in ours], rtol=1e-5)
+    output = str(tmp_path / "weights.pth")
+    proc = run_tool("export.py", [*config, "--format", "torchvision", "--output", output])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.load(open(output + ".json"))["init_from"] == weights
+    original, exported = torch.load(weights, weights_only=True), torch.load(output,
+                                                                          weights_only=True)
+    assert all(torch.equal(original[k], exported[k]) for k in original
+               if not k.endswith("num_batches_tracked"))
+
+
 def test_onnx_export_gives_our_logits(fine_tuned, tmp_path):
     onnxruntime = pytest.importorskip("onnxruntime", reason="the [export] extra")
     from resnet_jax.runs import inference

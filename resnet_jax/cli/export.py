@@ -2,6 +2,8 @@
 
     python export.py --workdir W --format jax|onnx|torchvision --output PATH \\
         [--checkpoint best|latest|STEP]
+    python export.py --config configs/folder.py --config.model=resnet50 \\
+        --config.init_from=torchvision:resnet50 --format onnx --output PATH     # weights
 
 - jax: a serialized `jax.export` artifact (StableHLO; any batch size), float32 NHWC input;
   load with `jax.export.deserialize(open(PATH, "rb").read()).call(images)`.
@@ -16,14 +18,17 @@ preprocessing (decode to RGB, resize, center crop, mean, std). Nothing is overwr
 `resnet_jax.interop.export` (write_jax, write_onnx, write_torchvision).
 """
 
-from absl import flags
+from absl import app, flags
+from ml_collections import config_flags
 
 from resnet_jax.cli import flags as cli
 
 FORMATS = ("jax", "onnx", "torchvision")  # resnet_jax.runs.inference.EXPORT_FORMATS
 flags.DEFINE_string("workdir", None, "The run to export.")
+config_flags.DEFINE_config_file(
+    "config", None, "Instead of --workdir: a config whose init_from names the weights.",
+    lock_config=True)
 cli.define_checkpoint_flag()
-flags.mark_flag_as_required("workdir")
 flags.DEFINE_enum("format", None, FORMATS, "What to write.")
 flags.mark_flag_as_required("format")
 flags.DEFINE_string("output", None, "The file to write.")
@@ -35,8 +40,11 @@ FLAGS = flags.FLAGS
 def main(argv):
     from resnet_jax.runs import inference
 
+    if (FLAGS.workdir is None) == (FLAGS.config is None):
+        raise app.UsageError("give --workdir W (a run), or --config CFG with "
+                             "--config.init_from=WEIGHTS")
     inference.export_run(FLAGS.workdir, FLAGS.format, FLAGS.output, FLAGS.overwrite,
-                         FLAGS.checkpoint)
+                         FLAGS.checkpoint, FLAGS.config)
 
 
 def run():

@@ -1,6 +1,8 @@
 """Classifies image files with a run's checkpoint (its best by default where it keeps one).
 
     python predict.py --workdir W [--checkpoint best|latest|STEP] [--top_k 5] [--json] PATH...
+    python predict.py --config configs/folder.py --config.model=resnet50 \\
+        --config.init_from=torchvision:resnet50 PATH...      # weights, no run: classes 0..N-1
 
 PATH: image files (JPEG, PNG, BMP, GIF) or folders (searched recursively). Each image is
 preprocessed exactly as the run's evaluation preprocesses its images. Per image: the top-k
@@ -14,11 +16,14 @@ import json
 import sys
 
 from absl import app, flags
+from ml_collections import config_flags
 
 from resnet_jax.cli import flags as cli
 
 flags.DEFINE_string("workdir", None, "The run whose model classifies the images.")
-flags.mark_flag_as_required("workdir")
+config_flags.DEFINE_config_file(
+    "config", None, "Instead of --workdir: a config whose init_from names the weights.",
+    lock_config=True)
 cli.define_checkpoint_flag()
 flags.DEFINE_integer("top_k", 5, "How many classes to show per image.")
 flags.DEFINE_bool("json", False, "One JSON object per image and line.")
@@ -44,7 +49,11 @@ def main(argv):
         raise UserError(f"--batch_size must be >= 1, got {FLAGS.batch_size}")
     if FLAGS.threshold is not None and not 0 < FLAGS.threshold < 1:
         raise UserError(f"--threshold must be in (0, 1), got {FLAGS.threshold}")
-    run = inference.from_workdir(FLAGS.workdir, which=FLAGS.checkpoint)
+    if (FLAGS.workdir is None) == (FLAGS.config is None):
+        raise app.UsageError("give --workdir W (a run), or --config CFG with "
+                             "--config.init_from=WEIGHTS")
+    run = (inference.from_workdir(FLAGS.workdir, which=FLAGS.checkpoint) if FLAGS.workdir
+           else inference.from_config(FLAGS.config))
     environment.announce(run.plan.model.kernels, run.plan.model.dtype,
                          file=sys.stderr)  # stdout: the results
     run.contract.require_image_files()

@@ -79,6 +79,30 @@ def from_workdir(workdir: str, kernels: str | None = None, which: str = "auto") 
                     int(state["step"]), name)
 
 
+def from_config(config, kernels: str | None = None) -> RunModel:
+    """The network `config.model` with every tensor of the weights `config.init_from` names (a
+    torchvision state dict, .safetensors, a name such as torchvision:resnet50, or a workdir),
+    with the config's evaluation preprocessing; the classes are the weights' output units,
+    named by number. UserError if init_from is unset or does not fit the model."""
+    from resnet_jax.runs import warm_start
+
+    if not config.init_from:
+        raise UserError("--config classifies with the weights that --config.init_from names; "
+                        "set it (or give --workdir W, a run)")
+    if kernels is not None:
+        config.kernels = kernels
+    plan = plans.resolve(config)
+    use_compilation_cache(plan.loop.compilation_cache_dir, min_compile_s=0.0)
+    num_classes = warm_start.classifier_width(warm_start.locate(plan.loop.init_from).path)
+    contract = InputContract.of(plan.data, plan.task, [str(i) for i in range(num_classes)])
+    model = plan.model.create(num_classes, 3)
+    variables, summary = warm_start.initialised_from(model, contract.image_shape,
+                                                     plan.loop.init_from, plan.model.name,
+                                                     complete=True)
+    print(summary, file=sys.stderr, flush=True)  # stdout may be the results
+    return RunModel(plan, contract, model, variables, None, "weights")
+
+
 def logits_fn(run: RunModel, normalization=None):
     """A jitted (images -> float32 logits) in eval mode. `normalization` (mean, std; the run's
     is `run.contract.normalization`): the images are uint8 pixels, normalised on the device as
@@ -93,11 +117,12 @@ EXPORT_FORMATS = ("jax", "onnx", "torchvision")
 _EXPORT_EXTRAS = {"onnx": "export", "torchvision": "torch"}  # what a format needs beyond [train]
 
 
-def export_run(workdir: str, fmt: str, output: str, overwrite: bool = False,
-               which: str = "auto") -> dict:
-    """WORKDIR's latest checkpoint written as `fmt` to OUTPUT, and OUTPUT.json beside it: the
-    model, the class names, the input layout and the exact preprocessing. Nothing is overwritten
-    unless `overwrite`; returns the record."""
+def export_run(workdir: str | None, fmt: str, output: str, overwrite: bool = False,
+               which: str = "auto", config=None) -> dict:
+    """WORKDIR's checkpoint `which` (or, with `config` instead, the weights its init_from
+    names) written as `fmt` to OUTPUT, and OUTPUT.json beside it: the model, the class names,
+    the input layout and the exact preprocessing. Nothing is overwritten unless `overwrite`;
+    returns the record."""
     from resnet_jax.interop import export
 
     if fmt not in EXPORT_FORMATS:
@@ -110,7 +135,8 @@ def export_run(workdir: str, fmt: str, output: str, overwrite: bool = False,
         raise UserError(f"the folder of --output, {os.path.dirname(output)}, does not exist")
     if fmt in _EXPORT_EXTRAS:
         extras.require_extra(_EXPORT_EXTRAS[fmt], f"--format {fmt}")
-    run = from_workdir(workdir, kernels="xla", which=which)
+    run = (from_config(config, kernels="xla") if workdir is None
+           else from_workdir(workdir, kernels="xla", which=which))
     environment.announce("xla", run.plan.model.dtype)
     name = run.plan.model.name
     if fmt == "jax":
@@ -119,7 +145,9 @@ def export_run(workdir: str, fmt: str, output: str, overwrite: bool = False,
         inputs = export.write_onnx(name, run.model, run.variables, run.image_shape, output)
     else:
         inputs = export.write_torchvision(name, run.variables, run.image_shape, output)
-    record = {"format": fmt, "model": name, "workdir": os.path.abspath(workdir),
+    source = ({"workdir": os.path.abspath(workdir)} if workdir is not None
+              else {"init_from": run.plan.loop.init_from})
+    record = {"format": fmt, "model": name, **source,
               "step": run.step, "checkpoint": run.checkpoint, "classes": list(run.class_names),
               **run.contract.task.output_record(), "input": inputs,
               "preprocessing": run.contract.preprocessing_record()}

@@ -131,20 +131,39 @@ def read(path: str, variables) -> dict:
     path = os.path.expanduser(path)
     if os.path.isdir(path):
         return _flax_arrays_from_workdir(path)
-    if not os.path.exists(path):
-        raise InitError(f"init_from={path} does not exist")
-    if path.endswith(SAFETENSORS_SUFFIX):
-        state_dict = _read_safetensors(path)
-    elif path.endswith(TORCH_SUFFIXES):
-        state_dict = _read_torch(path)
-    else:
-        raise InitError(f"init_from={path}: expected a workdir, or a {', '.join(TORCH_SUFFIXES)} "
-                        f"or {SAFETENSORS_SUFFIX} file")
+    state_dict = _state_dict(path)
     expected = {}
     for collection in ("params", "batch_stats"):
         for p in traverse_util.flatten_dict(dict(variables[collection])):
             expected[torchvision_weights.torch_key(collection, p)] = (collection,) + p
     return _flax_arrays_from_torch(state_dict, expected)
+
+
+def _state_dict(path: str) -> Mapping[str, Any]:
+    """The torchvision state dict in the file at `path` (.pth/.pt, .safetensors)."""
+    if not os.path.exists(path):
+        raise InitError(f"init_from={path} does not exist")
+    if path.endswith(SAFETENSORS_SUFFIX):
+        return _read_safetensors(path)
+    if path.endswith(TORCH_SUFFIXES):
+        return _read_torch(path)
+    raise InitError(f"init_from={path}: expected a workdir, or a {', '.join(TORCH_SUFFIXES)} "
+                    f"or {SAFETENSORS_SUFFIX} file")
+
+
+def classifier_width(path: str) -> int:
+    """The classes the weights at `path` (a file or a workdir) predict: their classifier's
+    output width."""
+    path = os.path.expanduser(path)
+    if os.path.isdir(path):
+        from resnet_jax.runs import checkpoint
+
+        return parts.num_classes(checkpoint.load_state(path, only=("params",))["params"])
+    key = f"{parts.CLASSIFIER}.weight"  # torchvision's name of the classifier's kernel
+    state_dict = _state_dict(path)
+    if key not in state_dict:
+        raise InitError(f"{path} has no classifier ({key}): not a ResNet's state dict?")
+    return int(state_dict[key].shape[0])
 
 
 def merge(variables, loaded: dict, source: str, model_name: str = "the model",
