@@ -345,8 +345,8 @@ def test_a_resume_with_another_config_is_refused_untouched(fine_tuned, photos):
     assert proc.returncode == 2
     assert reported_lines(proc.stderr) == [
         f"error: {workdir}/config.json records another config for this run (learning_rate=0.0 "
-        f"there, 0.5 here); use another --workdir for a new run, or the recorded value(s) to "
-        f"continue it"]
+        f"there, 0.5 here); use another --workdir for a new run (--config.init_from={workdir} "
+        f"starts it from this run's weights), or the recorded value(s) to continue it"]
     assert _fresh_tree(workdir) == before
 
 

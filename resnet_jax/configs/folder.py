@@ -16,8 +16,9 @@ On a CPU it is slow and large: XLA estimates 5.1 GB for its training step alone,
 2-core VM ran over a minute a step. cpu fine-tunes torchvision's ImageNet ResNet-18
 (`torchvision:resnet18`, downloaded once) at 160x160 on a laptop's CPU: only its last stage
 and the head train (trainable=layer4+head), batch 32, 10 epochs; its training step needs about
-0.15 GB (XLA's estimate) and took about 1 s on a 2-core VM (2026-12-07). docs/own-images.md has measured results and the
-settings for small or not mirror-symmetric images (crop_min_area, random_flip).
+0.15 GB (XLA's estimate) and took about 1 s on a 2-core VM (2026-12-07). docs/own-images.md
+has measured results and the settings for small or not mirror-symmetric images
+(crop_min_area, random_flip).
 """
 
 from resnet_jax.configs import default

@@ -77,7 +77,8 @@ def check_config(workdir: str, config) -> None:
                            f"{current.get(k, '<unset>')!r} here" for k in different)
         raise ConfigConflict(
             f"{path} records another config for this run ({detail}); use another "
-            f"--workdir for a new run, or the recorded value(s) to continue it")
+            f"--workdir for a new run (--config.init_from={workdir} starts it from this "
+            f"run's weights), or the recorded value(s) to continue it")
 
 
 def record_config(workdir: str, config, write: bool = True) -> None:
