@@ -55,8 +55,9 @@ def test_the_best_metric_must_be_the_tasks(cache_dir):
     with pytest.raises(plans.ConfigError, match="counts evaluations during training"):
         plans.validate_config(small_digits_config(cache_dir, eval_every_steps=-1,
                                                   early_stopping_patience=3))
-    with pytest.raises(plans.ConfigError, match="set one of them"):
-        plans.validate_config(small_digits_config(cache_dir, eval_every_epochs=1.0))
+    # eval_every_steps, where set, takes precedence over a config's eval_every_epochs
+    both = plans.resolve(small_digits_config(cache_dir, eval_every_epochs=1.0))
+    assert both.loop.eval_interval(both.loop.lengths(1437)) == 12
 
 
 def test_a_folder_run_evaluates_every_epoch_and_the_tools_use_its_best(tmp_path):

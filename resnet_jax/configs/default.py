@@ -136,8 +136,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.seed = 0
     c.log_every_steps = 100       # fetch metrics to the host, write metrics.jsonl
     c.eval_every_steps = -1       # -1: once, at the end; otherwise also every N steps
-    c.eval_every_epochs = 0.0     # > 0: also every N epochs (rounded to steps); set this or
-                                  # eval_every_steps, not both
+    c.eval_every_epochs = 0.0     # > 0: also every N epochs (rounded to steps), unless
+                                  # eval_every_steps > 0, which takes precedence
     c.best_metric = "auto"        # at every evaluation the `best` checkpoint (WORKDIR/best)
                                   # keeps the state that scored best on: eval_top1 | eval_map
                                   # (multilabel) | eval_loss; auto: eval_top1, or eval_map for

@@ -130,9 +130,6 @@ def _check_choice(key: str, value: str, valid: tuple[str, ...]) -> None:
 
 def _check_evaluations(config) -> None:
     """When the run evaluates, what the best checkpoint keeps, and when it stops early."""
-    if config.eval_every_steps > 0 and config.eval_every_epochs > 0:
-        raise ConfigError(f"eval_every_steps={config.eval_every_steps} and eval_every_epochs="
-                          f"{config.eval_every_epochs}: set one of them (the other to -1 / 0)")
     _check_choice("best_metric", config.best_metric, ("auto", *specs.BEST_METRICS))
     task = tasks.name_for_dataset(config.dataset)
     if config.best_metric == "eval_map" and task != "multilabel":
