@@ -117,7 +117,8 @@ def test_out_of_memory_is_one_line_and_a_smaller_batch_then_starts(tmp_path, cac
     message = str(refused.value)
     assert message.startswith("out of memory on cpu (cpu): resnet8, batch_size=32 (16 per "
                               "device, 1 micro-batch(es)), image_size=8, dtype float32; lower "
-                              "batch_size, or raise grad_accumulation_steps"), message
+                              "batch_size or image_size, or raise grad_accumulation_steps"), \
+        message
     assert "53687091200 bytes" in message and "\n" not in message
     monkeypatch.setattr(steps, "compile_train_step", compile_train_step)
     smaller = small_digits_config(cache_dir, batch_size=16, num_train_steps=4,
