@@ -25,6 +25,7 @@ def test_resnet18_with_defaults_exports_and_round_trips():
                                       variables, x))
 
 
+@pytest.mark.slow  # over ~5 s: make test-fast leaves it out
 def test_a_model_on_the_cpu_kernels_exports_through_the_portable_ones():
     """A model on the CPU extension's kernels (custom calls) exports all the same, with a
     symbolic batch size; logits equal the extension's to float32 accuracy."""

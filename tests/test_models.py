@@ -192,6 +192,7 @@ def test_the_models_package_imports_nothing_from_the_cpu_kernels():
             assert not any(n.startswith("resnet_jax.cpu") for n in names), (path.name, names)
 
 
+@pytest.mark.slow  # over ~5 s: make test-fast leaves it out
 def test_models_default_to_the_portable_kernels():
     x = jnp.zeros((2, 16, 16, 3))
     model = _model("resnet18")

@@ -97,7 +97,8 @@ def test_float32_eval_logits_equal_torch_through_the_cpu_extension(name, height,
 
 # Odd sizes, where padding and pooling conventions show; a basic-block, a grouped bottleneck
 # and a CIFAR net (whose twin pools functionally: its node is "adaptive_avg_pool2d").
-FEATURE_CASES = [("resnet18", 45, 61, {}), ("resnext50_32x4d", 41, 39, {}),
+FEATURE_CASES = [("resnet18", 45, 61, {}),
+                 pytest.param("resnext50_32x4d", 41, 39, {}, marks=pytest.mark.slow),
                  ("resnet20", 19, 23, {}),
                  ("resnet18", 45, 61, {"kernels": "native"})]
 
@@ -119,8 +120,8 @@ def torchvision_features(torch_model, x, stages: int):
 
 
 @pytest.mark.parametrize("name,height,width,options", FEATURE_CASES,
-                         ids=[f"{c[0]}-{c[1]}x{c[2]}-{c[3].get('kernels', 'xla')}"
-                              for c in FEATURE_CASES])
+                         ids=["resnet18-45x61-xla", "resnext50_32x4d-41x39-xla",
+                              "resnet20-19x23-xla", "resnet18-45x61-native"])
 def test_feature_maps_and_pooled_features_equal_torchvision(name, height, width, options):
     """features_only (every out_index) and num_classes=0 from the classifier's weights give
     torchvision's intermediate and pooled outputs, shapes included."""
