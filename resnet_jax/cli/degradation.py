@@ -55,7 +55,7 @@ def main(argv) -> None:
         rows = experiment.write_table(FLAGS.workdir, planned)
         config = FLAGS.config
         experiment.plot(FLAGS.workdir, planned, f"{config.dataset}, batch {config.batch_size}, "
-                                     f"lr {config.learning_rate} ({config.schedule})")
+                                                f"lr {config.learning_rate} ({config.schedule})")
         print(open(os.path.join(FLAGS.workdir, "degradation.md")).read() if rows else "",
               f"figure: {FLAGS.workdir}/degradation.png (.svg); table: "
               f"{FLAGS.workdir}/degradation.md (.csv)", sep="", flush=True)
