@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-import threading
 import unicodedata
 
 import numpy as np
@@ -186,24 +185,17 @@ def check_headers(paths, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
         check_header(path, max_pixels)
 
 
-# PIL's bomb limit is a global that check_header lifts while it reads a header (the limit is
-# ours); the lock keeps threads that read headers at once from leaving it lifted.
-_PIL_LIMIT_LOCK = threading.Lock()
-
-
 def check_header(path: str, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
-    with _PIL_LIMIT_LOCK:
-        previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-        try:
-            with Image.open(path) as image:
-                width, height = image.size  # the header is parsed by open
-        except (UnidentifiedImageError, OSError) as error:
-            raise FolderError(f"cannot read image {path}: {error}; fix or remove the file") \
-                from None
-        finally:
-            Image.MAX_IMAGE_PIXELS = previous
+    from resnet_jax.data import pillow
+
+    try:
+        with pillow.open_image(path) as image:
+            width, height = image.size  # the header is parsed by open
+    except (UnidentifiedImageError, OSError) as error:
+        raise FolderError(f"cannot read image {path}: {error}; fix or remove the file") \
+            from None
     if width * height > max_pixels:
         raise FolderError(f"image {path} is {width}x{height}, {width * height:,} pixels, more "
                           f"than max_image_pixels={max_pixels:,} (a decompression bomb?); "

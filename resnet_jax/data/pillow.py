@@ -20,14 +20,23 @@ class UndecodableImage(ValueError):
     InvalidArgumentError, as for the files it decodes itself)."""
 
 
-def _opened(data: bytes):
-    from PIL import Image, UnidentifiedImageError
+def open_image(source):
+    """`PIL.Image.open(source)` (a path or a file object) with the package's pixel limit in
+    place of Pillow's: `max_image_pixels`, which `folders.check_header` applies to the header
+    before anything decodes. Pillow's limit is a module-wide setting (it would warn, or refuse
+    at twice its default); it is lifted here, the one place that opens images, for the process,
+    rather than lifted and restored around each call, which races between threads."""
+    from PIL import Image
 
-    # The pixel limit is ours (max_image_pixels, checked on the header when files are listed
-    # or predicted): Pillow's own would warn, or refuse at twice its default.
     Image.MAX_IMAGE_PIXELS = None
+    return Image.open(source)
+
+
+def _opened(data: bytes):
+    from PIL import UnidentifiedImageError
+
     try:
-        image = Image.open(io.BytesIO(data))
+        image = open_image(io.BytesIO(data))
         image.load()
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise UndecodableImage(f"Pillow cannot decode the image: {error}") from None

@@ -39,7 +39,7 @@ class ModelSpec:
     head_hidden: int = 512
     head_dropout: float = 0.0
 
-    def create(self, num_classes: int, in_channels: int = 3, **overrides) -> models.ResNet:
+    def create(self, num_classes: int, in_channels: int = 3) -> models.ResNet:
         compute, params = DTYPES[self.dtype]
         options = dict(in_channels=in_channels, zero_init_residual=self.zero_init_residual,
                        bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon,
@@ -49,8 +49,7 @@ class ModelSpec:
                        head_hidden=self.head_hidden, head_dropout=self.head_dropout)
         if self.shortcut is not None:
             options["shortcut"] = self.shortcut
-        return models.create_model(self.name, num_classes=num_classes,
-                                   **{**options, **overrides})
+        return models.create_model(self.name, num_classes=num_classes, **options)
 
 
 @dataclasses.dataclass(frozen=True)

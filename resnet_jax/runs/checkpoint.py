@@ -64,18 +64,16 @@ def best_record(workdir: str) -> dict | None:
 def resolve_step(workdir: str, which: str = "auto") -> tuple[str, int]:
     """(directory, step) of the checkpoint `which` names: "best", "latest", a step number, or
     "auto" (the best where the run has one, else the latest). UserError if there is none."""
+    best = best_record(workdir) if which in ("auto", "best") else None
     if which == "auto":
-        which = "best" if best_record(workdir) is not None else "latest"
+        which = "best" if best is not None else "latest"
     if which == "best":
-        best = best_record(workdir)
         if best is None:
             raise UserError(f"{workdir} has no best checkpoint (it is kept by runs that evaluate "
                             f"during training: eval_every_epochs or eval_every_steps); use "
                             f"--checkpoint latest")
         return BEST_DIR, best["step"]
-    directory = os.path.join(workdir, LATEST_DIR)
-    steps = [int(name) for name in os.listdir(directory) if name.isdigit()] \
-        if os.path.isdir(directory) else []
+    steps = _finished_steps(workdir)
     if which == "latest":
         if not steps:
             raise UserError(f"{workdir} has no checkpoint yet: train first (or wait for the "
@@ -100,10 +98,17 @@ def describe(config, num_classes: int) -> dict:
 UNFINISHED_MARK = ".orbax-checkpoint-tmp"
 
 
+def _finished_steps(workdir: str) -> list[int]:
+    """The steps of the finished checkpoints in WORKDIR/checkpoints (its STEP folders)."""
+    directory = os.path.join(workdir, LATEST_DIR)
+    if not os.path.isdir(directory):
+        return []
+    return [int(name) for name in os.listdir(directory) if name.isdigit()]
+
+
 def has_checkpoints(workdir: str) -> bool:
     """Whether WORKDIR/checkpoints holds a finished checkpoint (a STEP folder)."""
-    directory = os.path.join(workdir, "checkpoints")
-    return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
+    return bool(_finished_steps(workdir))
 
 
 def remove_unfinished(workdir: str) -> None:

@@ -93,12 +93,12 @@ def from_config(config, kernels: str | None = None) -> RunModel:
         config.kernels = kernels
     plan = plans.resolve(config)
     use_compilation_cache(plan.loop.compilation_cache_dir, min_compile_s=0.0)
-    num_classes = warm_start.classifier_width(warm_start.locate(plan.loop.init_from).path)
+    located = warm_start.locate(plan.loop.init_from)  # a name is fetched (or found) once
+    num_classes = warm_start.classifier_width(located.path)
     contract = InputContract.of(plan.data, plan.task, [str(i) for i in range(num_classes)])
     model = plan.model.create(num_classes, 3)
-    variables, summary = warm_start.initialised_from(model, contract.image_shape,
-                                                     plan.loop.init_from, plan.model.name,
-                                                     complete=True)
+    variables, summary = warm_start.initialised_from(model, contract.image_shape, located,
+                                                     plan.model.name, complete=True)
     print(summary, file=sys.stderr, flush=True)  # stdout may be the results
     return RunModel(plan, contract, model, variables, None, "weights")
 

@@ -231,12 +231,13 @@ def merge(variables, loaded: dict, source: str, model_name: str = "the model",
             "\n  ".join(lines))
 
 
-def initialised_from(model, image_shape, init_from: str, model_name: str,
+def initialised_from(model, image_shape, init_from: str | Located, model_name: str,
                      complete: bool = False) -> tuple[dict, str]:
-    """`model`'s variables (host arrays) with the weights `init_from` names merged into a fresh
-    initialisation, for images of `image_shape` (H, W, C); returns them and the summary. With
-    `complete`, every tensor must be loaded (see `merge`)."""
-    located = locate(init_from)
+    """`model`'s variables (host arrays) with the weights `init_from` names (or, already
+    `locate`d, holds) merged into a fresh initialisation, for images of `image_shape`
+    (H, W, C); returns them and the summary. With `complete`, every tensor must be loaded
+    (see `merge`)."""
+    located = init_from if isinstance(init_from, Located) else locate(init_from)
     fresh = jax.device_get(jax.jit(model.init, static_argnames="train")(
         jax.random.PRNGKey(0), np.zeros((1, *image_shape), np.float32), train=False))
     return merge(fresh, read(located.path, fresh), located.description, model_name,
