@@ -15,7 +15,10 @@ EXTRA_MODULES = {
     "torch": ("torch", "torchvision"),
     "export": ("torch", "torchvision", "onnx", "onnxruntime"),
     "tune": ("optuna",),
+    "serve": ("fastapi", "uvicorn", "multipart", "prometheus_client"),
+    "ray": ("ray",),
 }
+
 
 def require_extra(extra: str, job: str) -> None:
     """Raises the one-line UserError of an install without `extra`, which `job` needs."""

@@ -32,6 +32,15 @@ RESOLUTIONS = {
     "tune-macos-arm64": ("tune", "aarch64-apple-darwin", ["optuna", "psycopg-binary", "cmaes"]),
     "tune-linux-aarch64": ("tune", "aarch64-unknown-linux-gnu",
                            ["optuna", "psycopg-binary", "cmaes"]),
+    "serve-linux-x86_64": ("ray", "x86_64-unknown-linux-gnu",
+                           ["fastapi", "uvicorn", "python-multipart", "prometheus-client",
+                            "ray"]),
+    "serve-linux-aarch64": ("ray", "aarch64-unknown-linux-gnu",
+                            ["fastapi", "uvicorn", "python-multipart", "prometheus-client",
+                             "ray"]),
+    "serve-macos-arm64": ("ray", "aarch64-apple-darwin",
+                          ["fastapi", "uvicorn", "python-multipart", "prometheus-client",
+                           "ray"]),
 }
 # Built on Linux x86_64 only: absent by marker elsewhere (kernels="auto" uses the portable path).
 ONEDNN = "onednn-cpu-gomp"

@@ -16,8 +16,8 @@ def _above(*packages: str) -> tuple[str, ...]:
 # package -> what it may not import. From the bottom: the models (plain Flax), the kernels, the
 # data, multi-process start-up and weights interop; the tasks; the plan (the config resolved
 # into specs); a run on disk and a run's model for use (runs/); training; then what uses them
-# all (retrieval, experiments, benchmarks) and the commands (cli/) on top.
-_USERS = ("retrieval", "experiments", "bench", "cli")
+# all (retrieval, experiments, benchmarks, the service) and the commands (cli/) on top.
+_USERS = ("retrieval", "experiments", "bench", "serve", "cli")
 FORBIDDEN = {
     "models": _above("train", "runs", "plan", "tasks", "cpu", "data", "interop", "launch",
                      *_USERS),
@@ -30,7 +30,8 @@ FORBIDDEN = {
     "plan": _above("train", "runs", *_USERS),
     "runs": _above("train", *_USERS),
     "train": _above(*_USERS),
-    "retrieval": _above("train", "experiments", "bench", "cli"),
+    "retrieval": _above("train", "experiments", "bench", "serve", "cli"),
+    "serve": _above("train", "experiments", "bench", "cli"),
     "experiments": _above("bench", "cli"),
     "bench": _above("experiments", "cli"),
 }

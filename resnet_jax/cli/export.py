@@ -5,8 +5,11 @@
     python export.py --config configs/folder.py --config.model=resnet50 \\
         --config.init_from=torchvision:resnet50 --format onnx --output PATH     # weights
 
-- jax: a serialized `jax.export` artifact (StableHLO; any batch size), float32 NHWC input;
-  load with `jax.export.deserialize(open(PATH, "rb").read()).call(images)`.
+- jax: a serialized `jax.export` artifact (StableHLO; any batch size), float32 NHWC input,
+  lowered for cpu, cuda, rocm and tpu (--platforms to choose) wherever it is made; load with
+  `jax.export.deserialize(open(PATH, "rb").read()).call(images)`, with the same jax or a
+  newer one (PATH.json records the version). `export.py --check PATH` says whether it runs
+  here (one line, exit 2 if not) and runs it once.
 - onnx: an ONNX model (input "images", float32 NCHW, any batch size; output "logits"),
   checked with onnxruntime against this project's logits before it is kept.
 - torchvision: a state dict that `torchvision.models.<model>(num_classes=N)` loads with
@@ -30,21 +33,39 @@ config_flags.DEFINE_config_file(
     lock_config=True)
 cli.define_checkpoint_flag()
 flags.DEFINE_enum("format", None, FORMATS, "What to write.")
-flags.mark_flag_as_required("format")
 flags.DEFINE_string("output", None, "The file to write.")
-flags.mark_flag_as_required("output")
 flags.DEFINE_bool("overwrite", False, "Replace PATH and PATH.json if they exist.")
+flags.DEFINE_list("platforms", ["cpu", "cuda", "rocm", "tpu"],
+                  "--format jax: the platforms the artifact is lowered for.")
+flags.DEFINE_string("check", None, "A .jax file: check that it runs here, and run it once.")
 FLAGS = flags.FLAGS
 
 
 def main(argv):
     from resnet_jax.runs import inference
 
+    if FLAGS.check:
+        return _check(FLAGS.check)
+    if not FLAGS.format or not FLAGS.output:
+        raise app.UsageError("give --format and --output (or --check PATH.jax)")
     if (FLAGS.workdir is None) == (FLAGS.config is None):
         raise app.UsageError("give --workdir W (a run), or --config CFG with "
                              "--config.init_from=WEIGHTS")
     inference.export_run(FLAGS.workdir, FLAGS.format, FLAGS.output, FLAGS.overwrite,
-                         FLAGS.checkpoint, FLAGS.config)
+                         FLAGS.checkpoint, FLAGS.config, FLAGS.platforms)
+
+
+def _check(path: str) -> None:
+    import jax
+    import numpy as np
+
+    from resnet_jax.interop import export
+
+    exported = export.load_jax(path)
+    images = np.zeros((1, *exported.in_avals[0].shape[1:]), np.float32)
+    logits = np.asarray(exported.call(images))
+    print(f"{path}: runs here (jax {jax.__version__}, {jax.default_backend()}): logits of "
+          f"shape {logits.shape}; lowered for {', '.join(exported.platforms)}")
 
 
 def run():

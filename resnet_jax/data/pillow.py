@@ -43,6 +43,28 @@ def _opened(data: bytes):
     return image
 
 
+class TooManyPixels(ValueError):
+    """The image's header says it has more pixels than the limit (a decompression bomb?)."""
+
+
+def check_pixels(data: bytes, max_pixels: int) -> None:
+    """UndecodableImage if `data`'s header is not an image's; TooManyPixels if its image has
+    more than `max_pixels` pixels. Reads the header only: nothing is decoded."""
+    from PIL import UnidentifiedImageError
+
+    try:
+        with open_image(io.BytesIO(data)) as image:
+            width, height = image.size
+    except UnidentifiedImageError:
+        raise UndecodableImage("not an image: no format Pillow reads (JPEG, PNG, WebP, GIF, "
+                               "BMP, TIFF) starts this way") from None
+    except (OSError, SyntaxError) as error:
+        raise UndecodableImage(f"not an image Pillow can read: {error}") from None
+    if width * height > max_pixels:
+        raise TooManyPixels(f"the image is {width}x{height}, {width * height:,} pixels, more "
+                            f"than the limit of {max_pixels:,} (max_image_pixels)")
+
+
 def rgb(data: bytes) -> np.ndarray:
     """An image file's bytes -> (H, W, 3) uint8; grayscale, palette and alpha become RGB."""
     with _opened(data) as image:

@@ -4,6 +4,7 @@ checked with onnxruntime, or a torchvision state dict.
     export_inference, export_with_weights   the jax.export artifacts (in memory)
     write_jax, write_onnx, write_torchvision  the files; each returns the input's description
                                                (layout, shape, dtype) for a sidecar record
+    load_jax                                   a `.jax` file, checked against this machine
 
 Export always uses the portable kernels (`kernels="xla"`): the CPU kernels are custom calls
 that only this package's process can run. The function exported is the same one to the parity
@@ -40,23 +41,76 @@ def export_inference(model: ResNet, variables, batch_shape, dtype=jnp.float32) -
         variables, images)
 
 
-def export_with_weights(model: ResNet, variables, batch_shape,
-                        dtype=jnp.float32) -> export.Exported:
+def export_with_weights(model: ResNet, variables, batch_shape, dtype=jnp.float32,
+                        platforms=None) -> export.Exported:
     """`images -> logits` with the weights inside the artifact (as constants): what a serving
-    stack loads and calls with images alone. `batch_shape` as for `export_inference`."""
+    stack loads and calls with images alone. `batch_shape` as for `export_inference`;
+    `platforms`: those it is lowered for (None: this machine's)."""
     portable = model.clone(kernels="xla")
     images = jax.ShapeDtypeStruct(tuple(export.symbolic_shape(str(d))[0] if isinstance(d, str)
                                         else d for d in batch_shape), dtype)
     constants = jax.tree_util.tree_map(jnp.asarray, variables)
-    return export.export(jax.jit(lambda x: portable.apply(constants, x, train=False)))(images)
+    return export.export(jax.jit(lambda x: portable.apply(constants, x, train=False)),
+                         platforms=platforms)(images)
 
 
-def write_jax(model: ResNet, variables, image_shape, path: str) -> dict:
+# Lowered for every platform JAX runs ResNets on, whatever machine exports: an artifact made on a
+# laptop runs on a GPU or TPU server (the network has no platform-specific operation).
+JAX_PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
+
+
+def write_jax(model: ResNet, variables, image_shape, path: str,
+              platforms=JAX_PLATFORMS) -> dict:
     """`images -> logits` for any batch of NHWC float32 images of `image_shape`, weights inside
-    (`export_with_weights`), serialised to `path`."""
-    exported = export_with_weights(model, variables, ("b", *image_shape))
+    (`export_with_weights`), lowered for `platforms`, serialised to `path`."""
+    unknown = sorted(set(platforms) - set(JAX_PLATFORMS))
+    if unknown or not platforms:
+        raise UserError(f"--platforms must name some of {', '.join(JAX_PLATFORMS)}, got "
+                        f"{', '.join(platforms) or 'none'}")
+    exported = export_with_weights(model, variables, ("b", *image_shape),
+                                   platforms=tuple(platforms))
     write_atomically(path, bytes(exported.serialize()))
-    return {"layout": "NHWC", "shape": ["batch", *image_shape], "dtype": "float32"}
+    return {"layout": "NHWC", "shape": ["batch", *image_shape], "dtype": "float32",
+            "platforms": list(exported.platforms), "jax_version": jax.__version__}
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(".")[:3] if part.isdigit())
+
+
+def load_jax(path: str) -> export.Exported:
+    """The `.jax` artifact at `path`, checked against this machine: UserError (one line) if
+    it was made by a newer jax than this one (JAX loads artifacts of its own version and
+    older, not newer), was not lowered for this platform, or is not an artifact at all."""
+    import json
+
+    if not os.path.isfile(path):
+        raise UserError(f"{path} does not exist")
+    made_by = None
+    if os.path.isfile(path + ".json"):
+        with open(path + ".json") as f:
+            made_by = json.load(f).get("input", {}).get("jax_version")
+    if made_by and _version(made_by) > _version(jax.__version__):
+        raise UserError(f"{path} was exported with jax {made_by}; this is jax {jax.__version__}"
+                        f": JAX loads artifacts of its own version or older, not newer; "
+                        f"upgrade jax here (pip install -U jax) or export with jax "
+                        f"{jax.__version__}")
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        exported = export.deserialize(bytearray(data))
+    except Exception as error:  # flatbuffers' and StableHLO's own errors: not one class
+        raise UserError(f"{path} cannot be read as a jax.export artifact"
+                        f"{' of jax ' + made_by if made_by else ''} by jax {jax.__version__}: "
+                        f"{str(error).splitlines()[0] if str(error) else type(error).__name__}"
+                        ) from None
+    here = jax.default_backend()  # "gpu" for CUDA and ROCm alike
+    lowered = {"cuda", "rocm"} if here == "gpu" else {here}
+    if not lowered & set(exported.platforms):
+        raise UserError(f"{path} was lowered for {', '.join(exported.platforms)}, not for "
+                        f"this machine's {here}: export it again with --platforms including "
+                        f"{here}")
+    return exported
 
 
 def _torch_twin(name: str, model: ResNet, variables):

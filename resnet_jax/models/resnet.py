@@ -167,6 +167,9 @@ class ResNet(nn.Module):
             return tuple(feature_maps[i] for i in wanted)  # each (B, H/reduction, W/..., C)
 
         x = jnp.mean(x, axis=(1, 2))  # (B, C)
+        # The pooled features, kept where asked (`mutable=[POOLED[0]]`): the service's one
+        # forward pass gives the logits and the embedding together. A no-op otherwise.
+        self.sow(*POOLED, x)
         if self.num_classes == 0:
             return x  # the pooled features, timm's num_classes=0
         if self.head == "mlp":
@@ -181,6 +184,7 @@ class ResNet(nn.Module):
 
 
 HEADS = ("linear", "mlp")
+POOLED = ("intermediates", "pooled")  # (collection, name) of the sown pooled features
 
 
 def check_head(head: str, hidden: int, dropout: float) -> None:

@@ -58,6 +58,29 @@ class Embeddings:
                  total=np.int64(self.total), source=np.str_(encode_source(self.source)))
         write_atomically(path, buffer.getvalue())
 
+    def extended(self, other: Embeddings) -> Embeddings:
+        """These embeddings and `other`'s (the same model's: UserError otherwise) as one
+        gallery: `other`'s images after these, a path already here not added twice. Labels
+        keep their class (classes merged by name); an image without one has NO_LABEL."""
+        if other.source != self.source:
+            raise UserError("the new images were embedded by another model than the gallery's "
+                            "(or another checkpoint): embed them with the gallery's model")
+        new = ~np.isin(other.paths, self.paths)
+        paths = np.concatenate([self.paths, other.paths[new]])
+        classes = sorted(set(self.classes.tolist()) | set(other.classes.tolist()))
+        index = {name: i for i, name in enumerate(classes)}
+
+        def relabelled(part: Embeddings, rows) -> list[int]:
+            return [NO_LABEL if k == NO_LABEL else index[str(part.classes[k])]
+                    for k in part.labels[rows]]
+
+        labels = np.array(relabelled(self, slice(None)) + relabelled(other, new), np.int32)
+        skipped = np.concatenate([self.skipped, other.skipped])
+        return Embeddings(paths, np.concatenate([self.embeddings, other.embeddings[new]]),
+                          labels, np.array(classes, dtype=str), skipped,
+                          np.arange(len(paths), dtype=np.int64), len(paths) + len(skipped),
+                          self.source)
+
 
 def load(path: str) -> Embeddings:
     """The embeddings file at `path`; UserError if it is missing or not one of ours."""

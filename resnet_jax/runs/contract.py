@@ -51,6 +51,13 @@ class InputContract:
         return folders.read_eval_image(path, self.image_shape[0], self.eval_resize,
                                        self.max_image_pixels)
 
+    def decode(self, data: bytes) -> np.ndarray:
+        """An image file's bytes (a request's body) as the run's evaluation sees it: uint8
+        (H, W, 3), as `read_image` gives for the same file. pillow.UndecodableImage if they
+        are not an image, pillow.TooManyPixels past the run's `max_image_pixels`."""
+        pillow.check_pixels(data, self.max_image_pixels)  # a decompression bomb: not decoded
+        return pillow.eval_pixels(data, self.image_shape[0], self.eval_resize)
+
     def preprocessing_record(self) -> dict | str:
         """What the preprocessing is, for a serving stack to repeat (the exports' sidecar)."""
         if not self.takes_image_files:

@@ -118,11 +118,11 @@ _EXPORT_EXTRAS = {"onnx": "export", "torchvision": "torch"}  # what a format nee
 
 
 def export_run(workdir: str | None, fmt: str, output: str, overwrite: bool = False,
-               which: str = "auto", config=None) -> dict:
+               which: str = "auto", config=None, platforms=None) -> dict:
     """WORKDIR's checkpoint `which` (or, with `config` instead, the weights its init_from
     names) written as `fmt` to OUTPUT, and OUTPUT.json beside it: the model, the class names,
-    the input layout and the exact preprocessing. Nothing is overwritten unless `overwrite`;
-    returns the record."""
+    the input layout and the exact preprocessing. `platforms` (jax only): those it is lowered
+    for (default: every one). Nothing is overwritten unless `overwrite`; returns the record."""
     from resnet_jax.interop import export
 
     if fmt not in EXPORT_FORMATS:
@@ -140,7 +140,8 @@ def export_run(workdir: str | None, fmt: str, output: str, overwrite: bool = Fal
     environment.announce("xla", run.plan.model.dtype)
     name = run.plan.model.name
     if fmt == "jax":
-        inputs = export.write_jax(run.model, run.variables, run.image_shape, output)
+        inputs = export.write_jax(run.model, run.variables, run.image_shape, output,
+                                  platforms or export.JAX_PLATFORMS)
     elif fmt == "onnx":
         inputs = export.write_onnx(name, run.model, run.variables, run.image_shape, output)
     else:
