@@ -205,6 +205,30 @@ def test_jax_export_deserialises_and_runs(fine_tuned, tmp_path):
     images = np.random.default_rng(2).standard_normal((5, 32, 32, 3), dtype=np.float32)
     ours = inference.logits_fn(inference.from_workdir(workdir, kernels="xla"))(images)
     np.testing.assert_allclose(np.asarray(exported.call(images)), ours, rtol=1e-5, atol=1e-5)
+    # made here (a CPU), it is lowered for the accelerators' servers too
+    assert {"cpu", "cuda", "tpu"} <= set(exported.platforms)
+    with open(output + ".json") as f:
+        assert json.load(f)["input"]["jax_version"] == jax.__version__
+    proc = run_tool("export.py", ["--check", output])
+    assert proc.returncode == 0 and "runs here" in proc.stdout, proc.stderr[-2000:]
+
+
+def test_a_jax_export_that_cannot_run_here_is_one_line(fine_tuned, tmp_path):
+    workdir, *_ = fine_tuned
+    tpu_only = str(tmp_path / "tpu.jax")
+    proc = run_tool("export.py", ["--workdir", workdir, "--format", "jax", "--output", tpu_only,
+                                  "--platforms", "tpu"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_tool("export.py", ["--check", tpu_only])
+    assert proc.returncode == 2 and "lowered for tpu, not for this machine's cpu" in proc.stderr
+    with open(tpu_only + ".json") as f:  # as if a newer jax had made it
+        record = json.load(f)
+    record["input"]["jax_version"] = "99.0.0"
+    with open(tpu_only + ".json", "w") as f:
+        json.dump(record, f)
+    proc = run_tool("export.py", ["--check", tpu_only])
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "exported with jax 99.0.0" in proc.stderr and "not newer" in proc.stderr
 
 
 def test_torchvision_with_the_exported_preprocessing_classifies_alike(fine_tuned, photos,

@@ -112,3 +112,31 @@ def test_a_file_that_is_not_ours_is_one_line(tmp_path):
         embeddings.load(str(path))
     with pytest.raises(UserError, match="does not exist"):
         embeddings.load(str(tmp_path / "missing.npz"))
+
+
+def test_a_gallery_extended_keeps_its_rows_classes_and_no_path_twice(tmp_path):
+    source = {"workdir": "/w", "step": 3}
+    first = embeddings.Embeddings(
+        np.array(["a.jpg", "b.jpg"]), unit_vectors(2, 4, 0), np.array([0, 1], np.int32),
+        np.array(["cat", "dog"]), np.array([], str), np.arange(2), 2, source)
+    second = embeddings.Embeddings(
+        np.array(["b.jpg", "c.jpg", "d.jpg"]), unit_vectors(3, 4, 1),
+        np.array([0, 1, 0], np.int32), np.array(["ant", "dog"]), np.array(["x.jpg: bad"]),
+        np.arange(3), 4, source)
+    grown = first.extended(second)
+    grown.save(str(tmp_path / "g.npz"))
+    grown = embeddings.load(str(tmp_path / "g.npz"))
+    assert list(grown.paths) == ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]  # b.jpg once, the first
+    np.testing.assert_array_equal(grown.embeddings[:2], first.embeddings)
+    np.testing.assert_array_equal(grown.embeddings[2:], second.embeddings[1:])
+    assert [str(grown.classes[label]) for label in grown.labels] == ["cat", "dog", "dog", "ant"]
+    assert grown.total == len(grown.paths) + len(grown.skipped) == 5
+    unlabelled = embeddings.Embeddings(
+        np.array(["e.jpg"]), unit_vectors(1, 4, 2), np.array([embeddings.NO_LABEL], np.int32),
+        np.array([], str), np.array([], str), np.arange(1), 1, source)
+    mixed = grown.extended(unlabelled)
+    assert not mixed.labelled and mixed.labels[-1] == embeddings.NO_LABEL
+    assert str(mixed.classes[mixed.labels[0]]) == "cat"  # the others keep their class
+    unlabelled.source = {"workdir": "/other", "step": 3}
+    with pytest.raises(UserError, match="another model"):
+        grown.extended(unlabelled)

@@ -179,6 +179,47 @@ def test_an_added_image_is_found_at_once(served, server):
     assert server.post_image(new, "/v1/gallery?name=../escape")[0] == 422
 
 
+def _chromium() -> str:
+    import shutil
+
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    pytest.skip("no chromium on this machine (.ci/run installs Debian's)")
+
+
+def test_the_page_in_a_browser_shows_classes_and_neighbours(served, server):
+    """Chromium, driven by Playwright: the page asks for the key, takes an image, and shows
+    the predicted classes as bars and the nearest gallery images as thumbnails."""
+    playwright = pytest.importorskip("playwright.sync_api", reason="the dev extra's playwright")
+    executable = _chromium()
+    query = val_images(served[0])[0]
+    status, _, expected = server.post_image(query, "/v1/classify?top_k=5")
+    with playwright.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=executable,
+                                         args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{server.port}/")
+            page.wait_for_selector("#key", state="visible")  # /v1/model answered 401
+            page.fill("#keyinput", KEY)
+            page.click("#keybutton")
+            page.wait_for_function("document.getElementById('about').textContent"
+                                   ".includes('resnet8')")
+            page.set_input_files("#file", query)
+            page.wait_for_selector("#classes .bar")
+            names = page.locator("#classes .bar span").all_inner_texts()
+            assert names == [t["class"] for t in expected["top_k"]]
+            page.wait_for_function("[...document.querySelectorAll('#neighbors img')]"
+                                   ".filter(i => i.complete && i.naturalWidth > 0).length >= 1",
+                                   timeout=30000)
+            captions = page.locator("#neighbors figcaption").all_inner_texts()
+            assert len(captions) == 8 and all("class_" in c for c in captions)
+            assert page.locator("#error").inner_text() == ""
+        finally:
+            browser.close()
+
+
 def test_sigterm_mid_burst_answers_every_accepted_request_and_exits_0(served, server):
     """Connections still in the listening socket's queue when it closes are reset by the
     kernel, unread (a client retries them); every request the server took is answered."""
@@ -231,3 +272,92 @@ def test_a_gallery_of_another_run_is_refused_in_one_line(served, tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "/elsewhere" in proc.stderr and "embed.py --workdir" in proc.stderr
+
+
+def test_embed_appends_to_a_gallery_of_its_own_model_only(served, tmp_path):
+    import shutil
+
+    photos, workdir, gallery = served
+    copy = str(tmp_path / "copy.npz")
+    shutil.copy(gallery, copy)
+    with np.load(copy) as f:
+        before = f["paths"].tolist()
+    command = [sys.executable, os.path.join(REPO, "embed.py"), f"--workdir={workdir}",
+               f"--output={copy}", "--append", os.path.join(photos, "val")]
+    proc = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with np.load(copy) as f:
+        after = f["paths"].tolist()
+    assert after[:len(before)] == before
+    assert sorted(after[len(before):]) == sorted(set(val_images(photos)) - set(before))
+    with np.load(copy) as f:
+        contents = dict(f)
+    contents["source"] = np.str_(json.dumps({"workdir": "/elsewhere", "step": 1}))
+    np.savez(copy, **contents)
+    proc = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2 and "embedded by another model" in proc.stderr
+
+
+@pytest.mark.slow
+def test_two_ray_serve_replicas_answer_as_the_single_process_server(served, tmp_path):
+    """Ray Serve on a local Ray instance: both replicas answer, with predict.py's numbers."""
+    pytest.importorskip("ray", reason="the ray extra")
+    import socket
+    import urllib.request
+
+    from resnet_jax.runs import inference
+
+    photos, workdir, gallery = served
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = dict(os.environ, PYTHONPATH=REPO, RAY_DEDUP_LOGS="0")
+    env.pop("RAY_ADDRESS", None)
+    log = open(tmp_path / "ray.log", "w+")
+    process = subprocess.Popen([sys.executable, "-m", "resnet_jax.serve.ray_app",
+                                f"--workdir={workdir}", f"--gallery={gallery}", "--replicas=2",
+                                f"--port={port}"], cwd=REPO, env=env, stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            assert process.poll() is None and time.monotonic() < deadline, \
+                open(tmp_path / "ray.log").read()[-4000:]
+            try:
+                with urllib.request.urlopen(url + "/readyz", timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                time.sleep(1)
+        paths = val_images(photos)
+        run = inference.from_workdir(workdir)  # what predict.py computes
+        logits = inference.logits_fn(run, run.contract.normalization)(
+            np.stack([run.contract.read_image(p) for p in paths]))
+        expected = dict(zip(paths, run.contract.predict(logits, 3)))
+
+        def classify(path):
+            with open(path, "rb") as f:
+                request = urllib.request.Request(url + "/v1/classify?top_k=3", f.read(),
+                                                 {"Content-Type": "image/jpeg"})
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return path, response.headers["X-Served-By"], json.loads(response.read())
+
+        replicas = set()
+        for _ in range(20):  # Ray routes each request to one of them: until both answered
+            with concurrent.futures.ThreadPoolExecutor(16) as pool:
+                answers = list(pool.map(classify, paths * 2))
+            for path, replica, body in answers:
+                replicas.add(replica)
+                assert [t["class"] for t in body["top_k"]] == \
+                    [t["class"] for t in expected[path]["top_k"]]
+                np.testing.assert_allclose([t["probability"] for t in body["top_k"]],
+                                           [t["probability"] for t in expected[path]["top_k"]],
+                                           atol=1e-5)
+            if len(replicas) == 2:
+                break
+        assert len(replicas) == 2
+    finally:
+        process.send_signal(signal.SIGTERM)
+        status = process.wait(120)
+        log.close()
+    assert status == 0, open(tmp_path / "ray.log").read()[-4000:]

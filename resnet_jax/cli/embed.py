@@ -5,6 +5,7 @@
         --config.init_from=resnet50.pth --output E.npz PATH...   # a weights file
     python embed.py --gallery E.npz [--top_k 5] [--json] QUERY...  # image search
     python embed.py --shard K/N ...; python embed.py --merge --output E.npz E0.npz E1.npz ...
+    python embed.py --workdir W --output E.npz --append MORE...  # add to a gallery
 
 PATH, QUERY: image files or folders (searched recursively); QUERY may also be one .npz made
 here. Each image is preprocessed exactly as the run's evaluation does; its embedding is the
@@ -38,6 +39,8 @@ flags.DEFINE_integer("batch_size", 32, "Images per forward pass (a multiple of t
 flags.DEFINE_string("shard", "", "K/N: embed only the K-th of N shares of the images (merge "
                     "the N outputs with --merge).")
 flags.DEFINE_bool("merge", False, "Merge the shards given as arguments into --output.")
+flags.DEFINE_bool("append", False, "Add the images to the gallery --output names (embedded by "
+                  "the same model), rather than write a new one.")
 FLAGS = flags.FLAGS
 
 
@@ -73,7 +76,8 @@ def main(argv):
                              "(the model that embeds), or --gallery E.npz to search")
     if not FLAGS.output:
         raise UserError("--output E.npz is where the embeddings go: set it")
-    jobs.embed_to_file(backbone, arguments, FLAGS.output, FLAGS.batch_size, FLAGS.shard)
+    jobs.embed_to_file(backbone, arguments, FLAGS.output, FLAGS.batch_size, FLAGS.shard,
+                       FLAGS.append)
 
 
 main.takes_arguments = True

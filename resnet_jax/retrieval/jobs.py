@@ -56,9 +56,26 @@ def embed(backbone: Backbone, arguments: list[str], batch_size: int,
 
 
 def embed_to_file(backbone: Backbone, arguments: list[str], output: str, batch_size: int,
-                  shard: str = "") -> Embeddings:
-    result = embed(backbone, arguments, batch_size, parse_shard(shard) if shard else (0, 1))
+                  shard: str = "", append: bool = False) -> Embeddings:
+    """Embeds the images into `output`; with `append`, adds them to the gallery there (which
+    the same model must have embedded; images it holds already are not added twice)."""
     _check_output(output)
+    existing = None
+    if append and os.path.exists(output):
+        if shard:
+            raise UserError("--append adds to a whole gallery: embed the shards, --merge "
+                            "them, then append")
+        existing = embedding_files.load(output)
+        if existing.source != backbone.source:
+            raise UserError(f"{output} was embedded by another model ({existing.source}); "
+                            f"these images would be embedded by {backbone.description}: "
+                            f"give the gallery's --workdir (or --config)")
+    result = embed(backbone, arguments, batch_size, parse_shard(shard) if shard else (0, 1))
+    if existing is not None:
+        before = len(existing.paths)
+        result = existing.extended(result)
+        print(f"adding {len(result.paths) - before} new images to the {before} of {output}",
+              file=sys.stderr, flush=True)
     result.save(output)
     skipped = f", {len(result.skipped)} unreadable files skipped" if len(result.skipped) else ""
     print(f"wrote {output}: {len(result.paths)} embeddings of dimension "
