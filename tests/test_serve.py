@@ -15,8 +15,8 @@ import time
 import numpy as np
 import pytest
 
-from tests.serve_helpers import REPO, Server, multipart, train_folder_run
 from tools.image_folders import write_photo_crops
+from tools.served import REPO, Server, multipart, train_folder_run
 
 pytest.importorskip("fastapi", reason="the serve extra")
 

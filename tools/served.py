@@ -1,6 +1,6 @@
-"""A served run for the tests: a small photo-folder run, its gallery, and the service started
-as a user starts it (a subprocess on 127.0.0.1, a free port), with a client in the standard
-library."""
+"""The service started as a user starts it (`serve.py` in a subprocess on 127.0.0.1, a free
+port), with a client in the standard library, and a small photo-folder run to serve: used by
+tests/test_serve.py and tools/serve_load.py."""
 
 from __future__ import annotations
 
@@ -17,16 +17,18 @@ import urllib.request
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def train_folder_run(photos: str, workdir: str, cache_dir: str) -> None:
-    """resnet8 (the smallest net: the service's plumbing, not the depth, is under test) on the
-    photo folder, 30 steps at 32 px: enough to tell the 3 classes apart."""
+def train_folder_run(photos: str, workdir: str, cache_dir: str, model: str = "resnet8",
+                     image_size: int = 32, eval_resize: int = 36, steps: int = 30) -> None:
+    """A run of configs/folder.py on the photo folder. The defaults, resnet8 (the smallest
+    net) for 30 steps at 32 px, tell the 3 classes of tools/image_folders.py apart: what the
+    tests need, where the service's plumbing, not the depth, is under test."""
     from resnet_jax.configs import folder
     from resnet_jax.train import loop
 
     config = folder.get_config()
-    config.update(data_dir=photos, model="resnet8", image_size=32, eval_resize=36,
-                  num_train_steps=30, batch_size=16, eval_batch_size=16, progress_bar=False,
-                  compilation_cache_dir=cache_dir)
+    config.update(data_dir=photos, model=model, image_size=image_size,
+                  eval_resize=eval_resize, num_train_steps=steps, batch_size=16,
+                  eval_batch_size=16, progress_bar=False, compilation_cache_dir=cache_dir)
     loop.train_and_evaluate(config, workdir)
 
 
