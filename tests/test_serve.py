@@ -116,7 +116,7 @@ def test_the_model_record_says_what_is_served(server):
     assert record["task"] == "classification" and record["input"]["shape"] == [32, 32, 3]
     assert record["preprocessing"]["resize_shorter_side"] == 36
     assert record["checkpoint"] == "best" and isinstance(record["step"], int)
-    assert record["batch_shapes"] == [1, 4, 16] and record["gallery"]["images"] == 30
+    assert record["batch_shapes"] == [1, 2, 4, 8, 16] and record["gallery"]["images"] == 30
 
 
 def _png(width, height) -> bytes:

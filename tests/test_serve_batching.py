@@ -1,6 +1,7 @@
 """The single-process service's batching, without a model: concurrent requests share forward
-passes, each gets its own row back, none waits past its batch, a failure reaches every waiter
-of its batch, and stopping runs what is queued."""
+passes, each gets its own row back, none waits past its batch, a batch runs the part that
+fills a shape and carries the rest, a failure reaches every waiter of its batch, and stopping
+runs what is queued."""
 
 import asyncio
 import threading
@@ -94,9 +95,34 @@ def test_stopping_runs_what_is_queued():
     assert sum(sizes) == 5
 
 
-@pytest.mark.parametrize("limit,shapes", [(1, (1,)), (16, (1, 4, 16)), (20, (1, 4, 16, 20)),
-                                          (64, (1, 4, 16, 64))])
-def test_batch_shapes_grow_by_four_up_to_the_limit(limit, shapes):
+@pytest.mark.parametrize("limit,shapes", [(1, (1,)), (16, (1, 2, 4, 8, 16)),
+                                          (20, (1, 2, 4, 8, 16, 20)),
+                                          (6, (1, 2, 4, 6))])
+def test_batch_shapes_double_up_to_the_limit(limit, shapes):
     from resnet_jax.serve.engine import batch_shapes_up_to
 
     assert batch_shapes_up_to(limit) == shapes
+
+
+@pytest.mark.parametrize("gathered,run", [(1, 1), (3, 3), (5, 4), (6, 4), (7, 7), (8, 8),
+                                          (9, 8), (12, 8), (13, 8), (14, 14), (16, 16),
+                                          (40, 16)])
+def test_a_batch_runs_what_fills_a_shape_and_pads_only_a_little(gathered, run):
+    from resnet_jax.serve.engine import images_to_run
+
+    assert images_to_run(gathered, (1, 2, 4, 8, 16)) == run
+
+
+def test_the_images_not_run_open_the_next_batch_and_all_get_their_rows():
+    sizes = []
+    batcher = Batcher(_recording_forward(sizes), max_batch_size=16, max_delay_s=0.05,
+                      take=lambda gathered: min(gathered, 4))
+
+    async def main():
+        async with running(batcher):
+            return await asyncio.gather(*(batcher.submit(np.array([i], np.int64))
+                                          for i in range(10)))
+
+    results = asyncio.run(main())
+    assert [(int(a), int(b)) for a, b in results] == [(i, 2 * i) for i in range(10)]
+    assert sizes == [4, 4, 2]

@@ -3,7 +3,9 @@ forward pass on the device.
 
 The first image waiting opens a batch; it closes when `max_batch_size` images are in it or
 `max_delay_s` after it opened, whichever comes first, and runs on one worker thread while the
-event loop goes on accepting (and the next batch fills). On Ray Serve, `@serve.batch` does this
+event loop goes on accepting (and the next batch fills). Where `take` says so, only part of
+what was gathered runs (a batch shape filled, not a larger one mostly padding); the rest opens
+the next batch at once. On Ray Serve, `@serve.batch` does this
 job instead (`serve.ray_app`); both call the same `Engine.forward`.
 
 Why not a library's batcher here: LitServe's owns the server and runs the model in worker
@@ -26,8 +28,11 @@ import numpy as np
 class Batcher:
     def __init__(self, forward: Callable[[np.ndarray], tuple[np.ndarray, ...]],
                  max_batch_size: int, max_delay_s: float, on_batch: Callable[[int], None]
-                 = lambda size: None):
+                 = lambda size: None, take: Callable[[int], int] = lambda gathered: gathered):
         self._forward = forward
+        # how many of the images gathered to run now (`Engine.images_to_run`); the others
+        # open the next batch
+        self._take = take
         self.max_batch_size = max_batch_size
         self.max_delay_s = max_delay_s
         self._on_batch = on_batch  # the metrics' batch-size histogram
@@ -60,25 +65,29 @@ class Batcher:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        stopping = False
-        while not stopping:
-            first = await self._queue.get()
-            if first is None:
-                break
-            batch = [first]
-            deadline = time.monotonic() + self.max_delay_s
-            while len(batch) < self.max_batch_size:
+        stopping, carried = False, []
+        while carried or not stopping:
+            if carried:  # they waited through a forward pass already: add what is queued
+                batch, deadline = carried, time.monotonic()
+            else:
+                first = await self._queue.get()
+                if first is None:
+                    break
+                batch, deadline = [first], time.monotonic() + self.max_delay_s
+            while len(batch) < self.max_batch_size and not stopping:
                 timeout = deadline - time.monotonic()
                 try:
                     item = (self._queue.get_nowait() if timeout <= 0 else
                             await asyncio.wait_for(self._queue.get(), timeout))
                 except (asyncio.QueueEmpty, TimeoutError):
                     break
-                if item is None:  # stop after this batch
+                if item is None:  # stop after what is gathered
                     stopping = True
                     break
                 batch.append(item)
-            await self._run_batch(loop, batch)
+            count = len(batch) if stopping else self._take(len(batch))
+            carried = batch[count:]
+            await self._run_batch(loop, batch[:count])
 
     async def _run_batch(self, loop, batch) -> None:
         pixels = np.stack([p for p, _ in batch])

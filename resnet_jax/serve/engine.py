@@ -45,15 +45,33 @@ def compilations() -> int:
 
 
 def batch_shapes_up_to(max_batch_size: int) -> tuple[int, ...]:
-    """1, 4, 16, ... (powers of 4) below `max_batch_size`, and `max_batch_size` itself: a
-    request alone pads to nothing, a burst to at most 4x its size, with few compilations."""
+    """1, 2, 4, 8, ... (powers of 2) below `max_batch_size`, and `max_batch_size` itself: a
+    request alone pads to nothing, a batch to less than twice its size. Powers of 4 compile
+    fewer shapes, but a batch of 6 padded to 16 spends 10/16 of its forward pass on padding:
+    measured on 2 cores, 16 clients gathered into batches of ~8 and ran at half the images/s
+    of full batches (benchmarks/2026-12-07-serve)."""
     if max_batch_size < 1:
         raise UserError(f"--max_batch_size must be >= 1, got {max_batch_size}")
     shapes, size = [], 1
     while size < max_batch_size:
         shapes.append(size)
-        size *= 4
+        size *= 2
     return (*shapes, max_batch_size)
+
+
+def images_to_run(gathered: int, batch_shapes: Sequence[int]) -> int:
+    """How many of `gathered` images to run in one forward pass: all of them where padding
+    them to a batch shape adds at most one image (or an eighth of the shape), else the largest
+    shape they fill; the rest wait for the next pass, with what arrives meanwhile. Padding
+    computes images nobody asked for: 16 clients on 2 cores gathered ~12 and ~4 images in turn,
+    and padding 12 to 16 cost a quarter of every large pass (tools/serve_load.py: 56 -> 74
+    images/s once it ran 8 and carried 4)."""
+    fitting = next((s for s in batch_shapes if s >= gathered), None)
+    if fitting is None:
+        return max(batch_shapes)
+    if fitting - gathered <= max(1, fitting // 8):
+        return gathered
+    return max((s for s in batch_shapes if s <= gathered), default=gathered)
 
 
 class Engine:
@@ -96,6 +114,9 @@ class Engine:
             self._compiled[size] = compiled
             if progress is not None:
                 progress(size)
+
+    def images_to_run(self, gathered: int) -> int:
+        return images_to_run(gathered, self.batch_shapes)
 
     def forward(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         count = len(pixels)

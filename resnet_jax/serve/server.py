@@ -36,7 +36,8 @@ def serve(service: Service, listening: socket.socket, *, api_key: str | None,
     import uvicorn
 
     batcher = batching.Batcher(service.engine.forward, service.engine.max_batch_size,
-                               max_delay_s, service.metrics.batch_size.observe)
+                               max_delay_s, service.metrics.batch_size.observe,
+                               take=service.engine.images_to_run)
     service.submit = batcher.submit
     service.metrics.queue_depth.set_function(lambda: batcher.queued)
 
