@@ -18,17 +18,27 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def train_folder_run(photos: str, workdir: str, cache_dir: str, model: str = "resnet8",
-                     image_size: int = 32, eval_resize: int = 36, steps: int = 30) -> None:
+                     image_size: int = 32, eval_resize: int = 36, steps: int = 30,
+                     in_process: bool = True) -> None:
     """A run of configs/folder.py on the photo folder. The defaults, resnet8 (the smallest
     net) for 30 steps at 32 px, tell the 3 classes of tools/image_folders.py apart: what the
-    tests need, where the service's plumbing, not the depth, is under test."""
+    tests need, where the service's plumbing, not the depth, is under test. `in_process=False`
+    runs train.py instead, leaving this process without the training's threads and state (a
+    benchmark's client)."""
+    overrides = dict(data_dir=photos, model=model, image_size=image_size,
+                     eval_resize=eval_resize, num_train_steps=steps, batch_size=16,
+                     eval_batch_size=16, progress_bar=False, compilation_cache_dir=cache_dir)
+    if not in_process:
+        subprocess.run([sys.executable, os.path.join(REPO, "train.py"), "--config",
+                        os.path.join(REPO, "configs", "folder.py"), f"--workdir={workdir}",
+                        *(f"--config.{key}={value}" for key, value in overrides.items())],
+                       check=True, cwd=REPO, capture_output=True)
+        return
     from resnet_jax.configs import folder
     from resnet_jax.train import loop
 
     config = folder.get_config()
-    config.update(data_dir=photos, model=model, image_size=image_size,
-                  eval_resize=eval_resize, num_train_steps=steps, batch_size=16,
-                  eval_batch_size=16, progress_bar=False, compilation_cache_dir=cache_dir)
+    config.update(**overrides)
     loop.train_and_evaluate(config, workdir)
 
 
