@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.train_cli import read_metrics, reported_lines, run_cli, run_tool
+from tests.train_cli import REPO, read_metrics, reported_lines, run_cli, run_tool
 from tools.image_folders import write_photo_crops
 
 torch = pytest.importorskip("torch", reason="the torchvision side of the round trip")
@@ -173,7 +173,10 @@ def test_weights_without_a_run_predict_and_export_as_the_run(fine_tuned, photos,
                if not k.endswith("num_batches_tracked"))
 
 
-def test_onnx_export_gives_our_logits(fine_tuned, tmp_path):
+def test_onnx_export_gives_our_logits_and_the_docs_client_our_answers(fine_tuned, photos,
+                                                                     tmp_path):
+    """The ONNX model's logits are ours; docs/serving/onnx_classify.py (onnxruntime, Pillow,
+    the sidecar, nothing of resnet-jax) answers as predict.py does for the same files."""
     onnxruntime = pytest.importorskip("onnxruntime", reason="the [export] extra")
     from resnet_jax.runs import inference
 
@@ -190,6 +193,20 @@ def test_onnx_export_gives_our_logits(fine_tuned, tmp_path):
     session = onnxruntime.InferenceSession(output, providers=["CPUExecutionProvider"])
     theirs = session.run(None, {"images": images.transpose(0, 3, 1, 2).copy()})[0]
     assert np.max(np.abs(theirs - ours)) <= 1e-4 * np.max(np.abs(ours))
+
+    files = sorted(os.path.join(d, f) for d, _, names in os.walk(os.path.join(photos, "val"))
+                   for f in names)
+    client = subprocess.run([sys.executable, "docs/serving/onnx_classify.py", output, *files],
+                            capture_output=True, text=True, cwd=REPO)
+    predicted = run_tool("predict.py", ["--workdir", workdir, "--json", "--top_k", "5", *files])
+    assert client.returncode == 0 and predicted.returncode == 0, client.stderr[-3000:]
+    by_client = [json.loads(line) for line in client.stdout.splitlines()]
+    by_predict = [json.loads(line) for line in predicted.stdout.splitlines()]
+    assert len(by_client) == len(files) == len(by_predict)
+    for theirs, ours in zip(by_client, by_predict):
+        assert [t["class"] for t in theirs["top_k"]] == [t["class"] for t in ours["top_k"]]
+        np.testing.assert_allclose([t["probability"] for t in theirs["top_k"]],
+                                   [t["probability"] for t in ours["top_k"]], atol=1e-5)
 
 
 def test_jax_export_deserialises_and_runs(fine_tuned, tmp_path):
