@@ -26,7 +26,7 @@ demo: $(VENV)/.train
 # tests skip, nothing builds or loads it). The slow ones are left out of that rerun: they build
 # their models with kernels="xla" (unchanged by the variable) or "native" (skipped there).
 test: $(VENV)/.dev lint
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not journey"
 	RESNET_JAX_KERNELS=xla $(PY) -m pytest -q -m "not slow" tests/test_models.py tests/test_parity.py tests/test_export.py
 
 # The inner loop: the unit tests (not slow, not end to end: tests/conftest.py), ~3 minutes.

@@ -19,6 +19,7 @@ import pathlib
 import platform
 import sys
 
+from resnet_jax import extras
 from resnet_jax.extras import EXTRA_MODULES, importable
 
 # What the report lists, in order: (distribution names tried, label)
@@ -79,11 +80,11 @@ def missing_runtime(backend: str, present: dict[str, int]) -> str | None:
         return None
     if present.get("gpu"):
         return (f"an NVIDIA GPU is attached ({present['gpu']} found) but JAX sees only the "
-                "CPU: install JAX's CUDA runtime, pip install 'resnet-jax[cuda12]' (or "
+                f"CPU: install JAX's CUDA runtime, {extras.install_command('cuda12')} (or "
                 "[cuda13] for CUDA 13 drivers); python -m resnet_jax.info says what is installed")
     if present.get("tpu"):
         return (f"a TPU is attached ({present['tpu']} chips found) but JAX sees only the CPU: "
-                "install JAX's TPU runtime, pip install 'resnet-jax[tpu]'")
+                f"install JAX's TPU runtime, {extras.install_command('tpu')}")
     return None
 
 
@@ -152,13 +153,14 @@ def _kernels_report() -> list[str]:
 
 def report() -> str:
     """The environment a bug report needs, as text."""
-    lines = [f"resnet-jax {version('resnet-jax') or '(not installed: run from a checkout)'}",
+    installed = version(extras.DISTRIBUTION) or "(not installed: run from a checkout)"
+    lines = [f"resnet-jax ({extras.DISTRIBUTION}) {installed}",
              f"python {platform.python_version()} ({sys.executable})",
              f"platform {platform.platform()} ({platform.machine()})"]
     lines += [f"{label} {version(*names) or '-'}" for names, label in _PACKAGES]
-    extras = [extra for extra, modules in EXTRA_MODULES.items()
-              if all(importable(name) for name in modules)]
-    lines.append(f"extras importable: {', '.join(extras) or 'none (core only)'}")
+    importable_extras = [extra for extra, modules in EXTRA_MODULES.items()
+                         if all(importable(name) for name in modules)]
+    lines.append(f"extras importable: {', '.join(importable_extras) or 'none (core only)'}")
     import jax
 
     lines.append(devices_line())

@@ -5,11 +5,12 @@ pixel value, fill included; the op tables; the op/magnitude/sign sampling distri
 import numpy as np
 import pytest
 import tensorflow as tf
-import torch
 from scipy import stats
-from torchvision.transforms import v2
 
 from resnet_jax.data import autoaugment
+
+torch = pytest.importorskip("torch", reason="the reference is torchvision (the [dev] extra)")
+v2 = pytest.importorskip("torchvision.transforms.v2")
 
 MAGNITUDES = {
     "Identity": [0.0], "AutoContrast": [0.0], "Equalize": [0.0],

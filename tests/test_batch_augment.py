@@ -6,11 +6,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 from scipy import stats
-from torchvision.transforms import v2
 
 from resnet_jax.train import batch_augment
+
+torch = pytest.importorskip("torch", reason="the reference is torchvision (the [dev] extra)")
+v2 = pytest.importorskip("torchvision.transforms.v2")
 
 
 def _batch(rng, batch=6, height=7, width=9, classes=5):

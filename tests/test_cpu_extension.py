@@ -128,10 +128,10 @@ def test_kernel_names_select_the_implementation(monkeypatch):
     with 2 simulated CPU devices, see conftest); RESNET_JAX_KERNELS says what "auto" means;
     explicit names are honoured."""
     monkeypatch.delenv("RESNET_JAX_KERNELS", raising=False)
-    assert kernels.resolve("native", jnp.float32).conv_general_dilated is \
+    assert kernels.resolve("native", jnp.float32).convolution is \
         conv_ops.native_conv_general_dilated
     assert kernels.resolve("native", jnp.float64).name == "patches"
-    assert kernels.resolve("patches", jnp.float32).conv_general_dilated is \
+    assert kernels.resolve("patches", jnp.float32).convolution is \
         conv_ops.conv_general_dilated
     assert kernels.resolve("xla", jnp.float32) is kernels.XLA
     assert jax.device_count() > 1 and jax.default_backend() == "cpu"

@@ -3,10 +3,12 @@ train.py uses it)."""
 
 import jax
 import numpy as np
-import torch
+import pytest
 
 from resnet_jax import plan as plans
 from resnet_jax.configs import default
+
+torch = pytest.importorskip("torch", reason="the reference is torch (the [dev] extra)")
 
 
 def test_ema_equals_torchvision_reference_over_50_steps():

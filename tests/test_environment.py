@@ -2,6 +2,7 @@
 them, the devices line every command prints, `python -m resnet_jax.info`, and the CPU kernels
 on a platform without the extension."""
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -47,9 +48,9 @@ def test_the_nvidia_driver_files_count_where_sysfs_shows_nothing(tmp_path):
 
 def test_a_missing_runtime_names_the_extra():
     gpu = environment.missing_runtime("cpu", {"gpu": 8, "tpu": 0})
-    assert "pip install 'resnet-jax[cuda12]'" in gpu and "8 found" in gpu
+    assert "pip install 'flax-resnets[cuda12]'" in gpu and "8 found" in gpu
     tpu = environment.missing_runtime("cpu", {"gpu": 0, "tpu": 4})
-    assert "pip install 'resnet-jax[tpu]'" in tpu
+    assert "pip install 'flax-resnets[tpu]'" in tpu
     assert environment.missing_runtime("gpu", {"gpu": 8, "tpu": 0}) is None
     assert environment.missing_runtime("cpu", {"gpu": 0, "tpu": 0}) is None
 
@@ -66,7 +67,7 @@ def test_require_extra_is_one_line_naming_the_extra():
     extras.EXTRA_MODULES["nothing"] = ("a_module_that_is_not_installed",)
     try:
         with pytest.raises(UserError, match=r"^sweeping needs the nothing extra: pip install "
-                                            r"'resnet-jax\[nothing\]' \(not installed here: "
+                                            r"'flax-resnets\[nothing\]' \(not installed here: "
                                             r"a_module_that_is_not_installed\)$"):
             extras.require_extra("nothing", "sweeping")
     finally:
@@ -83,7 +84,11 @@ def test_info_prints_versions_devices_and_kernels():
                    "orbax-checkpoint ", "tensorflow ", "torch ", "devices: 1 x cpu (",
                    "kernels=auto resolves to: ", "CPU extension: "):
         assert any(line.startswith(prefix) for line in lines), (prefix, result.stdout)
-    assert "extras importable: train, torch, export" in result.stdout
+    listed = next(line for line in lines if line.startswith("extras importable: "))
+    listed = listed.partition(": ")[2].split(", ")
+    assert "train" in listed  # the test session's, and torch's where it has PyTorch
+    has_torch = importlib.util.find_spec("torch") is not None
+    assert ("torch" in listed, "export" in listed) == (has_torch, has_torch), listed
 
 
 def test_auto_uses_the_portable_kernels_where_the_extension_is_not_built():
@@ -103,3 +108,20 @@ def test_auto_uses_the_portable_kernels_where_the_extension_is_not_built():
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "built on Linux x86_64 only" in result.stdout
+
+
+def test_the_install_command_names_our_distribution_or_the_clone(monkeypatch):
+    import importlib.metadata
+    import tomllib
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "pyproject.toml"), "rb") as f:
+        assert tomllib.load(f)["project"]["name"] == extras.DISTRIBUTION
+    assert extras.install_command("train,serve") == "pip install 'flax-resnets[train,serve]'"
+
+    def not_installed(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    # run from a clone that was never installed: pip would look for the name on the index
+    monkeypatch.setattr(importlib.metadata, "distribution", not_installed)
+    assert extras.install_command("train") == f"pip install -e '{root}[train]'"

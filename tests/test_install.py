@@ -18,7 +18,7 @@ HEAVY = ("tensorflow", "tensorflow_datasets", "torch", "torchvision", "matplotli
          "onnx", "onnxruntime", "tqdm")
 HEAVY_DISTRIBUTIONS = ("tensorflow", "tensorflow-cpu", "tensorflow-datasets", "torch",
                        "torchvision", "matplotlib", "scikit-learn")
-TRAIN_LINE = "error: training needs the train extra: pip install 'resnet-jax[train]'"
+TRAIN_LINE = "error: training needs the train extra: pip install 'flax-resnets[train]'"
 
 # A model in the core install: create, init, apply (train and eval), jax.export round trip.
 MODEL_SCRIPT = textwrap.dedent("""

@@ -6,11 +6,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 
 from resnet_jax import plan as plans
 from resnet_jax.configs import default
 from resnet_jax.train import optim
+
+torch = pytest.importorskip("torch", reason="the references are torch (the [dev] extra)")
 
 
 def _params(rng):

@@ -6,6 +6,8 @@ from resnet_jax.configs import digits
 from resnet_jax.errors import UserError
 from resnet_jax.experiments import search, space, trials
 
+pytest.importorskip("optuna", reason="the tune extra (not in the lowest-versions lane's [train])")
+
 
 def test_specs_become_typed_distributions():
     optuna = trials.optuna()

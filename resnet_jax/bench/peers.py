@@ -79,7 +79,7 @@ def onnxruntime_runner(name: str, batch_size: int, image_size: int, dtype: str, 
     import onnxruntime
     import torch
 
-    from resnet_jax.interop import torch_models
+    from resnet_jax.interop import export, torch_models
 
     if mode == "train" or dtype != "float32":
         raise ValueError("onnxruntime rows are float32 inference and embedding only")
@@ -91,8 +91,8 @@ def onnxruntime_runner(name: str, batch_size: int, image_size: int, dtype: str, 
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "model.onnx")
-        torch.onnx.export(model, (torch.from_numpy(x),), path, dynamo=False,
-                          input_names=["images"], output_names=["output"])
+        export.torch_to_onnx(model, torch.from_numpy(np.repeat(x[:1], 2, axis=0)), path,
+                             "output")
         session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
     session.run(None, {"images": x})
     compile_s = time.perf_counter() - start

@@ -33,8 +33,8 @@ def _native_max_pool(x, window, strides, padding):
                             native_backward=extension.max_pool_backward)
 
 
-PATCHES = seam.Kernels("patches", conv_general_dilated=conv.conv_general_dilated)
-NATIVE = seam.Kernels("native", conv_general_dilated=conv.native_conv_general_dilated,
+PATCHES = seam.Kernels("patches", convolution=conv.conv_general_dilated)
+NATIVE = seam.Kernels("native", convolution=conv.native_conv_general_dilated,
                       norm=NativeBatchNorm, max_pool=_native_max_pool,
                       activation=native_norm.activation)
 

@@ -33,6 +33,7 @@ import tempfile
 import jax
 import numpy as np
 
+from resnet_jax import extras
 from resnet_jax.errors import UserError
 
 _SOURCE = pathlib.Path(__file__).with_name("cpu_kernels.cc")
@@ -68,7 +69,7 @@ def _onednn_prefix() -> pathlib.Path:
             return path
     raise ExtensionUnavailable(
         f"oneDNN 3 headers and library not found under {sys.prefix}/include and /lib; "
-        "the train extra installs them: pip install 'resnet-jax[train]'")
+        f"the train extra installs them: {extras.install_command('train')}")
 
 
 def _compiler() -> str:

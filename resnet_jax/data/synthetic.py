@@ -31,10 +31,10 @@ def write_jpeg_dataset(data_dir: str, splits: dict[str, list[np.ndarray]],
     features = tfds.features.FeaturesDict({
         "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
         "label": tfds.features.ClassLabel(num_classes=num_classes)})
-    tfds.dataset_builders.TfDataBuilder(
+    tfds.dataset_builders.store_as_tfds_dataset(
         name=name, config=config, version=str(tfds.builder_cls(name).VERSION),
         data_dir=data_dir, split_datasets={name: split(images) for name, images in splits.items()},
-        features=features, file_format=file_format).download_and_prepare()
+        features=features, file_format=file_format)
 
 
 def photo_like_images(count: int, seed: int = 0) -> list[np.ndarray]:

@@ -14,8 +14,10 @@ tolerances, whatever kernels trained the weights. ONNX and torchvision need the 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import sys
 import warnings
 
 import jax
@@ -113,6 +115,28 @@ def load_jax(path: str) -> export.Exported:
     return exported
 
 
+def torch_to_onnx(module, example, path: str, output_name: str) -> None:
+    """`module`, a PyTorch network of NCHW float32 images, as ONNX at `path`: input "images"
+    of any batch size, output `output_name`; torch.onnx's exporter from `torch.export` (the
+    TorchScript one is deprecated). `example`: a tensor of the input's shape, batch >= 2."""
+    import torch
+
+    with warnings.catch_warnings(), _quiet_stdout():
+        # torch.export's notes on the symbolic batch dimension, and the exporter's progress
+        warnings.simplefilter("ignore", UserWarning)
+        torch.onnx.export(module.eval(), (example,), path, dynamo=True, external_data=False,
+                          input_names=["images"], output_names=[output_name],
+                          dynamic_shapes=({0: torch.export.Dim.DYNAMIC},), verbose=False)
+
+
+@contextlib.contextmanager
+def _quiet_stdout():
+    """The exporter prints its progress ("[torch.onnx] Obtain model graph ...") on stdout,
+    which is the JSON answers' channel in the commands: sent to stderr instead."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
 def _torch_twin(name: str, model: ResNet, variables):
     from resnet_jax.interop import torch_models, torchvision_weights
 
@@ -148,12 +172,8 @@ def write_onnx(name: str, model: ResNet, variables, image_shape, path: str) -> d
 
     height, width, channels = image_shape
     tmp = path + ".tmp"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation notice
-        torch.onnx.export(_torch_twin(name, model, variables),
-                          (torch.zeros(2, channels, height, width),), tmp, dynamo=False,
-                          input_names=["images"], output_names=["logits"],
-                          dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
+    torch_to_onnx(_torch_twin(name, model, variables),
+                  torch.zeros(2, channels, height, width), tmp, "logits")
     images = np.random.default_rng(0).standard_normal((3, *image_shape), dtype=np.float32)
     portable = model.clone(kernels="xla")
     ours = np.asarray(jax.jit(lambda v, x: portable.apply(v, x, train=False))(variables, images))

@@ -1,7 +1,7 @@
 """The one seam through which faster kernels reach the models.
 
 A model names its kernels (`kernels="xla"`, the default, or another registered name); the name
-resolves to a `Kernels`: the `conv_general_dilated` that `flax.linen.Conv` calls, the batch-norm
+resolves to a `Kernels`: the convolution that `flax.linen.Conv` calls, the batch-norm
 layer class, the activation and the max pool. A block reads `activation(norm(conv(y)) +
 shortcut)`; a seam may fuse the normalisation, the addition and the activation (its norm
 returning a value that its `+` and its activation complete: `resnet_jax.cpu.norm`), which the
@@ -45,8 +45,9 @@ class Kernels:
     """Who computes a ResNet's convolutions, its batch norm, its activation and its max pool."""
 
     name: str
-    # lax.conv_general_dilated's signature; None: lax's own.
-    conv_general_dilated: Callable | None = None
+    # The convolution flax.linen.Conv runs, with lax.conv_general_dilated's signature; None:
+    # lax's own.
+    convolution: Callable | None = None
     norm: type[BatchNorm] = BatchNorm
     max_pool: Callable = portable_max_pool  # (x, window, strides, padding)
     activation: Callable = nn.relu  # of whatever `norm` (plus a shortcut) returns

@@ -116,12 +116,17 @@ class ResNet(nn.Module):
         check_head(self.head, self.head_hidden, self.head_dropout)
         kernels = kernel_seam.resolve(self.kernels, self.dtype)
 
+        # flax calls `conv_general_dilated_cls()` for the convolution it runs: the seam's, or
+        # lax's own (None).
+        conv_cls = (None if kernels.convolution is None
+                    else functools.partial(lambda conv: conv, kernels.convolution))
+
         def conv(features, kernel_size, strides, groups=1, name=None):
             return nn.Conv(features, (kernel_size, kernel_size), (strides, strides),
                            padding=symmetric_padding(kernel_size), use_bias=False,
                            feature_group_count=groups, kernel_init=conv_kernel_init,
                            dtype=self.dtype, param_dtype=self.param_dtype, name=name,
-                           conv_general_dilated=kernels.conv_general_dilated)
+                           conv_general_dilated_cls=conv_cls)
 
         bn = functools.partial(kernels.norm, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
                                dtype=self.dtype, param_dtype=self.param_dtype,

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from resnet_jax import extras
 from resnet_jax.errors import UserError
 
 GALLERY_BLOCK = 32_768
@@ -68,7 +69,7 @@ def require_faiss():
     try:
         import faiss
     except ImportError:
-        raise UserError("--index faiss needs faiss: pip install 'resnet-jax[search]' (or "
+        raise UserError(f"--index faiss needs faiss: {extras.install_command('search')} (or "
                         "faiss-cpu; or use the exact search, --index exact)") from None
     return faiss
 

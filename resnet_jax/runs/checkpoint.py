@@ -35,8 +35,9 @@ def create_manager(workdir: str, keep: int, directory: str = LATEST_DIR) -> ocp.
     """Keeps the last `keep` checkpoints; saves whenever asked (the training loop decides when).
     `directory=BEST_DIR`: the best checkpoint's own manager (keep=1), apart from the pruning of
     the latest ones."""
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True,
-                                           create=True)
+    options = ocp.CheckpointManagerOptions(
+        preservation_policy=ocp.checkpoint_managers.LatestN(n=keep),
+        enable_async_checkpointing=True, create=True)
     return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, directory)),
                                  options=options)
 
@@ -276,10 +277,14 @@ def load_state(workdir: str, step: int | None = None, directory: str = LATEST_DI
 
 def _load_state(workdir: str, step: int | None, directory: str,
                 only: tuple[str, ...] | None) -> dict:
-    handler = ocp.StandardCheckpointHandler() if only is None else ocp.PyTreeCheckpointHandler()
+    registry = ocp.DefaultCheckpointHandlerRegistry()
+    if only is None:
+        registry.add("state", ocp.args.StandardRestore, ocp.StandardCheckpointHandler())
+    else:
+        registry.add("state", ocp.args.PyTreeRestore, ocp.PyTreeCheckpointHandler())
     manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, directory)),
                                     options=ocp.CheckpointManagerOptions(read_only=True),
-                                    item_handlers={"state": handler})
+                                    handler_registry=registry)
     step = manager.latest_step() if step is None else step
     if step is None:
         raise FileNotFoundError(f"no checkpoint in {workdir}/{directory}")
@@ -288,7 +293,7 @@ def _load_state(workdir: str, step: int | None, directory: str,
     if only is not None:
         metadata = {key: metadata[key] for key in only}
     # Restore onto this process's first device, whatever topology wrote the checkpoint.
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    device = jax.sharding.make_single_device_sharding(jax.local_devices()[0])
     target = jax.tree_util.tree_map(
         lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata)
     if only is None:

@@ -19,6 +19,7 @@ import jax
 import numpy as np
 from flax import traverse_util
 
+from resnet_jax import extras
 from resnet_jax.errors import UserError
 from resnet_jax.interop import pretrained, torchvision_weights
 from resnet_jax.models import parts
@@ -35,8 +36,8 @@ def _read_torch(path: str) -> Mapping[str, Any]:
     try:
         import torch
     except ImportError:
-        raise InitError(f"reading {path} needs PyTorch: pip install 'resnet-jax[torch]'") \
-            from None
+        raise InitError(f"reading {path} needs PyTorch: "
+                        f"{extras.install_command('torch')}") from None
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001  (pickle, zip and torch errors alike)

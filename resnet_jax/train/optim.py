@@ -107,7 +107,7 @@ def clip_grad_norm(max_norm: float) -> optax.GradientTransformation:
     """`torch.nn.utils.clip_grad_norm_`: g *= min(1, max_norm / (||g||_2 + 1e-6)), the norm over
     all gradients together (optax's `clip_by_global_norm` has no 1e-6 and divides differently)."""
     def update(updates, state, params=None):
-        total = optax.global_norm(updates)
+        total = optax.tree.norm(updates)
         scale = jnp.minimum(max_norm / (total + 1e-6), 1.0)
         return jax.tree_util.tree_map(lambda g: g * scale.astype(g.dtype), updates), state
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
