@@ -21,17 +21,22 @@ def _recording_forward(sizes, delay_s=0.0):
     return forward
 
 
+def _each_request_gets_its_own_rows(batcher, count: int) -> None:
+    """`count` requests submitted at once: request i gets the rows of its own image, i and 2i."""
+    async def main():
+        async with running(batcher):
+            return await asyncio.gather(*(batcher.submit(np.array([i], np.int64))
+                                          for i in range(count)))
+
+    results = asyncio.run(main())
+    assert [(int(a), int(b)) for a, b in results] == [(i, 2 * i) for i in range(count)]
+
+
 def test_concurrent_requests_share_batches_and_get_their_own_rows():
     sizes = []
     batcher = Batcher(_recording_forward(sizes, 0.02), max_batch_size=16, max_delay_s=0.05)
 
-    async def main():
-        async with running(batcher):
-            return await asyncio.gather(*(batcher.submit(np.array([i], np.int64))
-                                          for i in range(40)))
-
-    results = asyncio.run(main())
-    assert [(int(a), int(b)) for a, b in results] == [(i, 2 * i) for i in range(40)]
+    _each_request_gets_its_own_rows(batcher, 40)
     assert sum(sizes) == 40 and max(sizes) <= 16
     assert len(sizes) <= 4  # 40 at once: batches of 16, 16, 8 (a late one at most)
 
@@ -118,11 +123,5 @@ def test_the_images_not_run_open_the_next_batch_and_all_get_their_rows():
     batcher = Batcher(_recording_forward(sizes), max_batch_size=16, max_delay_s=0.05,
                       take=lambda gathered: min(gathered, 4))
 
-    async def main():
-        async with running(batcher):
-            return await asyncio.gather(*(batcher.submit(np.array([i], np.int64))
-                                          for i in range(10)))
-
-    results = asyncio.run(main())
-    assert [(int(a), int(b)) for a, b in results] == [(i, 2 * i) for i in range(10)]
+    _each_request_gets_its_own_rows(batcher, 10)
     assert sizes == [4, 4, 2]

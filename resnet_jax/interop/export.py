@@ -76,7 +76,8 @@ def write_jax(model: ResNet, variables, image_shape, path: str,
             "platforms": list(exported.platforms), "jax_version": jax.__version__}
 
 
-def _version(text: str) -> tuple[int, ...]:
+def version_tuple(text: str) -> tuple[int, ...]:
+    """"0.12.1" -> (0, 12, 1): jax versions in the order JAX's compatibility promise uses."""
     return tuple(int(part) for part in text.split(".")[:3] if part.isdigit())
 
 
@@ -92,7 +93,7 @@ def load_jax(path: str) -> export.Exported:
     if os.path.isfile(path + ".json"):
         with open(path + ".json") as f:
             made_by = json.load(f).get("input", {}).get("jax_version")
-    if made_by and _version(made_by) > _version(jax.__version__):
+    if made_by and version_tuple(made_by) > version_tuple(jax.__version__):
         raise UserError(f"{path} was exported with jax {made_by}; this is jax {jax.__version__}"
                         f": JAX loads artifacts of its own version or older, not newer; "
                         f"upgrade jax here (pip install -U jax) or export with jax "
