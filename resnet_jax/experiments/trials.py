@@ -46,14 +46,17 @@ def optuna():
 
 
 def open_study(workdir: str, storage: str, name: str, direction: str, sampler=None,
-               pruner=None):
-    """The study `name` in `storage` (default: Optuna's journal file in `workdir`), created
-    or continued. A study created for the other direction is refused in one line."""
+               pruner=None, say=None):
+    """The study `name` in `storage` (default: Optuna's journal file in `workdir`, checked and
+    kept whole by `journal`), created or continued. A study created for the other direction is
+    refused in one line."""
+    from resnet_jax.experiments import journal
+
     module = optuna()
     os.makedirs(workdir, exist_ok=True)
     where = storage or os.path.join(workdir, JOURNAL_FILE)
     if not storage:
-        storage = module.storages.JournalStorage(module.storages.journal.JournalFileBackend(where))
+        storage = module.storages.JournalStorage(journal.backend(where, say or _warn))
     try:
         # One worker at a time: workers that create a new database's tables at once collide
         # (SQLite and PostgreSQL alike: a unique-key error from Optuna's schema migration).
@@ -61,16 +64,30 @@ def open_study(workdir: str, storage: str, name: str, direction: str, sampler=No
             study = module.create_study(storage=storage, study_name=name, direction=direction,
                                         sampler=sampler, pruner=pruner, load_if_exists=True)
     except ImportError as error:  # a database URL whose driver is not installed
-        raise errors.UserError(f"--storage {where}: {error}") from None
+        raise errors.UserError(f"--storage {without_password(where)}: {error}") from None
     except (ValueError, module.exceptions.OptunaError, _database_errors()) as error:
         # e.g. an unknown scheme, a server that refuses the connection, a wrong password
-        raise errors.UserError(f"--storage {where}: {str(error).splitlines()[0]}") from None
+        first = without_password(str(error).splitlines()[0])
+        raise errors.UserError(f"--storage {without_password(where)}: {first}") from None
     if study.direction.name.lower() != direction:
         raise errors.UserError(
-            f"the study {name!r} in {where} was created to {study.direction.name.lower()} "
-            f"its objective, not to {direction}: keep its --objective or use another "
-            f"--workdir/--storage")
+            f"the study {name!r} in {without_password(where)} was created to "
+            f"{study.direction.name.lower()} its objective, not to {direction}: keep its "
+            f"--objective or use another --workdir/--storage")
     return study
+
+
+def without_password(text: str) -> str:
+    """`text` with the password of any URL in it (scheme://user:PASSWORD@host) as ***."""
+    import re
+
+    return re.sub(r"(\w[\w+.-]*://[^/:@\s]*:)[^@\s]*@", r"\1***@", text)
+
+
+def _warn(line: str) -> None:
+    import sys
+
+    print(f"search: {line}", file=sys.stderr, flush=True)
 
 
 def _database_errors() -> type:

@@ -1,0 +1,137 @@
+"""The search study under faults: a journal torn by a crash or a full disk, damage that is not
+a crash's, a copied workdir, a continued seed, the study's records (stand-in workers: no
+model is compiled)."""
+
+import errno
+import json
+import resource
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from resnet_jax import errors
+from resnet_jax.experiments import journal, trials
+from tests.test_search import load, stand_in_workers
+from tests.train_cli import REPO, cli_env
+
+pytest.importorskip("optuna", reason="the search needs the tune extra's Optuna")
+
+
+def run_workers(workdir, total, count=1, **kwargs):
+    workers = stand_in_workers(workdir, "", total, count, **kwargs)
+    outputs = [worker.communicate(timeout=120)[0] for worker in workers]
+    return [worker.returncode for worker in workers], "\n".join(outputs)
+
+
+def finished(workdir):
+    study = load(workdir, "")
+    return [(t.number, t.state.name, t.params) for t in study.trials]
+
+
+@pytest.mark.parametrize("cut", ["mid-record", "newline-kept"])
+def test_a_torn_last_record_is_set_aside_and_the_study_continues(tmp_path, cut):
+    codes, output = run_workers(tmp_path, 2)
+    assert codes == [0], output
+    before = finished(tmp_path)
+    path = tmp_path / trials.JOURNAL_FILE
+    data = path.read_bytes()
+    last = data.rstrip(b"\n").rfind(b"\n") + 1
+    # a crash in the middle of writing the last record (with or without its newline)
+    torn = data[:last + (len(data) - last) // 2] + (b"\n" if cut == "newline-kept" else b"")
+    path.write_bytes(torn)
+
+    codes, output = run_workers(tmp_path, 4)
+    assert codes == [0], output
+    assert f"its {len(torn) - last} bytes were moved to {path}.torn" in output
+    after = finished(tmp_path)
+    assert [n for n, _, _ in after] == [0, 1, 2, 3]
+    assert all(state in ("COMPLETE", "PRUNED") for _, state, _ in after), after
+    assert after[0][2] == before[0][2]  # the earlier trials kept their values
+    assert (path.parent / (path.name + ".torn")).read_bytes().startswith(torn[last:].rstrip())
+
+
+def test_a_full_disk_during_a_journal_write_leaves_no_torn_record(tmp_path):
+    """A file size limit (RLIMIT_FSIZE) makes the journal's write stop part way, as a full disk
+    does; the worker fails, the journal is cut back to its last whole record, and the same
+    command continues the study once the limit is gone."""
+    codes, output = run_workers(tmp_path, 1)
+    assert codes == [0], output
+    path = tmp_path / trials.JOURNAL_FILE
+    limit = path.stat().st_size + 700  # room for a few records, not for a whole trial
+
+    def small_disk():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG from write(), not a signal
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    command = [sys.executable, "tests/search_worker.py", str(tmp_path), "", "3", "0", "stand-in"]
+    failed = subprocess.run(command, cwd=REPO, env=cli_env(1), capture_output=True, text=True,
+                            timeout=120, preexec_fn=small_disk)
+    assert failed.returncode != 0 and "File too large" in failed.stderr, failed.stderr[-3000:]
+    assert path.read_bytes().endswith(b"\n")
+    for line in path.read_bytes().splitlines():
+        json.loads(line)
+
+    codes, output = run_workers(tmp_path, 3)
+    assert codes == [0], output
+    assert [n for n, _, _ in finished(tmp_path)] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("damage, said", [
+    (b"\x00\x17garbage\xff\n", "line 2: not a JSON record"),
+    (b'{"op_code": 99, "worker_id": "w"}\n', "line 2: an unknown operation (99)"),
+    (b'["not", "a", "record"]\n', "line 2: not an Optuna journal record"),
+])
+def test_damage_that_is_not_a_crash_is_one_line_and_the_file_is_untouched(tmp_path, damage,
+                                                                            said):
+    codes, output = run_workers(tmp_path, 1)
+    assert codes == [0], output
+    path = tmp_path / trials.JOURNAL_FILE
+    lines = path.read_bytes().splitlines(keepends=True)
+    damaged = lines[0] + damage + b"".join(lines[1:])
+    path.write_bytes(damaged)
+    with pytest.raises(errors.UserError) as raised:
+        journal.backend(str(path))
+    assert said in str(raised.value) and "\n" not in str(raised.value)
+    assert path.read_bytes() == damaged
+
+
+def test_a_directory_in_the_journals_place_is_one_line(tmp_path):
+    (tmp_path / trials.JOURNAL_FILE).mkdir()
+    with pytest.raises(errors.UserError, match="is a directory, not a study journal"):
+        journal.backend(str(tmp_path / trials.JOURNAL_FILE))
+
+
+def test_an_append_that_fails_cuts_the_file_back(tmp_path, monkeypatch):
+    path = str(tmp_path / trials.JOURNAL_FILE)
+    backend = journal.backend(path)
+    backend.append_logs([{"op_code": 0, "worker_id": "a", "study_name": "s",
+                          "directions": [1]}])
+    before = open(path, "rb").read()
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(journal.os, "fsync", full)
+    with pytest.raises(OSError):
+        backend.append_logs([{"op_code": 2, "worker_id": "a", "study_id": 0,
+                              "user_attr": {"k": "v"}}])
+    monkeypatch.undo()
+    assert open(path, "rb").read() == before
+    # and an append never extends a torn record another writer left meanwhile
+    said = []
+    other = journal.backend(path, said.append)
+    with open(path, "ab") as f:
+        f.write(b'{"op_code": 2, "wor')
+    other.append_logs([{"op_code": 2, "worker_id": "a", "study_id": 0,
+                        "user_attr": {"k": "v"}}])
+    assert len(said) == 1 and "moved to" in said[0]
+    assert [json.loads(line)["op_code"] for line in open(path, "rb")] == [0, 2]
+
+
+def test_a_storage_urls_password_is_never_printed():
+    assert trials.without_password(
+        "could not connect to postgresql://bob:hunter2@db.example:5432/optuna") == (
+        "could not connect to postgresql://bob:***@db.example:5432/optuna")
+    assert trials.without_password("sqlite:///tmp/study.db") == "sqlite:///tmp/study.db"
