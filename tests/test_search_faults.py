@@ -4,6 +4,7 @@ model is compiled)."""
 
 import errno
 import json
+import os
 import resource
 import signal
 import subprocess
@@ -135,3 +136,59 @@ def test_a_storage_urls_password_is_never_printed():
         "could not connect to postgresql://bob:hunter2@db.example:5432/optuna") == (
         "could not connect to postgresql://bob:***@db.example:5432/optuna")
     assert trials.without_password("sqlite:///tmp/study.db") == "sqlite:///tmp/study.db"
+
+
+def stand_in_search(workdir, total, seed=0, name="", **overrides):
+    """The search command's own path (study name, checks, results, figures) with the stand-in
+    training of tests/search_worker.py."""
+    from resnet_jax.configs import digits
+    from resnet_jax.experiments import search, space
+    from tests.search_worker import EVAL_EVERY, stand_in_train
+
+    config = digits.get_config()
+    config.eval_every_steps = EVAL_EVERY
+    config.update(overrides)
+    specs = ["learning_rate=loguniform:0.01:0.5"]
+    searched = space.parse_space(specs, config)
+    search.search(config, str(workdir), specs, searched, "eval_top1", total, "random", seed,
+                  search.create_pruner("none", config), "", name, train=stand_in_train(0))
+    return trials.open_study(str(workdir), "", search.study_name(str(workdir), "", ""),
+                             "maximize")
+
+
+def test_a_copied_workdir_continues_its_own_study_and_a_seed_draws_new_values(tmp_path):
+    import shutil
+
+    first = stand_in_search(tmp_path / "search", 2)
+    drawn = [t.params["learning_rate"] for t in first.trials]
+    shutil.copytree(tmp_path / "search", tmp_path / "copy")
+    shutil.move(tmp_path / "search", tmp_path / "renamed")
+    for workdir in ("copy", "renamed"):
+        study = stand_in_search(tmp_path / workdir, 4)  # the same --seed again
+        rates = [t.params["learning_rate"] for t in study.trials]
+        assert [t.number for t in study.trials] == [0, 1, 2, 3], workdir
+        assert rates[:2] == drawn and not set(rates[2:]) & set(drawn), (workdir, rates)
+        assert all(t.state.name == "COMPLETE" for t in study.trials)
+        with open(tmp_path / workdir / trials.JOURNAL_FILE) as f:  # one study, no second
+            assert {record["study_name"] for record in map(json.loads, f)
+                    if record["op_code"] == 0} == {study.study_name}
+
+
+def test_the_study_keeps_its_base_config_and_results_come_from_the_study(tmp_path):
+    import csv
+    import shutil
+
+    workdir = tmp_path / "search"
+    stand_in_search(workdir, 2)
+    os.remove(workdir / "trials" / "config.json")
+    with pytest.raises(errors.UserError, match=r"weight_decay=0.0005 there, 0.01 here"):
+        stand_in_search(workdir, 3, weight_decay=0.01)
+    with pytest.raises(errors.UserError, match="holds the study .*, not 'other'"):
+        stand_in_search(workdir, 3, name="other")
+    shutil.rmtree(workdir / "trials" / "0001")
+    study = stand_in_search(workdir, 2)
+    told = {t.number: t.value for t in study.trials}
+    rows = {int(r["trial"]): r for r in csv.DictReader(open(workdir / "results.csv"))}
+    assert rows[1]["note"] == "folder missing" and rows[0]["note"] == ""
+    assert rows[1]["state"] == "COMPLETE" and float(rows[1]["value"]) == pytest.approx(told[1])
+    assert int(rows[1]["steps"]) == 6

@@ -109,7 +109,7 @@ def test_a_diverged_trial_fails_and_the_results_put_the_best_first(tmp_path):
     failed = rows[3]["workdir"]
     assert "diverged at step 3" in open(os.path.join(failed, trials.DIVERGED_FILE)).read()
     header = open(tmp_path / "results.md").readline()
-    assert header == "| trial | state | value | steps | learning_rate | workdir |\n"
+    assert header == "| trial | state | value | steps | learning_rate | workdir | note |\n"
 
 
 def test_a_storage_that_cannot_be_opened_is_one_line(tmp_path):

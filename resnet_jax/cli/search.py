@@ -18,8 +18,6 @@ importances, every trial's eval curve). `optuna-dashboard W/study.journal` shows
 
 from __future__ import annotations
 
-import os
-
 from resnet_jax import errors
 from resnet_jax.experiments import search as experiment
 from resnet_jax.experiments import space as space_lib
@@ -52,9 +50,12 @@ def define_flags() -> None:
     flags.DEFINE_string("storage", "", "An Optuna storage URL shared by every worker "
                         "(postgresql://..., mysql://..., sqlite:///...); default: the journal "
                         "file W/study.journal.")
-    flags.DEFINE_string("study", "", "The study's name in the storage (default: the workdir's "
-                        "name).")
-    flags.DEFINE_integer("seed", None, "The sampler's seed (default: a fresh one per worker).")
+    flags.DEFINE_string("study", "", "The study's name in the storage, for a new search "
+                        "directory (default: the folder's name and a random suffix); recorded "
+                        "in W/study.json, so a renamed or copied directory continues its own.")
+    flags.DEFINE_integer("seed", None, "The sampler's seed (default: a fresh one per worker); "
+                         "offset by the study's trials so far, so a continued study draws new "
+                         "values.")
     cli.define_launch_flags()
 
 
@@ -69,13 +70,11 @@ def main(argv) -> None:
     config = FLAGS.config
     space = space_lib.parse_space(FLAGS.space, config)
     objective = FLAGS.objective
-    sampler = experiment.create_sampler(FLAGS.sampler, space, FLAGS.trials, FLAGS.seed)
+    experiment.create_sampler(FLAGS.sampler, space, FLAGS.trials, FLAGS.seed)  # its checks
     pruner = experiment.create_pruner(FLAGS.pruner, config)
     cli.launch()
-    workdir = FLAGS.workdir
-    name = FLAGS.study or os.path.basename(os.path.abspath(workdir))
-    experiment.search(config, workdir, FLAGS.space, space, objective, FLAGS.trials, sampler,
-                      pruner, FLAGS.storage, name)
+    experiment.search(config, FLAGS.workdir, FLAGS.space, space, objective, FLAGS.trials,
+                      FLAGS.sampler, FLAGS.seed, pruner, FLAGS.storage, FLAGS.study)
 
 
 def run() -> None:

@@ -14,6 +14,7 @@ from resnet_jax.experiments import trials
 SAMPLERS = ("tpe", "random", "grid", "cmaes")
 PRUNERS = ("asha", "hyperband", "median", "none")
 REDUCTION_FACTOR = 3  # ASHA/Hyperband keep the best third at each rung
+STUDY_FILE = "study.json"  # in the search directory: the name of its study
 FIGURES = ("optimization_history.png", "param_importances.png", "eval_curves.png")
 
 
@@ -68,12 +69,75 @@ def create_pruner(name: str, config):
     return module.pruners.MedianPruner(n_startup_trials=2)
 
 
-def check_study(study, specs: dict, objective: str) -> None:
-    """Records the study's space and objective when it is new; refuses another on a rerun."""
+def study_name(workdir: str, requested: str, storage: str) -> str:
+    """The name of the study that belongs to `workdir`, recorded in W/study.json by the first
+    worker, so that a renamed or copied workdir goes on with its own study. Without a record:
+    `--study`, else the one study of an existing journal (a workdir of an earlier version),
+    else the folder's name for a workdir that already holds trials (the earlier default),
+    else the folder's name with a random suffix (unique in a shared database)."""
+    import json
+    import secrets
+
+    from resnet_jax.files import write_atomically
+
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, STUDY_FILE)
+    with trials.held(os.path.join(workdir, trials.CHOOSE_LOCK)):
+        if os.path.exists(path):
+            try:
+                with open(path) as f:
+                    name = json.load(f)["name"]
+            except (ValueError, KeyError, TypeError):
+                raise errors.UserError(f"{path} does not name this workdir's study; restore it "
+                                       f"or give --study NAME") from None
+            if requested and requested != name:
+                raise errors.UserError(
+                    f"{workdir} holds the study {name!r} (recorded in {path}), not "
+                    f"{requested!r}: leave --study out, or use another --workdir")
+            return name
+        folder = os.path.basename(os.path.abspath(workdir))
+        name = requested or _journal_study(workdir, storage)
+        if not name:
+            held_trials = os.path.isdir(os.path.join(workdir, trials.TRIALS_DIR)) and any(
+                entry.isdigit() for entry in os.listdir(os.path.join(workdir,
+                                                                     trials.TRIALS_DIR)))
+            name = folder if held_trials else f"{folder}-{secrets.token_hex(3)}"
+        write_atomically(path, json.dumps({"name": name}, indent=2) + "\n")
+        return name
+
+
+def _journal_study(workdir: str, storage: str) -> str:
+    """The one study in the workdir's journal file; '' if there is none (or another storage)."""
+    import json
+
+    from resnet_jax.experiments import journal
+
+    path = os.path.join(workdir, trials.JOURNAL_FILE)
+    if storage or not os.path.isfile(path):
+        return ""
+    journal.check(path, trials._warn)
+    with open(path, "rb") as f:
+        # (each opening appends a CREATE_STUDY record; Optuna ignores repeats when reading)
+        names = list(dict.fromkeys(record["study_name"] for record in map(json.loads, f)
+                                   if record.get("op_code") == 0 and "study_name" in record))
+    if len(names) > 1:
+        raise errors.UserError(f"{path} holds the studies {', '.join(map(repr, names))}: name "
+                               f"this workdir's one with --study NAME")
+    return names[0] if names else ""
+
+
+def check_study(study, specs: dict, objective: str, config=None) -> None:
+    """Records the study's space, objective and base config (its defining values) in the study
+    itself when it is new; refuses another on a rerun, whatever the workdir's files say."""
+    from resnet_jax.runs import records
+
     recorded = study.user_attrs
+    values = records.defining_values(config) if config is not None else None
     if "space" not in recorded:
         study.set_user_attr("space", specs)
         study.set_user_attr("objective", objective)
+        if values is not None:
+            study.set_user_attr("config", values)
         return
     if recorded["space"] != specs:
         raise errors.UserError(f"this study searches {recorded['space']}, not {specs}: keep "
@@ -81,24 +145,43 @@ def check_study(study, specs: dict, objective: str) -> None:
     if recorded.get("objective") != objective:
         raise errors.UserError(f"this study's objective is {recorded.get('objective')}, not "
                                f"{objective}")
+    if values is None:
+        return
+    if "config" not in recorded:  # a study of an earlier version: its config from now on
+        study.set_user_attr("config", values)
+        return
+    detail = records.differences(recorded["config"], values)
+    if detail:
+        raise errors.UserError(f"this study's trials start from another config ({detail}): "
+                               f"keep the study's config, or use another --workdir")
 
 
 def result_rows(study, search: trials.Search) -> list[dict]:
-    """One row per trial: trial, state, value, steps, the searched keys, workdir; best first."""
+    """One row per trial, best first: trial, state, value and steps as the study recorded
+    them (the told value, else the best reported evaluation, and the last reported step; the
+    trial's own records where the study has none), the searched keys, the workdir, and a note
+    where the trial's folder is gone."""
     from resnet_jax.runs import history
 
     rank = {"COMPLETE": 0, "PRUNED": 1, "RUNNING": 2, "FAIL": 3}
-    sign = -1 if trials.OBJECTIVES[search.objective][1] == "maximize" else 1
+    maximize = trials.OBJECTIVES[search.objective][1] == "maximize"
+    sign = -1 if maximize else 1
     rows = []
     for trial in study.get_trials(deepcopy=False):
         directory = search.directory(trial.number, trial.params)
+        reported = trial.intermediate_values
+        value = trial.value
+        if value is None:
+            value = (max if maximize else min)(reported.values(), default=math.nan)
+        if value != value:  # nothing told or reported (e.g. a failed trial): its evaluations
+            value = trials.best_value(directory, search.objective)
         steps = [row["step"] for row in
                  history.read_rows(os.path.join(directory, "metrics.jsonl"))]
-        rows.append({"trial": trial.number, "state": trial.state.name,
-                     "value": trials.best_value(directory, search.objective),
-                     "steps": max(steps, default=0),
+        rows.append({"trial": trial.number, "state": trial.state.name, "value": value,
+                     "steps": max([*reported, *steps], default=0),
                      **{key: trial.params.get(key, "") for key in search.space},
-                     "workdir": directory})
+                     "workdir": directory,
+                     "note": "" if os.path.isdir(directory) else "folder missing"})
     rows.sort(key=lambda r: (rank.get(r["state"], 4),
                              sign * r["value"] if r["value"] == r["value"] else math.inf))
     return rows
@@ -157,24 +240,30 @@ def plot(study, search: trials.Search) -> list[str]:
 
 
 def search(config, workdir: str, space_specs: list[str], space: dict, objective: str,
-           trial_count: int, sampler, pruner, storage: str, name: str) -> None:
-    """This worker's part of the study `name`: the study opened (or continued) and checked,
-    trials run until the study holds `trial_count`, then (process 0) the results and figures."""
+           trial_count: int, sampler_name: str, seed: int | None, pruner, storage: str,
+           requested_name: str, train=None) -> None:
+    """This worker's part of the workdir's study: the study opened (or continued) and checked,
+    trials run until the study holds `trial_count`, then (process 0) the results and figures.
+    A `seed` is offset by the trials the study holds already, so a continued study never draws
+    a trial's values again. `train`: the training function (default: the training loop's)."""
     import jax
 
-    study = trials.open_study(workdir, storage, name, trials.OBJECTIVES[objective][1], sampler,
+    name = study_name(workdir, requested_name, storage)
+    study = trials.open_study(workdir, storage, name, trials.OBJECTIVES[objective][1], None,
                               pruner)
+    offset = None if seed is None else seed + len(study.get_trials(deepcopy=False))
+    study.sampler = create_sampler(sampler_name, space, trial_count, offset)
     specs = dict(spec.split("=", 1) for spec in (s.replace(" ", "") for s in space_specs))
     if jax.process_index() == 0:
         from resnet_jax.runs import records
 
         with trials.held(os.path.join(workdir, trials.CHOOSE_LOCK)):
-            check_study(study, specs, objective)
+            check_study(study, specs, objective, config)
             # the config every trial starts from, W/trials/config.json: a rerun that would mix
             # trials of another config into the study is refused with the keys named
             os.makedirs(os.path.join(workdir, trials.TRIALS_DIR), exist_ok=True)
             records.record_config(os.path.join(workdir, trials.TRIALS_DIR), config)
-    search = trials.Search(study, workdir, trial_count, space, config, objective)
+    search = trials.Search(study, workdir, trial_count, space, config, objective, train=train)
     ran = trials.work(search, say=lambda line: print(f"search: {line}", flush=True))
     if jax.process_index() != 0:
         return

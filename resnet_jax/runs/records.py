@@ -69,16 +69,20 @@ def check_config(workdir: str, config) -> None:
     path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.exists(path):
         return
-    current, recorded = defining_values(config), _defining(read_config_json(path))
-    different = sorted(k for k in set(recorded) | set(current)
-                       if recorded.get(k, "<unset>") != current.get(k, "<unset>"))
-    if different:
-        detail = ", ".join(f"{k}={recorded.get(k, '<unset>')!r} there, "
-                           f"{current.get(k, '<unset>')!r} here" for k in different)
+    detail = differences(_defining(read_config_json(path)), defining_values(config))
+    if detail:
         raise ConfigConflict(
             f"{path} records another config for this run ({detail}); use another "
             f"--workdir for a new run (--config.init_from={workdir} starts it from this "
             f"run's weights), or the recorded value(s) to continue it")
+
+
+def differences(recorded: dict, current: dict) -> str:
+    """'key=THERE there, HERE here' for every key whose value differs; '' when none does."""
+    different = sorted(k for k in set(recorded) | set(current)
+                       if recorded.get(k, "<unset>") != current.get(k, "<unset>"))
+    return ", ".join(f"{k}={recorded.get(k, '<unset>')!r} there, "
+                     f"{current.get(k, '<unset>')!r} here" for k in different)
 
 
 def record_config(workdir: str, config, write: bool = True) -> None:
