@@ -203,3 +203,65 @@ def test_a_deleted_metrics_file_is_rebuilt_from_the_checkpoint(tmp_path, finishe
     assert loop.train_and_evaluate(small_digits_config(cache_dir), workdir)["step"] == 24
     assert "rebuilt them from checkpoint 24" in capfd.readouterr().err
     assert read_metrics(workdir) == before
+
+
+def _tiny_own_data_config(data_dir, dataset, cache_dir):
+    from resnet_jax.configs import folder
+
+    config = folder.get_config()
+    config.update(dataset=dataset, data_dir=str(data_dir), model="resnet8", image_size=16,
+                  eval_resize=18, batch_size=4, eval_batch_size=4, num_train_steps=2,
+                  eval_every_steps=0, warmup_epochs=0, progress_bar=False,
+                  compilation_cache_dir=cache_dir)
+    return config
+
+
+def _snapshot(workdir):
+    return {os.path.join(root, name): os.stat(os.path.join(root, name)).st_mtime_ns
+            for root, _, names in os.walk(workdir) for name in names}
+
+
+@pytest.mark.parametrize("dataset", ["folder", "multilabel"])
+def test_a_class_renamed_between_stop_and_resume_is_refused_naming_it(tmp_path, cache_dir,
+                                                                      dataset):
+    """The checkpoint carries the class names in order: a resume whose data renames a class
+    (the count unchanged) would give an output unit another meaning; refused, nothing written."""
+    from PIL import Image
+
+    data = tmp_path / "data"
+    if dataset == "folder":
+        for i, name in enumerate(["ant", "bee", "cat"] * 3):
+            os.makedirs(data / "train" / name, exist_ok=True)
+            Image.new("RGB", (20, 20), (40 * i, 0, 0)).save(data / "train" / name / f"{i}.png")
+        for name in ("ant", "bee", "cat"):
+            os.makedirs(data / "val" / name)
+            Image.new("RGB", (20, 20)).save(data / "val" / name / "v.png")
+    else:
+        os.makedirs(data)
+        for i in range(6):
+            Image.new("RGB", (20, 20), (40 * i, 0, 0)).save(data / f"{i}.png")
+        rows = ["0.png,ant", "1.png,bee", "2.png,cat ant", "3.png,bee", "4.png,cat"]
+        (data / "train.csv").write_text("path,labels\n" + "\n".join(rows) + "\n")
+        (data / "val.csv").write_text("path,labels\n5.png,bee cat\n")
+    workdir = str(tmp_path / "run")
+    config = _tiny_own_data_config(data, dataset, cache_dir)
+    assert loop.train_and_evaluate(config, workdir)["step"] == 2
+    if dataset == "folder":
+        for split in ("train", "val"):
+            os.rename(data / split / "bee", data / split / "bumblebee")  # sorted: still 2nd
+    else:
+        for name in ("train.csv", "val.csv"):
+            (data / name).write_text((data / name).read_text().replace("bee", "bumblebee"))
+    before = _snapshot(workdir)
+    with pytest.raises(checkpoint.CheckpointMismatch) as refused:
+        loop.train_and_evaluate(_tiny_own_data_config(data, dataset, cache_dir), workdir)
+    assert refused.value.exit_status == 2
+    assert "class 1 = 'bee'; the data now calls it 'bumblebee'" in str(refused.value)
+    assert "\n" not in str(refused.value)
+    assert _snapshot(workdir) == before
+    assert records.read_class_names(workdir) == ("ant", "bee", "cat")
+    # evaluate, predict, embed and serve name the outputs as the checkpoint does
+    from resnet_jax.runs import inference
+
+    os.remove(os.path.join(workdir, records.CLASSES_FILE))
+    assert tuple(inference.from_workdir(workdir).class_names) == ("ant", "bee", "cat")

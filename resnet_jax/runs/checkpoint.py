@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import logging
 import os
 import shutil
@@ -86,13 +87,27 @@ def resolve_step(workdir: str, which: str = "auto") -> tuple[str, int]:
     return LATEST_DIR, int(which)
 
 
-def describe(config, num_classes: int) -> dict:
+def describe(config, class_names) -> dict:
     """What must match for a checkpoint to be resumed by this config: every value that defines
-    the run (`records.defining_values`) and the class count. Each checkpoint carries it, so a
-    resume is checked against the checkpoint itself, whatever became of config.json."""
+    the run (`records.defining_values`), the class count and the class names in their order (an
+    output unit's meaning). Each checkpoint carries it, so a resume is checked against the
+    checkpoint itself, whatever became of config.json or classes.txt."""
     from resnet_jax.runs import records
 
-    return {**records.defining_values(config), "num_classes": num_classes}
+    return {**records.defining_values(config), "num_classes": len(class_names),
+            "class_names": [str(name) for name in class_names]}
+
+
+def recorded_class_names(workdir: str, directory: str, step: int) -> tuple[str, ...] | None:
+    """The class names the checkpoint at `step` carries; None for one written before
+    checkpoints carried them (or whose description cannot be read)."""
+    path = os.path.join(workdir, directory, str(step), "meta", "metadata")
+    try:
+        with open(path) as f:
+            names = json.load(f).get("class_names")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return tuple(names) if isinstance(names, list) else None
 
 
 # What Orbax writes a checkpoint into before it renames it (STEP.orbax-checkpoint-tmp[-N]).
@@ -199,6 +214,18 @@ def _check_compatible(saved: dict, description: dict, path: str) -> None:
     # the whole run-defining config hold model, dataset, shortcut, batch size and classes.
     different = {k: (saved[k], v) for k, v in description.items()
                  if k in saved and saved[k] != v}  # metrics_rows, interval_sums: not in it
+    if "class_names" in different and "num_classes" not in different:
+        saved_names, names = different["class_names"]
+        index = next(i for i, (a, b) in enumerate(zip(saved_names, names)) if a != b)
+        moved = saved_names[index]
+        elsewhere = (f"; the data has {moved!r} as class {names.index(moved)}"
+                     if moved in names else "")
+        raise CheckpointMismatch(
+            f"{os.path.dirname(os.path.dirname(path))} was trained with class "
+            f"{index} = {saved_names[index]!r}; the data now calls it {names[index]!r}"
+            f"{elsewhere}: an output unit would change its meaning. Rename the class back (the "
+            f"run's classes are in its classes.txt), or use another --workdir (with "
+            f"--config.init_from=THIS_WORKDIR to start from its weights)")
     if different:
         detail = ", ".join(f"{k}: checkpoint {a!r} vs config {b!r}"
                            for k, (a, b) in sorted(different.items()))

@@ -67,7 +67,9 @@ def from_workdir(workdir: str, kernels: str | None = None, which: str = "auto") 
     variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
     variables = jax.tree_util.tree_map(np.asarray, variables)
     num_classes = parts.num_classes(variables["params"])
-    class_names = records.read_class_names(workdir) or tuple(str(i) for i in range(num_classes))
+    class_names = (checkpoint.recorded_class_names(workdir, directory, step)
+                   or records.read_class_names(workdir)
+                   or tuple(str(i) for i in range(num_classes)))
     if len(class_names) != num_classes:
         raise UserError(f"{os.path.join(workdir, records.CLASSES_FILE)} names "
                         f"{len(class_names)} classes; the checkpoint has {num_classes}")

@@ -146,7 +146,7 @@ class _Setup:
                                          with_ema=ema_config is not None),
                        out_shardings=sharding.replicated(mesh))
         return cls(plan, workdir, source, lengths, mesh,
-                   checkpoint.describe(plan.config, info.num_classes), schedule, ema_config,
+                   checkpoint.describe(plan.config, info.class_names), schedule, ema_config,
                    init, on_evaluation, jax.process_index() == 0)
 
 
