@@ -43,11 +43,42 @@ def test_the_csvs_become_sorted_classes_and_multi_hot_rows(tmp_path):
      r"train.csv, row 4: a.jpg is listed twice \(first in row 2\)"),
     (["a.jpg,cat", "gone.jpg,dog"], ["a.jpg,cat"], r"train.csv, row 3: .*gone.jpg does not exist"),
     (["a.jpg"], ["a.jpg,cat"], r"train.csv, row 2: expected 'path,labels'"),
+    (["a.jpg,cat", 'b.jpg,"dog,cat"'], ["a.jpg,cat"],
+     r"train.csv, row 3: the label 'dog,cat' holds a comma: separate an image's labels with "
+     r"spaces"),
+    (["a.jpg,cat,dog"], ["a.jpg,cat"], r"train.csv, row 2: 3 columns, expected 2"),
+    (["a.jpg,cat", "b.jpg,d\x00og"], ["a.jpg,cat"],
+     r"train.csv, row 3: the label 'd\\x00og' holds the control character '\\x00'"),
+    (["a.jpg,cat", 'b.jpg,"d\x07og"'], ["a.jpg,cat"],
+     r"train.csv, row 3: the label 'd\\x07og' holds the control character '\\x07'"),
+    (["a.jpg,cat", "b.jpg," + "x" * 200_000], ["a.jpg,cat"],
+     r"train.csv, row 3: not a CSV row \(field larger than field limit"),
 ])
 def test_mistakes_in_the_csvs_name_the_file_and_row(tmp_path, train_rows, val_rows, message):
     root = _write(tmp_path, train_rows, val_rows)
     with pytest.raises(FolderError, match=message):
         multilabel.read_splits(root)
+
+
+def test_excels_csv_utf8_with_a_bom_is_read_and_other_encodings_name_the_row(tmp_path):
+    root = _write(tmp_path, ["a.jpg,cat", "b.jpg,dog"])
+    train = os.path.join(root, "train.csv")
+    with open(train, "rb") as f:
+        text = f.read()
+    with open(train, "wb") as f:
+        f.write(b"\xef\xbb\xbf" + text)  # what Excel's "CSV UTF-8" writes first
+    assert multilabel.read_splits(root).class_names == ("cat", "dog")
+    with open(train, "wb") as f:
+        f.write("path,labels\na.jpg,cat\nb.jpg,caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(FolderError, match=r"train.csv, row 3: byte 0xe9 is not UTF-8; save "
+                                          r"the file as UTF-8"):
+        multilabel.read_splits(root)
+
+
+def test_a_val_image_that_is_also_a_train_image_is_counted_in_a_warning(tmp_path, capsys):
+    root = _write(tmp_path, ["a.jpg,cat", "b.jpg,dog", "c.jpg,dog"], ["a.jpg,cat", "c.jpg,dog"])
+    multilabel.read_splits(root)
+    assert "warning: 2 of the 2 images of" in capsys.readouterr().err
 
 
 def test_a_missing_csv_or_header_is_one_line(tmp_path):

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import os
+import sys
+import unicodedata
 
 import numpy as np
 
@@ -52,35 +55,67 @@ def read_csv(data_dir: str, name: str) -> LabelledImages:
     if not os.path.isfile(path):
         raise FolderError(f"{path} is missing: a multi-label data_dir holds train.csv and "
                           f"val.csv (header path,labels; labels space-separated)")
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
+    paths, labels, seen = [], [], {}
+    reader = csv.reader(io.StringIO(_text(path), newline=""))
+    try:
         header = next(reader, None)
         if header is None or [h.strip() for h in header[:2]] != ["path", "labels"]:
             raise FolderError(f"{path}, row 1: the header must be 'path,labels', got "
                               f"{','.join(header or [])!r}")
-        paths, labels, seen = [], [], {}
-        for row_number, row in enumerate(reader, 2):
+        for row in reader:
             if not row or not any(cell.strip() for cell in row):
                 continue  # a blank line
-            where = f"{path}, row {row_number}"
-            if len(row) < 2:
-                raise FolderError(f"{where}: expected 'path,labels', got {','.join(row)!r}")
-            relative, names = row[0].strip(), tuple(sorted(set(row[1].split())))
-            if not names:
-                raise FolderError(f"{where}: {relative} has no labels (every image needs one "
-                                  f"or more)")
+            where = f"{path}, row {reader.line_num}"
+            relative, names = _row(row, where)
             if relative in seen:
                 raise FolderError(f"{where}: {relative} is listed twice (first in row "
                                   f"{seen[relative]})")
-            seen[relative] = row_number
+            seen[relative] = reader.line_num
             image = os.path.join(data_dir, relative)
             if not os.path.isfile(image):
                 raise FolderError(f"{where}: {image} does not exist")
             paths.append(image)
             labels.append(names)
+    except csv.Error as error:  # a field over csv's size limit, a NUL outside quotes, ...
+        raise FolderError(f"{path}, row {reader.line_num}: not a CSV row ({error})") from None
     if not paths:
         raise FolderError(f"{path} lists no images")
     return LabelledImages(paths, labels)
+
+
+def _text(path: str) -> str:
+    """The file's text: UTF-8, with or without the byte-order mark that Excel's "CSV UTF-8"
+    writes; FolderError naming the row of the first byte that is not UTF-8."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        row = data[:error.start].count(b"\n") + 1
+        raise FolderError(f"{path}, row {row}: byte 0x{data[error.start]:02x} is not UTF-8; "
+                          f"save the file as UTF-8 (Excel: 'CSV UTF-8')") from None
+
+
+def _row(row: list[str], where: str) -> tuple[str, tuple[str, ...]]:
+    """(path, sorted label names) of one row, checked."""
+    if len(row) < 2:
+        raise FolderError(f"{where}: expected 'path,labels', got {','.join(row)!r}")
+    if any(cell.strip() for cell in row[2:]):
+        raise FolderError(f"{where}: {len(row)} columns, expected 2 (path,labels): separate "
+                          f"an image's labels with spaces, not commas")
+    relative, names = row[0].strip(), tuple(sorted(set(row[1].split())))
+    if not names:
+        raise FolderError(f"{where}: {relative} has no labels (every image needs one or "
+                          f"more)")
+    for name in names:
+        if "," in name:
+            raise FolderError(f"{where}: the label {name!r} holds a comma: separate an "
+                              f"image's labels with spaces")
+        control = [c for c in name if unicodedata.category(c) == "Cc"]
+        if control:
+            raise FolderError(f"{where}: the label {name!r} holds the control character "
+                              f"{control[0]!r}")
+    return relative, names
 
 
 def read_splits(data_dir: str) -> MultiLabelSplits:
@@ -98,5 +133,18 @@ def read_splits(data_dir: str) -> MultiLabelSplits:
                 f"{os.path.join(data_dir, SPLIT_FILES['val'])}: {evaluation.paths[row]} has "
                 f"label(s) {', '.join(unknown)} that no image of train.csv has (classes: "
                 f"{', '.join(class_names)})")
+    _warn_overlap(data_dir, train, evaluation)
     return MultiLabelSplits(class_names, train, evaluation,
                             os.path.join(data_dir, SPLIT_FILES["val"]))
+
+
+def _warn_overlap(data_dir: str, train: LabelledImages, evaluation: LabelledImages) -> None:
+    """A warning with the count when val.csv lists images of train.csv: its evaluation would
+    not be on held-out images (allowed: a user may mean it)."""
+    both = set(train.paths) & set(evaluation.paths)
+    if both:
+        first = min(both)
+        print(f"warning: {len(both)} of the {len(evaluation.paths)} images of "
+              f"{os.path.join(data_dir, SPLIT_FILES['val'])} are also in train.csv (e.g. "
+              f"{first}): the evaluation is not on held-out images only", file=sys.stderr,
+              flush=True)
