@@ -412,3 +412,20 @@ def test_tool_mistakes_are_one_line_and_exit_2(fine_tuned, tmp_path, tool, args,
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert reported_lines(proc.stderr) == [message.format(**names)]
     assert _fresh_tree(workdir) == before
+
+
+def test_a_query_set_with_no_readable_image_is_one_line(gallery, tmp_path):
+    queries = tmp_path / "queries"
+    queries.mkdir()
+    (queries / "a.jpg").write_bytes(b"not an image")
+    (queries / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    quality = gallery[0][:-len(".npz")] + ".retrieval.json"
+    before = os.stat(quality).st_mtime_ns if os.path.exists(quality) else None
+    proc = run_tool("embed.py", ["--gallery", gallery[0], str(queries)])
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [line for line in reported_lines(proc.stderr) if line.startswith("error:")]
+    assert len(lines) == 1 and proc.stderr.strip().splitlines()[-1] == lines[0]
+    assert lines[0].startswith(
+        f"error: none of the 2 images in {queries} could be read (the first: cannot read "
+        f"image {queries}/a.jpg"), lines
+    assert (os.stat(quality).st_mtime_ns if os.path.exists(quality) else None) == before

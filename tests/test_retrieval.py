@@ -108,7 +108,7 @@ def test_shards_of_another_job_or_an_incomplete_set_are_refused(parts, message):
 def test_a_file_that_is_not_ours_is_one_line(tmp_path):
     path = tmp_path / "other.npz"
     np.savez(path, x=np.zeros(3))
-    with pytest.raises(UserError, match="not an embeddings file"):
+    with pytest.raises(UserError, match="not a whole embeddings file"):
         embeddings.load(str(path))
     with pytest.raises(UserError, match="does not exist"):
         embeddings.load(str(tmp_path / "missing.npz"))
@@ -140,3 +140,58 @@ def test_a_gallery_extended_keeps_its_rows_classes_and_no_path_twice(tmp_path):
     unlabelled.source = {"workdir": "/other", "step": 3}
     with pytest.raises(UserError, match="another model"):
         grown.extended(unlabelled)
+
+
+def _damaged(gallery, how):
+    if how == "truncated":
+        return None
+    fields = dict(gallery.__dict__)
+    if how == "nan row":
+        fields["embeddings"] = fields["embeddings"].copy()
+        fields["embeddings"][0, 1] = np.nan
+    elif how == "not unit":
+        fields["embeddings"] = fields["embeddings"] * 2
+    elif how == "label out of range":
+        fields["labels"] = np.array([0, 0, 1, 7, 0], np.int32)
+    elif how == "short paths":
+        fields["paths"] = fields["paths"][:3]
+    return embeddings.Embeddings(**fields)
+
+
+@pytest.mark.parametrize("how, said", [
+    ("truncated", "is not a whole embeddings file of embed.py"),
+    ("nan row", "is damaged: row 0 (img0.jpg) is not finite"),
+    ("not unit", "is damaged: row 0 (img0.jpg) has length 2, not 1"),
+    ("label out of range", "is damaged: labels outside -1..0 (classes: 1)"),
+    ("short paths", "is damaged: paths has shape (3,), the embeddings 5 rows"),
+])
+def test_a_truncated_or_crafted_gallery_is_one_line(tmp_path, how, said):
+    path = str(tmp_path / "g.npz")
+    gallery = _shard([0, 1, 2, 3, 4], 5)
+    damaged = _damaged(gallery, how)
+    if damaged is None:
+        gallery.save(path)
+        data = open(path, "rb").read()
+        open(path, "wb").write(data[:len(data) // 2])
+    else:
+        damaged.save(path)
+    with pytest.raises(UserError) as refused:
+        embeddings.load(path)
+    assert said in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_queries_of_other_weights_are_refused_whatever_their_width():
+    from resnet_jax.retrieval import backbone, jobs
+
+    ours = {"workdir": "/w", "step": 3, "weights": "aa"}
+    jobs.same_model(dict(ours), ours, "the queries", "g.npz")  # the same weights
+    # an older file without a digest: by its run and step
+    jobs.same_model({"workdir": "/w", "step": 3}, ours, "the queries", "g.npz")
+    for other in ({"workdir": "/w", "step": 3, "weights": "bb"},  # retrained in place
+                  {"config": {"model": "resnet18"}, "init_from": "/x.pth", "weights": "cc"},
+                  {"workdir": "/w", "step": 9}):
+        with pytest.raises(UserError, match="come from different weights"):
+            jobs.same_model(other, ours, "the queries", "g.npz")
+    digest = backbone.weights_digest({"params": {"w": np.ones(3, np.float32)}})
+    assert digest == backbone.weights_digest({"params": {"w": np.ones(3, np.float32)}})
+    assert digest != backbone.weights_digest({"params": {"w": np.zeros(3, np.float32)}})

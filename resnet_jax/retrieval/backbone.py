@@ -32,9 +32,44 @@ class Backbone:
 
     @property
     def description(self) -> str:
-        if "workdir" in self.source:
-            return f"{self.source['workdir']} at step {self.source['step']}"
-        return f"{self.source['config']['model']} with the weights {self.source['init_from']}"
+        return describe_source(self.source)
+
+
+def describe_source(source: dict) -> str:
+    if "workdir" in source:
+        return f"{source['workdir']} at step {source['step']}"
+    return f"{source['config']['model']} with the weights {source['init_from']}"
+
+
+def weights_digest(variables) -> str:
+    """A digest of every array of `variables` (names, shapes, dtypes, bytes): two embedding
+    files compare alike only if it is equal."""
+    import hashlib
+
+    import jax
+    import numpy as np
+
+    digest = hashlib.blake2b(digest_size=16)
+    for path, leaf in sorted(jax.tree_util.tree_flatten_with_path(variables)[0],
+                             key=lambda item: jax.tree_util.keystr(item[0])):
+        array = np.ascontiguousarray(np.asarray(leaf))
+        digest.update(f"{jax.tree_util.keystr(path)}{array.shape}{array.dtype}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def same_weights(source: dict, other: dict) -> bool:
+    return identity(source, other) == identity(other, source)
+
+
+def identity(source: dict, other: dict):
+    """What names a model's weights in `source`, comparable with `other`'s: the digest where
+    both record one, else the run and step, or the weights file."""
+    if "weights" in source and "weights" in other:
+        return source["weights"]
+    if "workdir" in source:
+        return (source["workdir"], source["step"])
+    return source.get("init_from")
 
 
 def from_workdir(workdir: str, which: str = "auto") -> Backbone:
@@ -42,10 +77,10 @@ def from_workdir(workdir: str, which: str = "auto") -> Backbone:
     extractor."""
     run = inference.from_workdir(workdir, which=which)
     run.contract.require_image_files()
+    variables = parts.without_head(run.variables)
     source = {"workdir": os.path.abspath(workdir), "step": run.step,
-              "checkpoint": run.checkpoint}
-    return Backbone(run.model.clone(num_classes=0), parts.without_head(run.variables), run.plan,
-                    run.contract, source)
+              "checkpoint": run.checkpoint, "weights": weights_digest(variables)}
+    return Backbone(run.model.clone(num_classes=0), variables, run.plan, run.contract, source)
 
 
 def from_config(config) -> Backbone:
@@ -63,7 +98,8 @@ def from_config(config) -> Backbone:
                                                      config.model)
     print(summary, file=sys.stderr, flush=True)  # stdout may be data (the search's results)
     source = {"config": records.resolved(config),
-              "init_from": os.path.abspath(os.path.expanduser(config.init_from))}
+              "init_from": os.path.abspath(os.path.expanduser(config.init_from)),
+              "weights": weights_digest(variables)}
     return Backbone(model, variables, plan, contract, source)
 
 

@@ -62,7 +62,9 @@ class Embeddings:
         """These embeddings and `other`'s (the same model's: UserError otherwise) as one
         gallery: `other`'s images after these, a path already here not added twice. Labels
         keep their class (classes merged by name); an image without one has NO_LABEL."""
-        if other.source != self.source:
+        from resnet_jax.retrieval.backbone import same_weights
+
+        if not same_weights(other.source, self.source):
             raise UserError("the new images were embedded by another model than the gallery's "
                             "(or another checkpoint): embed them with the gallery's model")
         new = ~np.isin(other.paths, self.paths)
@@ -83,16 +85,52 @@ class Embeddings:
 
 
 def load(path: str) -> Embeddings:
-    """The embeddings file at `path`; UserError if it is missing or not one of ours."""
+    """The embeddings file at `path`, checked (`check`); UserError if it is missing, not one of
+    ours, or damaged (truncated, arrays that disagree, rows that are not finite unit vectors)."""
+    import zipfile
+
     try:
         with np.load(path, allow_pickle=False) as f:
-            return Embeddings(f["paths"], f["embeddings"], f["labels"], f["classes"],
-                              f["skipped"], f["order"], int(f["total"]),
-                              decode_source(str(f["source"])))
+            contents = Embeddings(f["paths"], f["embeddings"], f["labels"], f["classes"],
+                                  f["skipped"], f["order"], int(f["total"]),
+                                  decode_source(str(f["source"])))
     except FileNotFoundError:
         raise UserError(f"{path} does not exist") from None
-    except (OSError, ValueError, KeyError) as error:  # not an .npz, or not ours
-        raise UserError(f"{path} is not an embeddings file of embed.py ({error})") from None
+    except IsADirectoryError:
+        raise UserError(f"{path} is a directory, not an embeddings file") from None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        # not an .npz (or a truncated one), or not ours
+        reason = (str(error).splitlines() or [type(error).__name__])[0]
+        raise UserError(f"{path} is not a whole embeddings file of embed.py ({reason}); embed "
+                        f"the images again") from None
+    problem = check(contents)
+    if problem:
+        raise UserError(f"{path} is damaged: {problem}; embed the images again")
+    return contents
+
+
+def check(contents: Embeddings) -> str:
+    """What is wrong with the arrays of an embeddings file ('' if nothing)."""
+    vectors = contents.embeddings
+    if vectors.ndim != 2 or not np.issubdtype(vectors.dtype, np.floating):
+        return f"its embeddings are {vectors.dtype} of shape {vectors.shape}, not (N, D) floats"
+    n = len(vectors)
+    lengths = {"paths": contents.paths, "labels": contents.labels, "order": contents.order}
+    for name, values in lengths.items():
+        if values.ndim != 1 or len(values) != n:
+            return f"{name} has shape {values.shape}, the embeddings {n} rows"
+    if not np.issubdtype(contents.labels.dtype, np.integer) or n and (
+            contents.labels.min() < NO_LABEL or contents.labels.max() >= len(contents.classes)):
+        return f"labels outside -1..{len(contents.classes) - 1} (classes: {len(contents.classes)})"
+    finite = np.isfinite(vectors).all(axis=1)
+    if not finite.all():
+        return f"row {int(np.argmin(finite))} ({contents.paths[np.argmin(finite)]}) is not finite"
+    norms = np.linalg.norm(vectors, axis=1)
+    off = np.abs(norms - 1.0) > 1e-3
+    if off.any():
+        row = int(np.argmax(off))
+        return f"row {row} ({contents.paths[row]}) has length {norms[row]:.4g}, not 1"
+    return ""
 
 
 def class_labels(groups: list[tuple[str, list[str]]]) -> tuple[np.ndarray, tuple[str, ...]]:

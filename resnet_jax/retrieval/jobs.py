@@ -16,7 +16,7 @@ from resnet_jax.errors import UserError
 from resnet_jax.files import write_atomically
 from resnet_jax.retrieval import embeddings as embedding_files
 from resnet_jax.retrieval import search
-from resnet_jax.retrieval.backbone import Backbone
+from resnet_jax.retrieval.backbone import Backbone, same_weights
 from resnet_jax.retrieval.embeddings import Embeddings
 
 INDEXES = ("exact", "faiss")
@@ -48,6 +48,9 @@ def embed(backbone: Backbone, arguments: list[str], batch_size: int,
           file=sys.stderr, flush=True)
     vectors, kept, skipped = embedding_files.embed_files(
         backbone, [paths[i] for i in mine], batch_size)
+    if len(mine) and not kept:
+        raise UserError(f"none of the {len(mine)} images in {', '.join(arguments)} could be "
+                        f"read (the first: {skipped[0]})")
     order = mine[kept]
     return Embeddings(np.array([paths[i] for i in order], dtype=str), vectors,
                       labels[order], np.array(classes, dtype=str),
@@ -66,7 +69,7 @@ def embed_to_file(backbone: Backbone, arguments: list[str], output: str, batch_s
             raise UserError("--append adds to a whole gallery: embed the shards, --merge "
                             "them, then append")
         existing = embedding_files.load(output)
-        if existing.source != backbone.source:
+        if not same_weights(existing.source, backbone.source):
             raise UserError(f"{output} was embedded by another model ({existing.source}); "
                             f"these images would be embedded by {backbone.description}: "
                             f"give the gallery's --workdir (or --config)")
@@ -117,10 +120,14 @@ def search_gallery(gallery_path: str, arguments: list[str], top_k: int, *,
         raise UserError(f"{gallery_path} holds no embeddings")
     if len(arguments) == 1 and arguments[0].endswith(".npz"):
         queries = embedding_files.load(arguments[0])  # embedded before
+        same_model(queries.source, gallery.source, f"the queries in {arguments[0]}",
+                   gallery_path)
     else:
         if backbone is None:
             from resnet_jax.retrieval import backbone as backbones
             backbone = backbones.from_source(gallery.source)
+        else:
+            same_model(backbone.source, gallery.source, "the model given", gallery_path)
         queries = embed(backbone, arguments, batch_size)
     if queries.embeddings.shape[1] != gallery.embeddings.shape[1]:
         raise UserError(f"the queries' embeddings have {queries.embeddings.shape[1]} "
@@ -140,6 +147,20 @@ def search_gallery(gallery_path: str, arguments: list[str], top_k: int, *,
               f"queries, {quality['gallery']} gallery images; written to {path})",
               file=sys.stderr, flush=True)
     return quality
+
+
+def same_model(source: dict, gallery_source: dict, what: str, gallery_path: str) -> None:
+    """UserError when `source` names other weights than the gallery's: neighbours found across
+    two models are meaningless, however alike their widths. Compared by the weights' digest
+    (`Backbone.source["weights"]`); files of versions without one, by the run or weights file."""
+    from resnet_jax.retrieval.backbone import describe_source
+
+    if not same_weights(source, gallery_source):
+        raise UserError(f"{what} and {gallery_path} come from different weights ({what}: "
+                        f"{describe_source(source)}; the gallery: "
+                        f"{describe_source(gallery_source)}): embeddings of two models cannot "
+                        f"be compared. Leave out --workdir/--config to embed the queries with "
+                        f"the gallery's own model")
 
 
 def _print_neighbors(queries, gallery, similarities, neighbors, as_json: bool) -> None:
