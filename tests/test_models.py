@@ -227,6 +227,17 @@ def test_feature_maps_have_the_shapes_feature_info_promises():
                                          for f in model.feature_info]
 
 
+def test_out_indices_as_timm_reads_them_an_int_is_the_last_n_maps():
+    def indices(value):
+        model = models.create_model("resnet18", num_classes=0, features_only=True,
+                                    out_indices=value)
+        return [f.index for f in model.feature_info]
+
+    assert indices(3) == [2, 3, 4] and indices(1) == [4] and indices(5) == [0, 1, 2, 3, 4]
+    assert indices((-1,)) == [4] and indices([0, -2]) == [0, 3]
+    assert indices(np.int64(2)) == [3, 4]
+
+
 def test_a_subset_of_feature_maps_builds_only_the_stages_it_needs():
     model = models.create_model("resnet18", num_classes=0, features_only=True,
                                 out_indices=(1, 2))
@@ -258,6 +269,10 @@ def test_classifier_weights_serve_every_output():
     ({"num_classes": 0, "out_indices": (1,)}, "needs features_only=True"),
     ({"num_classes": 0, "features_only": True, "out_indices": (0, 5)}, "0..4"),
     ({"num_classes": 0, "features_only": True, "out_indices": ()}, "distinct numbers"),
+    ({"num_classes": 0, "features_only": True, "out_indices": 6}, r"the last N, 1..5"),
+    ({"num_classes": 0, "features_only": True, "out_indices": (4, -1)}, "distinct numbers"),
+    ({"num_classes": 0, "features_only": True, "out_indices": "3"}, "an int .* or a sequence"),
+    ({"num_classes": 0, "features_only": True, "out_indices": (1.5,)}, "sequence of ints"),
 ])
 def test_backbone_option_mistakes_are_user_errors(options, message):
     from resnet_jax.errors import UserError

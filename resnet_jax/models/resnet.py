@@ -70,7 +70,8 @@ class ResNet(nn.Module):
     bn_group_size: int | None = None  # None: statistics over the whole (global) batch
     kernels: str = "xla"
     features_only: bool = False
-    out_indices: Sequence[int] | None = None  # with features_only; None: every feature map
+    # with features_only; None: every feature map; an int N: the last N (timm's meaning)
+    out_indices: Sequence[int] | int | None = None
     # Stochastic depth (timm's drop_path_rate): block k of n drops its residual branch with
     # probability drop_path_rate * k / (n - 1) in training (needs a "dropout" rng).
     drop_path_rate: float = 0.0
@@ -98,12 +99,16 @@ class ResNet(nn.Module):
                                      parts.stage_name(i)))
         if self.out_indices is None:
             return tuple(every)
-        bad = [i for i in self.out_indices if not 0 <= i < len(every)]
-        if bad or not self.out_indices or len(set(self.out_indices)) < len(self.out_indices):
+        # as timm: an int N is the last N maps; a negative number counts from the end
+        wanted = (tuple(range(-self.out_indices, 0)) if isinstance(self.out_indices, int)
+                  else tuple(self.out_indices))
+        bad = [i for i in wanted if not -len(every) <= i < len(every)]
+        chosen = [i % len(every) for i in wanted if i not in bad]
+        if bad or not wanted or len(set(chosen)) < len(chosen):
             raise UserError(f"out_indices must be distinct numbers in 0..{len(every) - 1} "
-                            f"(0: the stem, 1..{len(every) - 1}: the stages), got "
-                            f"{tuple(self.out_indices)}")
-        return tuple(every[i] for i in self.out_indices)
+                            f"(0: the stem, 1..{len(every) - 1}: the stages; negative from the "
+                            f"end), or N (the last N, 1..{len(every)}), got {self.out_indices}")
+        return tuple(every[i] for i in chosen)
 
     @nn.compact
     def __call__(self, x, *, train: bool):

@@ -110,7 +110,7 @@ def create_model(name: str, /, *, num_classes: int, **options) -> ResNet:
                         f"{options['shortcut']!r} given)")
     kernels.check_name(options.get("kernels", "xla"))
     if options.get("out_indices") is not None:
-        options["out_indices"] = tuple(options["out_indices"])
+        options["out_indices"] = _out_indices(options["out_indices"])
     model = MODELS[name](num_classes=num_classes, name=module_name, **options)
     _ = model.feature_info  # a UserError for out_indices outside the model's feature maps
     return model
@@ -123,3 +123,19 @@ def stage_names(name: str) -> tuple[str, ...]:
 
     check_model_name(name)
     return tuple(parts.stage_name(i) for i in range(len(MODELS[name].keywords["stage_sizes"])))
+
+
+def _out_indices(value) -> int | tuple[int, ...]:
+    """An int (the last N feature maps, as timm reads it) or a tuple of ints; UserError for
+    anything else (a float, a string, a nested list)."""
+    import numbers
+
+    def whole(x) -> bool:
+        return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+    if whole(value):
+        return int(value)
+    if isinstance(value, (list, tuple)) and all(whole(i) for i in value):
+        return tuple(int(i) for i in value)
+    raise UserError(f"out_indices must be an int (the last N feature maps) or a sequence of "
+                    f"ints, got {value!r}")
