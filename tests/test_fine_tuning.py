@@ -241,3 +241,20 @@ def test_torchvision_weights_fill_a_backbone_under_an_mlp_head(tmp_path):
     for module in ("head_hidden", "fc"):  # fresh: torchvision has neither in these shapes
         np.testing.assert_array_equal(merged["params"][module]["kernel"],
                                       fresh["params"][module]["kernel"])
+
+
+@pytest.mark.parametrize("overrides, said", [
+    ({"freeze_backbone": True}, "freeze_backbone=True keeps stem+layer1+layer2+layer3 as it"),
+    ({"trainable": "head"}, "trainable='head' keeps stem+layer1+layer2+layer3 as it starts"),
+    ({"trainable": "stem"}, "trainable='stem' keeps layer1+layer2+layer3+head as it starts"),
+    ({"trainable": "norm+head"}, "keeps the convolutions of stem+layer1+layer2+layer3 as"),
+])
+def test_a_frozen_part_without_init_from_is_one_rule_and_one_message(overrides, said):
+    config = default.get_config()
+    config.update(model="resnet8", dataset="fake", **overrides)
+    with pytest.raises(UserError, match="without init_from that is a random initialisation") \
+            as refused:
+        plans.validate_config(config)
+    assert said in str(refused.value)
+    config.update(trainable="all", freeze_backbone=False)
+    plans.validate_config(config)  # every part trains: nothing is kept as it starts

@@ -37,6 +37,8 @@ def test_specs_become_typed_distributions():
     (["learning_rate=fast,slow"], "--space learning_rate: 'fast' is not a number"),
     (["model=resnet8,resnet9"], "model='resnet9': "),  # the training's own check, up front
     (["learning_rate=0.1", "learning_rate=0.2"], "--space learning_rate is given twice"),
+    (["learning_rate=0.1,0.2,0.10"], r"--space learning_rate: 0.1 is given twice among the "
+                                     r"choices"),
     ([], "give at least one --space"),
 ])
 def test_spaces_that_cannot_be_searched_are_one_line_errors(specs, message):

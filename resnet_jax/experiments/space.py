@@ -67,6 +67,10 @@ def parse_space(specs: list[str], config) -> dict:
         else:
             choices = [typed_value("--space", key, v.strip(), config[key])
                        for v in spec.split(",")]
+            repeated = sorted({str(c) for i, c in enumerate(choices) if c in choices[:i]})
+            if repeated:
+                raise SpaceError(f"--space {key}: {', '.join(repeated)} is given twice among "
+                                 f"the choices (its trials would train alike)")
             space[key] = distributions.CategoricalDistribution(choices)
     if not space:
         raise SpaceError("give at least one --space KEY=SPEC")

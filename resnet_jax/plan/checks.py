@@ -59,10 +59,7 @@ def validate_config(config) -> planning.Plan:
                           "run has a sigmoid per class: set class_weights=''")
     if pretrained.is_name(config.init_from):
         pretrained.resolve(config.init_from)  # an unknown name: one line, before anything runs
-    if config.freeze_backbone and not config.init_from:
-        raise ConfigError("freeze_backbone=True trains only the classifier head: set init_from "
-                          "to the weights of the backbone to keep (a .pth/.safetensors file "
-                          "or a workdir)")
+    _check_frozen_parts_have_weights(config)
     eval_crop = planning.data_spec(config).eval_crop
     if config.dataset in datasets.FILE_DATASETS and config.eval_resize < eval_crop:
         raise ConfigError(f"eval_resize={config.eval_resize} must be >= the eval crop "
@@ -114,6 +111,23 @@ VALUE_RANGES = {
     "eval_every_epochs": (lambda v: v >= 0, ">= 0 (0: by eval_every_steps, or at the end)"),
     "early_stopping_patience": (lambda v: v >= 0, ">= 0 (0: no early stopping)"),
 }
+
+
+def _check_frozen_parts_have_weights(config) -> None:
+    """One rule for `freeze_backbone` and `trainable`: a part that does not train keeps the
+    weights it starts with, so without init_from it would stay at its random initialisation."""
+    parts = planning.parse_trainable(config.trainable, config.model, config.freeze_backbone)
+    if parts is None or config.init_from:
+        return
+    frozen = [part for part in ("stem", *models.stage_names(config.model), "head")
+              if part not in parts]
+    said = ("freeze_backbone=True" if config.freeze_backbone
+            else f"trainable={config.trainable!r}")
+    kept = ("the convolutions of " if "norm" in parts else "") + "+".join(frozen)
+    raise ConfigError(f"{said} keeps {kept} as it starts, and without init_from "
+                      f"that is a random initialisation: set init_from to the weights to keep "
+                      f"(a .pth/.safetensors file, a name such as torchvision:resnet18, or a "
+                      f"workdir), or train every part (trainable=all)")
 
 
 def _check_multiple(config, key: str, multiple_of: int, what: str) -> None:
