@@ -134,6 +134,7 @@ def test_a_multilabel_run_reports_map_and_predicts_labels_above_the_threshold(tm
     evaluated = run_tool("evaluate.py", ["--workdir", workdir])
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     assert f"mAP {evals[-1]['map']:.4f}" in evaluated.stdout  # the same weights, the same mAP
+    assert f"report: {workdir}/report_val.txt" in evaluated.stdout  # named after val.csv
 
     def predict(threshold):
         proc = run_tool("predict.py", ["--workdir", workdir, "--json", "--threshold",

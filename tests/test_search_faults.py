@@ -138,7 +138,7 @@ def test_a_storage_urls_password_is_never_printed():
     assert trials.without_password("sqlite:///tmp/study.db") == "sqlite:///tmp/study.db"
 
 
-def stand_in_search(workdir, total, seed=0, name="", **overrides):
+def stand_in_search(workdir, total, seed=0, name="", pruner=("none", 0), **overrides):
     """The search command's own path (study name, checks, results, figures) with the stand-in
     training of tests/search_worker.py."""
     from resnet_jax.configs import digits
@@ -151,7 +151,8 @@ def stand_in_search(workdir, total, seed=0, name="", **overrides):
     specs = ["learning_rate=loguniform:0.01:0.5"]
     searched = space.parse_space(specs, config)
     search.search(config, str(workdir), specs, searched, "eval_top1", total, "random", seed,
-                  search.create_pruner("none", config), "", name, train=stand_in_train(0))
+                  search.create_pruner(*pruner[:1], config, pruner[1]), "", name,
+                  train=stand_in_train(0))
     return trials.open_study(str(workdir), "", search.study_name(str(workdir), "", ""),
                              "maximize")
 
@@ -192,3 +193,31 @@ def test_the_study_keeps_its_base_config_and_results_come_from_the_study(tmp_pat
     assert rows[1]["note"] == "folder missing" and rows[0]["note"] == ""
     assert rows[1]["state"] == "COMPLETE" and float(rows[1]["value"]) == pytest.approx(told[1])
     assert int(rows[1]["steps"]) == 6
+
+
+def test_no_trial_is_pruned_before_the_minimum_resource(tmp_path):
+    """The stand-in evaluates at steps 2, 4 and 6; with a minimum of 4 steps ASHA judges no
+    trial at step 2, and still prunes (at 4 or 6)."""
+    study = stand_in_search(tmp_path / "search", 12, pruner=("asha", 4))
+    pruned = [t for t in study.trials if t.state.name == "PRUNED"]
+    assert pruned, [t.state.name for t in study.trials]
+    assert all(max(t.intermediate_values) >= 4 for t in pruned)
+
+
+def test_the_minimum_resource_is_an_epoch_and_never_less_than_the_warm_up():
+    import math
+
+    from resnet_jax.configs import digits
+    from resnet_jax.experiments import search, space
+
+    config = digits.get_config()  # 1,437 training images, batch 64: 22.45 steps an epoch
+    searched = space.parse_space(["learning_rate=loguniform:0.01:1"], config)
+    epoch = math.ceil(1437 / 64)
+    assert search.min_resource(config, searched, 0) == epoch
+    assert search.min_resource(config, searched, 100) == 100
+    config.warmup_epochs = 3.0
+    assert search.min_resource(config, searched, 10) == math.ceil(3 * 1437 / 64)
+    searched = space.parse_space(["warmup_epochs=uniform:0:5"], config)
+    assert search.min_resource(config, searched, 0) == math.ceil(5 * 1437 / 64)
+    with pytest.raises(errors.UserError, match="eval_map is the mean average precision"):
+        search.check_objective("eval_map", config)

@@ -45,8 +45,11 @@ def define_flags() -> None:
     flags.DEFINE_enum("pruner", "asha", experiment.PRUNERS,
                       "What stops a poor trial at an evaluation.")
     flags.DEFINE_enum("objective", "eval_top1", list(experiment.trials.OBJECTIVES),
-                      "What the search optimises: the best eval top-1 or the lowest eval "
-                      "loss of a trial.")
+                      "What the search optimises: the best eval top-1, the lowest eval loss, "
+                      "or (multi-label runs) the best eval mean average precision of a "
+                      "trial.")
+    flags.DEFINE_integer("min_resource", 0, "The steps every trial trains before the pruner "
+                         "may stop it (0: one epoch); never less than the warm-up.")
     flags.DEFINE_string("storage", "", "An Optuna storage URL shared by every worker "
                         "(postgresql://..., mysql://..., sqlite:///...); default: the journal "
                         "file W/study.journal.")
@@ -71,8 +74,12 @@ def main(argv) -> None:
     space = space_lib.parse_space(FLAGS.space, config)
     objective = FLAGS.objective
     experiment.create_sampler(FLAGS.sampler, space, FLAGS.trials, FLAGS.seed)  # its checks
-    pruner = experiment.create_pruner(FLAGS.pruner, config)
+    experiment.check_objective(objective, config)
+    experiment.create_pruner(FLAGS.pruner, config)  # its checks, before anything starts
     cli.launch()
+    resource = (experiment.min_resource(config, space, FLAGS.min_resource)
+                if FLAGS.pruner != "none" else 0)
+    pruner = experiment.create_pruner(FLAGS.pruner, config, resource)
     experiment.search(config, FLAGS.workdir, FLAGS.space, space, objective, FLAGS.trials,
                       FLAGS.sampler, FLAGS.seed, pruner, FLAGS.storage, FLAGS.study)
 

@@ -51,7 +51,10 @@ def _grid_sampler(module):
     return Grid
 
 
-def create_pruner(name: str, config):
+def create_pruner(name: str, config, min_resource: int = 0):
+    """Optuna's pruner `name`. ASHA's and Hyperband's first rung is at `min_resource` steps
+    (at least the first evaluation), so no trial is judged before it has trained that long;
+    the median pruner waits as long (its warm-up steps)."""
     module = trials.optuna()
     if name == "none":
         return module.pruners.NopPruner()
@@ -59,14 +62,43 @@ def create_pruner(name: str, config):
         raise errors.UserError(f"--pruner {name} stops trials at their evaluations, and this "
                                f"config evaluates only at the end: set "
                                f"--config.eval_every_steps (or --pruner none)")
-    first = config.eval_every_steps
+    first = max(config.eval_every_steps, min_resource)
     if name == "asha":
         return module.pruners.SuccessiveHalvingPruner(min_resource=first,
                                                       reduction_factor=REDUCTION_FACTOR)
     if name == "hyperband":
         return module.pruners.HyperbandPruner(min_resource=first,
                                               reduction_factor=REDUCTION_FACTOR)
-    return module.pruners.MedianPruner(n_startup_trials=2)
+    return module.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=first - 1)
+
+
+def min_resource(config, space: dict, given: int) -> int:
+    """The steps every trial trains before a pruner may judge it: `given` (--min_resource),
+    else one epoch, and never less than the warm-up (the longest the space allows): a trial
+    is not judged by how fast it starts."""
+    from resnet_jax import plan as plans
+    from resnet_jax.data import datasets
+
+    if given < 0:
+        raise errors.UserError(f"--min_resource must be >= 0 (0: one epoch), got {given}")
+    plan = plans.resolve(config)
+    lengths = plan.loop.lengths(datasets.create_source(plan.data).info.num_train)
+    warmup = config.warmup_epochs
+    if "warmup_epochs" in space:
+        distribution = space["warmup_epochs"]
+        warmup = max(getattr(distribution, "choices", None) or [distribution.high])
+    warmup_steps = math.ceil(float(warmup) * lengths.steps_per_epoch)
+    return max(given or math.ceil(lengths.steps_per_epoch), warmup_steps)
+
+
+def check_objective(objective: str, config) -> None:
+    from resnet_jax import tasks
+
+    multilabel = tasks.name_for_dataset(config.dataset) == "multilabel"
+    if objective == "eval_map" and not multilabel:
+        raise errors.UserError("--objective eval_map is the mean average precision of a "
+                               "multi-label run; this config's dataset is single-label: use "
+                               "eval_top1 or eval_loss")
 
 
 def study_name(workdir: str, requested: str, storage: str) -> str:

@@ -30,7 +30,8 @@ JOURNAL_FILE = "study.journal"  # the default storage, in the search directory
 CHOOSE_LOCK = "choose.lock"
 TRIAL_LOCK = "trial.lock"
 DIVERGED_FILE = "DIVERGED"  # in a trial's workdir: why it failed
-OBJECTIVES = {"eval_top1": ("top1", "maximize"), "eval_loss": ("loss", "minimize")}
+OBJECTIVES = {"eval_top1": ("top1", "maximize"), "eval_loss": ("loss", "minimize"),
+              "eval_map": ("map", "maximize")}  # eval_map: multi-label runs
 _FAILED = -2  # process 0's word to the others that choosing failed
 
 

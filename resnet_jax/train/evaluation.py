@@ -71,7 +71,9 @@ def plot_curves(workdir: str, title: str) -> None:
 
 
 def _split_name(info, split: str | None) -> str:
-    name = split or os.path.basename(os.path.normpath(info.eval_from)) or "eval"
+    # (a folder's name, or a CSV's without its extension: report_val.txt, not val.csv.txt)
+    name = split or os.path.splitext(os.path.basename(os.path.normpath(info.eval_from)))[0]
+    name = name or "eval"
     return name if "held out" not in info.eval_from else "holdout"
 
 
