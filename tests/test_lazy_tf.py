@@ -12,3 +12,35 @@ def test_training_modules_import_no_tensorflow():
             "loaded = {'tensorflow', 'tensorflow_datasets'} & set(sys.modules); "
             "assert not loaded, loaded")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+QUIET_COMMAND = """
+import sys
+from absl import flags, logging
+import jax  # sets TF_CPP_MIN_LOG_LEVEL=1 where nothing had, as in every command
+from resnet_jax.cli import flags as cli
+flags.FLAGS(["command", *sys.argv[1:]])
+cli.quiet_logs()
+from resnet_jax.data.lazy_tf import tf
+files = tf.data.Dataset.from_tensor_slices(["/nonexistent/vanished.jpg"]).map(tf.io.read_file)
+try:
+    list(files)
+except tf.errors.NotFoundError:
+    print("error: our one line", file=sys.stderr)
+"""
+
+
+def test_tensorflows_cpp_warnings_stay_quiet_until_our_line_unless_asked():
+    """An image that vanished mid-run: TensorFlow's C++ side logs the failed read twice
+    (OP_REQUIRES ..., Local rendezvous ...) before our error; a command keeps them out unless
+    --verbosity asks for logs."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+
+    def stderr(*args):
+        return subprocess.run([sys.executable, "-c", QUIET_COMMAND, *args], env=env,
+                              capture_output=True, text=True, check=True).stderr
+
+    assert stderr().strip().splitlines() == ["error: our one line"]
+    assert "OP_REQUIRES failed" in stderr("--verbosity=0")  # the test can see them

@@ -105,7 +105,7 @@ def test_two_workers_search_the_digits_and_a_killed_one_is_taken_over(tmp_path):
                 "configs/digits.py", "--workdir", workdir, "--space",
                 "learning_rate=loguniform:0.02:0.4", "--space",
                 "weight_decay=loguniform:1e-5:1e-2", "--trials", str(total), "--pruner", "asha",
-                *SMALL]
+                "--min_resource", "4", *SMALL]  # (an epoch is 45 steps: longer than a trial)
 
     workers = [BackgroundRun(None, str(tmp_path / f"worker{i}"), command=command(8))
                for i in range(2)]
@@ -129,7 +129,10 @@ def test_two_workers_search_the_digits_and_a_killed_one_is_taken_over(tmp_path):
     killed.wait_for_row(2, workdir=os.path.join(workdir, "trials", "0008"), timeout=300)
     killed.signal(signal.SIGKILL)  # mid-trial: trial 8 (or 9, if 8 was pruned at once)
     killed.wait()
-    running = [t.number for t in trials.open_study(workdir, "", "search", "maximize").trials
+    from resnet_jax.experiments import search
+
+    name = search.study_name(workdir, "", "")
+    running = [t.number for t in trials.open_study(workdir, "", name, "maximize").trials
                if t.state.name == "RUNNING"]
     assert len(running) == 1, running
     again = BackgroundRun(None, str(tmp_path / "again"), command=command(10))

@@ -24,6 +24,12 @@ def define_checkpoint_flag() -> None:
 def quiet_logs() -> None:
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
+        # TensorFlow's C++ info and warning lines (an image that vanished mid-run: "OP_REQUIRES
+        # failed ...", "Local rendezvous is aborting ...") would come before our one error line
+        # saying the same; its errors still show. Read when TensorFlow is first imported; "1"
+        # is what importing JAX sets where nothing was (--verbosity keeps them all).
+        if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "1") == "1":
+            os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
     else:  # asked for logs: TensorFlow's start-up notices too (resnet_jax.data.lazy_tf)
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 
 from resnet_jax import errors
 from resnet_jax.experiments import trials
@@ -88,7 +89,12 @@ def min_resource(config, space: dict, given: int) -> int:
         distribution = space["warmup_epochs"]
         warmup = max(getattr(distribution, "choices", None) or [distribution.high])
     warmup_steps = math.ceil(float(warmup) * lengths.steps_per_epoch)
-    return max(given or math.ceil(lengths.steps_per_epoch), warmup_steps)
+    steps = max(given or math.ceil(lengths.steps_per_epoch), warmup_steps)
+    if steps >= lengths.total_steps:
+        print(f"search: warning: no trial can be pruned: the pruner judges a trial from step "
+              f"{steps} (--min_resource, else an epoch; never within the warm-up) and a trial "
+              f"trains {lengths.total_steps} steps", file=sys.stderr, flush=True)
+    return steps
 
 
 def check_objective(objective: str, config) -> None:
