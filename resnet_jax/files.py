@@ -21,3 +21,17 @@ def write_atomically(path: str, data: str | bytes) -> None:
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
+
+
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(name: str) -> str:
+    """`name` (a file or class name) for a line of plain output: control characters and line
+    separators escaped (\\n, \\t, \\x1b, \\u2028), so that one record stays one line. JSON output
+    escapes them itself."""
+    import unicodedata
+
+    return "".join(
+        _ESCAPES.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+        if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in name)

@@ -429,3 +429,30 @@ def test_a_query_set_with_no_readable_image_is_one_line(gallery, tmp_path):
         f"error: none of the 2 images in {queries} could be read (the first: cannot read "
         f"image {queries}/a.jpg"), lines
     assert (os.stat(quality).st_mtime_ns if os.path.exists(quality) else None) == before
+
+
+def test_a_newline_in_a_file_name_stays_inside_its_record(fine_tuned, photos, tmp_path):
+    """Plain output is one line per image: control characters in a name are escaped (--json
+    escapes them as JSON does)."""
+    import shutil
+
+    workdir, *_ = fine_tuned
+    first = sorted(os.listdir(os.path.join(photos, "val", sorted(os.listdir(
+        os.path.join(photos, "val")))[0])))[0]
+    source = os.path.join(photos, "val", sorted(os.listdir(os.path.join(photos, "val")))[0],
+                          first)
+    odd = tmp_path / "two\nlines\x1b[31m.jpg"
+    shutil.copy(source, odd)
+    plain = run_tool("predict.py", ["--workdir", workdir, str(odd)])
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    assert plain.stdout.count("\n") == 1
+    assert plain.stdout.startswith(f"{tmp_path}/two\\nlines\\x1b[31m.jpg: ")
+    as_json = run_tool("predict.py", ["--workdir", workdir, "--json", str(odd)])
+    assert json.loads(as_json.stdout)["path"] == str(odd)
+
+
+def test_plain_names_escape_control_characters_and_line_separators():
+    from resnet_jax.files import printable
+
+    assert printable("cat\u00e9/\u732b.jpg") == "cat\u00e9/\u732b.jpg"
+    assert printable("a\nb\tc\r\x00\x1b\u2028\x85") == "a\\nb\\tc\\r\\x00\\x1b\\u2028\\x85"

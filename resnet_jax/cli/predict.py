@@ -19,6 +19,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from resnet_jax.cli import flags as cli
+from resnet_jax.files import printable
 
 flags.DEFINE_string("workdir", None, "The run whose model classifies the images.")
 config_flags.DEFINE_config_file(
@@ -73,9 +74,9 @@ def main(argv):
             if FLAGS.json:
                 print(json.dumps({"path": path, **prediction}), flush=True)
             else:
-                shown = ", ".join(f"{t['class']} {t['probability']:.4f}"
+                shown = ", ".join(f"{printable(t['class'])} {t['probability']:.4f}"
                                   for t in next(iter(prediction.values())))
-                print(f"{path}: {shown or '(no label)'}", flush=True)
+                print(f"{printable(path)}: {shown or '(no label)'}", flush=True)
 
 
 main.takes_arguments = True

@@ -13,7 +13,7 @@ import numpy as np
 from resnet_jax import environment
 from resnet_jax.data import folders
 from resnet_jax.errors import UserError
-from resnet_jax.files import write_atomically
+from resnet_jax.files import printable, write_atomically
 from resnet_jax.retrieval import embeddings as embedding_files
 from resnet_jax.retrieval import search
 from resnet_jax.retrieval.backbone import Backbone, same_weights
@@ -174,8 +174,8 @@ def _print_neighbors(queries, gallery, similarities, neighbors, as_json: bool) -
         if as_json:
             print(json.dumps({"path": str(path), "neighbors": found}), flush=True)
         else:
-            shown = ", ".join(f"{n['path']} {n['similarity']:.4f}" for n in found)
-            print(f"{path}: {shown}", flush=True)
+            shown = ", ".join(f"{printable(n['path'])} {n['similarity']:.4f}" for n in found)
+            print(f"{printable(str(path))}: {shown}", flush=True)
 
 
 def _quality(queries: Embeddings, gallery: Embeddings) -> dict | None:
