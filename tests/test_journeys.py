@@ -1,5 +1,5 @@
-"""The journeys that catch version drift, with no PyTorch: what .ci/run's Python 3.12 and 3.13
-lanes run beside their unit tests (jax 0.12 there, 0.10 on 3.11; `make test` leaves them out
+"""The journeys that catch version drift, with no PyTorch: what .ci/run's Python 3.13 lane runs
+beside its unit tests (jax 0.12 there, 0.10 on 3.11; `make test` leaves them out
 on 3.11, where the other tests cover the same paths). A digits run stopped and continued, then
 evaluated and exported for jax; a fine-tune from a torchvision-layout safetensors state dict on
 a photo folder, then predictions; two search workers sharing one study."""

@@ -5,6 +5,8 @@ at once (2.6 s instead of 13.6 s on the 2-core machine), before TensorFlow's ~8 
 import subprocess
 import sys
 
+import pytest
+
 
 def test_training_modules_import_no_tensorflow():
     code = ("import sys, resnet_jax.train.loop, resnet_jax.train.metrics, "
@@ -30,6 +32,7 @@ except tf.errors.NotFoundError:
 """
 
 
+@pytest.mark.e2e  # two TensorFlow imports: ~25 s, more than the inner loop can spare
 def test_tensorflows_cpp_warnings_stay_quiet_until_our_line_unless_asked():
     """An image that vanished mid-run: TensorFlow's C++ side logs the failed read twice
     (OP_REQUIRES ..., Local rendezvous ...) before our error; a command keeps them out unless
