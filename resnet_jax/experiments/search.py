@@ -107,9 +107,11 @@ def check_objective(objective: str, config) -> None:
                                "eval_top1 or eval_loss")
 
 
-def study_name(workdir: str, requested: str, storage: str) -> str:
+def study_name(workdir: str, requested: str, storage: str, recorded: dict | None = None) -> str:
     """The name of the study that belongs to `workdir`, recorded in W/study.json by the first
-    worker, so that a renamed or copied workdir goes on with its own study. Without a record:
+    worker (with `recorded`: its objective, direction and space, for the reader; the study
+    holds them too, and checks them), so that a renamed or copied workdir goes on with its own
+    study. Without a record:
     `--study`, else the one study of an existing journal (a workdir of an earlier version),
     else the folder's name for a workdir that already holds trials (the earlier default),
     else the folder's name with a random suffix (unique in a shared database)."""
@@ -140,7 +142,9 @@ def study_name(workdir: str, requested: str, storage: str) -> str:
                 entry.isdigit() for entry in os.listdir(os.path.join(workdir,
                                                                      trials.TRIALS_DIR)))
             name = folder if held_trials else f"{folder}-{secrets.token_hex(3)}"
-        write_atomically(path, json.dumps({"name": name}, indent=2) + "\n")
+        fields = {"name": name, **(recorded or {}),
+                  "storage": trials.without_password(storage) or trials.JOURNAL_FILE}
+        write_atomically(path, json.dumps(fields, indent=2) + "\n")
         return name
 
 
@@ -286,12 +290,13 @@ def search(config, workdir: str, space_specs: list[str], space: dict, objective:
     a trial's values again. `train`: the training function (default: the training loop's)."""
     import jax
 
-    name = study_name(workdir, requested_name, storage)
+    specs = dict(spec.split("=", 1) for spec in (s.replace(" ", "") for s in space_specs))
+    name = study_name(workdir, requested_name, storage, {
+        "objective": objective, "direction": trials.OBJECTIVES[objective][1], "space": specs})
     study = trials.open_study(workdir, storage, name, trials.OBJECTIVES[objective][1], None,
                               pruner)
     offset = None if seed is None else seed + len(study.get_trials(deepcopy=False))
     study.sampler = create_sampler(sampler_name, space, trial_count, offset)
-    specs = dict(spec.split("=", 1) for spec in (s.replace(" ", "") for s in space_specs))
     if jax.process_index() == 0:
         from resnet_jax.runs import records
 
