@@ -82,6 +82,18 @@ def test_embedding_rows_compare_jax_torch_and_onnxruntime():
     assert all(r["error"] is None and r["images_per_sec"] > 0 for r in rows.values()), rows
 
 
+def test_openvino_and_int8_rows_run_the_same_onnx_network():
+    """OpenVINO's runtime and onnxruntime's int8 model of the export, beside onnxruntime."""
+    pytest.importorskip("onnxruntime", reason="the onnxruntime rows need the [export] extra")
+    pytest.importorskip("openvino", reason="the openvino row needs the [bench] extra")
+    result = benchmark.benchmark("resnet8", 4, 16, "float32",
+                                 ["onnxruntime", "onnxruntime_int8", "openvino"], 1, 1,
+                                 ["inference"], num_classes=10)
+    rows = {r["framework"]: r for r in result["results"]}
+    assert set(rows) == {"onnxruntime", "onnxruntime_int8", "openvino"}
+    assert all(r["error"] is None and r["images_per_sec"] > 0 for r in rows.values()), rows
+
+
 def test_search_benchmark_reports_exact_and_faiss():
     from resnet_jax.bench import search as search_benchmark
 

@@ -456,3 +456,53 @@ def test_plain_names_escape_control_characters_and_line_separators():
 
     assert printable("cat\u00e9/\u732b.jpg") == "cat\u00e9/\u732b.jpg"
     assert printable("a\nb\tc\r\x00\x1b\u2028\x85") == "a\\nb\\tc\\r\\x00\\x1b\\u2028\\x85"
+
+
+def test_an_int8_onnx_model_is_calibrated_on_the_run_and_checked_on_its_eval_split(
+        fine_tuned, photos, tmp_path):
+    """onnxruntime's static quantiser: the command prints both models' top-1 on the evaluation
+    split; the file is a QDQ model that onnxruntime runs, predicting as the float model does
+    for nearly every image; the sidecar records how it was made."""
+    onnxruntime = pytest.importorskip("onnxruntime", reason="the [export] extra")
+    import onnx
+
+    from resnet_jax.runs import inference
+
+    workdir, *_ = fine_tuned
+    output = str(tmp_path / "model.int8.onnx")
+    proc = run_tool("export.py", ["--workdir", workdir, "--format", "onnx", "--quantize",
+                                  "int8", "--calibration_images", "40", "--output", output])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(os.listdir(tmp_path)) == ["model.int8.onnx", "model.int8.onnx.json"]
+    record = json.load(open(output + ".json"))["quantization"]
+    assert record["calibration_images"] == 40 and record["eval_images"] == CLASSES * 6
+    final = [row for row in read_metrics(workdir) if row["split"] == "eval"][-1]
+    assert record["top1_float32"] == pytest.approx(final["top1"])  # the run's own evaluation
+    assert (f"int8: top-1 {record['top1_int8']:.4f}, float32 {record['top1_float32']:.4f} on "
+            f"the {CLASSES * 6} evaluation images") in proc.stdout
+    operators = {node.op_type for node in onnx.load(output).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= operators
+    run = inference.from_workdir(workdir, kernels="xla")
+    files = sorted(os.path.join(d, f) for d, _, names in os.walk(os.path.join(photos, "val"))
+                   for f in names)
+    pixels = np.stack([run.contract.read_image(f) for f in files]).astype(np.float32)
+    mean, std = run.contract.normalization
+    images = ((pixels - np.asarray(mean)) / np.asarray(std)).astype(np.float32)
+    ours = np.asarray(inference.logits_fn(run)(images)).argmax(-1)
+    session = onnxruntime.InferenceSession(output, providers=["CPUExecutionProvider"])
+    theirs = session.run(None, {"images": images.transpose(0, 3, 1, 2).copy()})[0].argmax(-1)
+    assert np.mean(theirs == ours) >= 0.9
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--format", "jax", "--quantize", "int8"], "--quantize int8 makes an ONNX model from a "
+     "run: give --format onnx and --workdir W (its training images calibrate it)"),
+    (["--format", "onnx", "--quantize", "int8", "--calibration_images", "0"],
+     "--calibration_images must be >= 1, got 0"),
+])
+def test_int8_mistakes_are_one_line(fine_tuned, tmp_path, args, message):
+    workdir, *_ = fine_tuned
+    proc = run_tool("export.py", ["--workdir", workdir, "--output", str(tmp_path / "m"), *args])
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert reported_lines(proc.stderr) == [f"error: {message}"]
+    assert os.listdir(tmp_path) == []

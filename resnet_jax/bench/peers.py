@@ -70,19 +70,27 @@ def torch_runner(name: str, batch_size: int, image_size: int, dtype: str, mode: 
     return run, compile_s
 
 
-def onnxruntime_runner(name: str, batch_size: int, image_size: int, dtype: str, mode: str,
-                       num_classes: int) -> tuple[Callable[[int], None], float]:
+ONNX_ENGINES = ("onnxruntime", "onnxruntime_int8", "openvino")
+
+
+def onnx_runner(engine: str, name: str, batch_size: int, image_size: int, dtype: str, mode: str,
+                num_classes: int) -> tuple[Callable[[int], None], float]:
     """The same network exported to ONNX (as export.py exports it: torch.onnx from the PyTorch
-    twin), run by onnxruntime on the CPU with its default threads. Inference modes only."""
+    twin), run on the CPU by `engine` with its default threads: "onnxruntime"; "openvino"
+    (OpenVINO's runtime compiling the same file, the `openvino` package); "onnxruntime_int8"
+    (that file through onnxruntime's static quantiser as `export.py --quantize int8` makes it,
+    calibrated here on the benchmark's own random input: its speed, not its accuracy, is what
+    this row measures). Inference modes only."""
     import tempfile
 
-    import onnxruntime
     import torch
 
     from resnet_jax.interop import export, torch_models
 
     if mode == "train" or dtype != "float32":
-        raise ValueError("onnxruntime rows are float32 inference and embedding only")
+        raise ValueError(f"{engine} rows are float32 inference and embedding only")
+    if engine not in ONNX_ENGINES:
+        raise ValueError(f"unknown ONNX engine {engine!r}")
     model = torch_models.create_torch_model(name, num_classes=num_classes).eval()
     if mode == "embed":
         model.fc = torch.nn.Identity()
@@ -93,17 +101,58 @@ def onnxruntime_runner(name: str, batch_size: int, image_size: int, dtype: str, 
         path = os.path.join(tmp, "model.onnx")
         export.torch_to_onnx(model, torch.from_numpy(np.repeat(x[:1], 2, axis=0)), path,
                              "output")
-        session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-    session.run(None, {"images": x})
+        if engine == "onnxruntime_int8":
+            path = _int8(path, x)
+        infer = _session(engine, path)
+    infer(x)
     compile_s = time.perf_counter() - start
 
     def run(n):
         for _ in range(n):
-            out = session.run(None, {"images": x})[0]
+            out = infer(x)
             if mode == "embed":
                 out = out / np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
 
     return run, compile_s
+
+
+def _session(engine: str, path: str) -> Callable[[np.ndarray], np.ndarray]:
+    """images -> output, for the model at `path` (loaded whole: the file may go away)."""
+    if engine == "openvino":
+        import openvino
+
+        compiled = openvino.Core().compile_model(path, "CPU")
+        request = compiled.create_infer_request()
+        output = compiled.outputs[0]
+        return lambda x: request.infer({0: x})[output]
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    return lambda x: session.run(None, {"images": x})[0]
+
+
+def _int8(path: str, x: np.ndarray) -> str:
+    """The int8 model of the ONNX file at `path`, beside it (interop.quantize's settings)."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class Once(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"images": x}])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    quantized = path[:-len(".onnx")] + ".int8.onnx"
+    quantize_static(path, quantized, Once(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    reduce_range=True, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
+    return quantized
 
 
 def torch_peak_memory_gb() -> float | None:

@@ -36,8 +36,9 @@ from resnet_jax import environment, models
 from resnet_jax.bench.peers import (
     LEARNING_RATE,
     MOMENTUM,
+    ONNX_ENGINES,
     WEIGHT_DECAY,
-    onnxruntime_runner,
+    onnx_runner,
     torch_peak_memory_gb,
     torch_runner,
 )
@@ -58,7 +59,7 @@ PEAK_FLOPS = {
 
 # JAX rows: the package's defaults, and variants that isolate one choice for measurement.
 JAX_VARIANTS = {"jax": {}, "jax_two_pass_bn": {"bn_one_pass_variance": False}}
-FRAMEWORKS = (*JAX_VARIANTS, "torch", "torch_compile", "onnxruntime")
+FRAMEWORKS = (*JAX_VARIANTS, "torch", "torch_compile", *ONNX_ENGINES)
 # train: forward, backward, SGD; inference: logits in eval mode; embed: the pooled features
 # (num_classes=0), L2-normalised, as embed.py computes them.
 MODES = ("train", "inference", "embed")
@@ -188,9 +189,9 @@ def benchmark(model: str, batch_size: int, image_size: int, dtype: str, framewor
                     run, row.compile_s = jax_runner(model, batch_size, image_size, dtype, mode,
                                                     num_classes, kernels=kernels,
                                                     **JAX_VARIANTS[framework])
-                elif framework == "onnxruntime":
-                    run, row.compile_s = onnxruntime_runner(model, batch_size, image_size,
-                                                            dtype, mode, num_classes)
+                elif framework in ONNX_ENGINES:
+                    run, row.compile_s = onnx_runner(framework, model, batch_size, image_size,
+                                                     dtype, mode, num_classes)
                 else:
                     run, row.compile_s = torch_runner(model, batch_size, image_size, dtype, mode,
                                                       num_classes, framework == "torch_compile")
@@ -219,8 +220,8 @@ def benchmark(model: str, batch_size: int, image_size: int, dtype: str, framewor
             if peak:
                 row.mfu = row.images_per_sec * flops_per_image / peak
             row.peak_memory_gb = (jax_peak_memory_gb() if framework in JAX_VARIANTS
-                                  else torch_peak_memory_gb() if framework != "onnxruntime"
-                                  else None)
+                                  else torch_peak_memory_gb()
+                                  if framework not in ONNX_ENGINES else None)
     return {"results": [dataclasses.asdict(r) for r in rows], "device": device_kind,
             "device_count": 1, "versions": versions(),
             # the JAX model's kernels as asked for, and what they resolved to here

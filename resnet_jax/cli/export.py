@@ -12,6 +12,10 @@
   here (one line, exit 2 if not) and runs it once.
 - onnx: an ONNX model (input "images", float32 NCHW, any batch size; output "logits"),
   checked with onnxruntime against this project's logits before it is kept.
+- onnx with --quantize int8 (a run on image folders): the int8 model onnxruntime's static
+  quantiser makes (QDQ, per-channel int8 weights, uint8 activations calibrated on
+  --calibration_images of the run's training images); the command prints float32 and int8
+  top-1 on the run's evaluation split and their speed here; PATH.json records how.
 - torchvision: a state dict that `torchvision.models.<model>(num_classes=N)` loads with
   `strict=True` (CIFAR-family models: `resnet_jax.interop.torch_models.create_torch_model`).
 
@@ -38,6 +42,11 @@ flags.DEFINE_bool("overwrite", False, "Replace PATH and PATH.json if they exist.
 flags.DEFINE_list("platforms", ["cpu", "cuda", "rocm", "tpu"],
                   "--format jax: the platforms the artifact is lowered for.")
 flags.DEFINE_string("check", None, "A .jax file: check that it runs here, and run it once.")
+flags.DEFINE_enum("quantize", "", ["", "int8"], "--format onnx of a run on image folders: an "
+                  "int8 model (onnxruntime's static quantiser) calibrated on its training "
+                  "images; float32 and int8 top-1 on its evaluation split are printed.")
+flags.DEFINE_integer("calibration_images", 300, "--quantize int8: how many training images "
+                     "calibrate the activations' ranges.")
 FLAGS = flags.FLAGS
 
 
@@ -52,7 +61,8 @@ def main(argv):
         raise app.UsageError("give --workdir W (a run), or --config CFG with "
                              "--config.init_from=WEIGHTS")
     inference.export_run(FLAGS.workdir, FLAGS.format, FLAGS.output, FLAGS.overwrite,
-                         FLAGS.checkpoint, FLAGS.config, FLAGS.platforms)
+                         FLAGS.checkpoint, FLAGS.config, FLAGS.platforms, FLAGS.quantize,
+                         FLAGS.calibration_images)
 
 
 def _check(path: str) -> None:
