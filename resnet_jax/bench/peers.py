@@ -132,26 +132,11 @@ def _session(engine: str, path: str) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def _int8(path: str, x: np.ndarray) -> str:
-    """The int8 model of the ONNX file at `path`, beside it (interop.quantize's settings)."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
-    class Once(CalibrationDataReader):
-        def __init__(self):
-            self.batches = iter([{"images": x}])
-
-        def get_next(self):
-            return next(self.batches, None)
+    """The int8 model of the ONNX file at `path`, beside it, as export.py makes it."""
+    from resnet_jax.interop import quantize
 
     quantized = path[:-len(".onnx")] + ".int8.onnx"
-    quantize_static(path, quantized, Once(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    reduce_range=True, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
+    quantize.quantize_onnx(path, quantized, [x])
     return quantized
 
 

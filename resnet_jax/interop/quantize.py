@@ -56,6 +56,17 @@ def quantize(run, float_path: str, int8_path: str, train_paths: list[str],
              count: int = CALIBRATION_IMAGES) -> int:
     """Writes the int8 model of `float_path` to `int8_path`, calibrated on `count` of the
     training images (a fixed sample across the split); returns how many it used."""
+    chosen = sorted(np.random.default_rng(0).permutation(len(train_paths))[:count])
+    paths = [train_paths[i] for i in chosen]
+    quantize_onnx(float_path, int8_path,
+                  (_inputs(run, paths[s:s + BATCH]) for s in range(0, len(paths), BATCH)))
+    return len(paths)
+
+
+def quantize_onnx(float_path: str, int8_path: str, batches) -> None:
+    """The int8 model (METHOD) of the ONNX file at `float_path`, written to `int8_path`, its
+    activations calibrated on `batches` (an iterable of the model's "images" inputs, read once).
+    The benchmark's int8 row quantises through here too."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -65,18 +76,13 @@ def quantize(run, float_path: str, int8_path: str, train_paths: list[str],
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    chosen = sorted(np.random.default_rng(0).permutation(len(train_paths))[:count])
-    paths = [train_paths[i] for i in chosen]
-
     class Batches(CalibrationDataReader):
         def __init__(self):
-            self.starts = iter(range(0, len(paths), BATCH))
+            self.batches = iter(batches)
 
         def get_next(self):
-            start = next(self.starts, None)
-            if start is None:
-                return None
-            return {"images": _inputs(run, paths[start:start + BATCH])}
+            batch = next(self.batches, None)
+            return None if batch is None else {"images": batch}
 
     prepared = int8_path + ".prepared.onnx"
     try:
@@ -89,7 +95,6 @@ def quantize(run, float_path: str, int8_path: str, train_paths: list[str],
         for leftover in (prepared, prepared + ".data"):
             if os.path.exists(leftover):
                 os.remove(leftover)
-    return len(paths)
 
 
 def compare(run, float_path: str, int8_path: str, eval_paths: list[str],
