@@ -221,3 +221,23 @@ def test_the_minimum_resource_is_an_epoch_and_never_less_than_the_warm_up():
     assert search.min_resource(config, searched, 0) == math.ceil(5 * 1437 / 64)
     with pytest.raises(errors.UserError, match="eval_map is the mean average precision"):
         search.check_objective("eval_map", config)
+
+
+def test_a_workdir_of_an_earlier_version_continues_its_one_study(tmp_path):
+    """No W/study.json: the one study of the journal (whatever the folder is called now);
+    a journal of two studies asks for --study."""
+    from resnet_jax.experiments import search
+
+    study = trials.open_study(str(tmp_path), "", "old-name", "maximize")
+    study.ask()
+    trials.open_study(str(tmp_path), "", "old-name", "maximize")  # a CREATE_STUDY repeated
+    with open(tmp_path / trials.JOURNAL_FILE, "ab") as f:
+        f.write(b'{"op_code": 4, "wor')  # and a record being written, or torn
+    assert search.study_name(str(tmp_path), "", "") == "old-name"
+    assert json.load(open(tmp_path / search.STUDY_FILE))["name"] == "old-name"
+    other = tmp_path / "two"
+    for name in ("a", "b"):
+        trials.open_study(str(other), "", name, "maximize")
+    with pytest.raises(errors.UserError, match="holds the studies 'a', 'b': name this "
+                                               "workdir's one with --study NAME"):
+        search.study_name(str(other), "", "")

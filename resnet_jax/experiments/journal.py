@@ -91,6 +91,21 @@ def check(path: str, say=print) -> None:
         _set_aside(path, offset, data[offset:], say)
 
 
+def records(path: str) -> list[dict]:
+    """The journal's whole JSON records as they are now, read without its lock: a line being
+    written (or torn, or damaged) is left out, for `check` to deal with under the lock."""
+    found = []
+    with open(path, "rb") as f:
+        for line in f.read().split(b"\n")[:-1]:
+            try:
+                record = json.loads(line)
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                continue
+            if isinstance(record, dict):
+                found.append(record)
+    return found
+
+
 def _problem(line: bytes, operations: set) -> str | None:
     try:
         record = json.loads(line)

@@ -149,19 +149,17 @@ def study_name(workdir: str, requested: str, storage: str, recorded: dict | None
 
 
 def _journal_study(workdir: str, storage: str) -> str:
-    """The one study in the workdir's journal file; '' if there is none (or another storage)."""
-    import json
-
+    """The one study in the workdir's journal file; '' if there is none (or another storage).
+    (Each opening appends a CREATE_STUDY record; Optuna ignores the repeats, and so does this.)"""
     from resnet_jax.experiments import journal
 
     path = os.path.join(workdir, trials.JOURNAL_FILE)
     if storage or not os.path.isfile(path):
         return ""
-    journal.check(path, trials._warn)
-    with open(path, "rb") as f:
-        # (each opening appends a CREATE_STUDY record; Optuna ignores repeats when reading)
-        names = list(dict.fromkeys(record["study_name"] for record in map(json.loads, f)
-                                   if record.get("op_code") == 0 and "study_name" in record))
+    # Read only: a torn or damaged record is the journal backend's to set aside or refuse,
+    # under the journal's lock (a worker may be appending now).
+    names = list(dict.fromkeys(record["study_name"] for record in journal.records(path)
+                               if record.get("op_code") == 0 and "study_name" in record))
     if len(names) > 1:
         raise errors.UserError(f"{path} holds the studies {', '.join(map(repr, names))}: name "
                                f"this workdir's one with --study NAME")
