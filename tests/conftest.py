@@ -32,7 +32,7 @@ END_TO_END = {"test_own_images", "test_faults", "test_launch", "test_experiments
               "test_refusals", "test_tools", "test_fine_tuning", "test_errors", "test_bench",
               "test_folders", "test_cpu_build", "test_search", "test_multilabel",
               "test_pretrained", "test_best", "test_serve", "test_journeys", "test_search_faults",
-              "test_stress"}
+              "test_stress", "test_host_memory", "test_environment"}
 
 
 def pytest_collection_modifyitems(config, items):
