@@ -201,8 +201,6 @@ def result_rows(study, search: trials.Search) -> list[dict]:
     them (the told value, else the best reported evaluation, and the last reported step; the
     trial's own records where the study has none), the searched keys, the workdir, and a note
     where the trial's folder is gone."""
-    from resnet_jax.runs import history
-
     rank = {"COMPLETE": 0, "PRUNED": 1, "RUNNING": 2, "FAIL": 3}
     maximize = trials.OBJECTIVES[search.objective][1] == "maximize"
     sign = -1 if maximize else 1
@@ -213,10 +211,10 @@ def result_rows(study, search: trials.Search) -> list[dict]:
         value = trial.value
         if value is None:
             value = (max if maximize else min)(reported.values(), default=math.nan)
+        written = trials.metric_rows(directory)
         if value != value:  # nothing told or reported (e.g. a failed trial): its evaluations
-            value = trials.best_value(directory, search.objective)
-        steps = [row["step"] for row in
-                 history.read_rows(os.path.join(directory, "metrics.jsonl"))]
+            value = trials.best_of(written, search.objective)
+        steps = [row["step"] for row in written]
         rows.append({"trial": trial.number, "state": trial.state.name, "value": value,
                      "steps": max([*reported, *steps], default=0),
                      **{key: trial.params.get(key, "") for key in search.space},
@@ -242,7 +240,7 @@ def plot(study, search: trials.Search) -> list[str]:
     """The figures in W; returns the notes on any that could not be drawn yet."""
     import warnings
 
-    from resnet_jax.runs import history, plots
+    from resnet_jax.runs import plots
 
     module, plt = trials.optuna(), plots.pyplot()
     notes = []
@@ -263,7 +261,7 @@ def plot(study, search: trials.Search) -> list[str]:
     figure, axis = plt.subplots(figsize=(8, 5))
     for index, trial in enumerate(study.get_trials(deepcopy=False)):
         directory = search.directory(trial.number, trial.params)
-        evals = [r for r in history.read_rows(os.path.join(directory, "metrics.jsonl"))
+        evals = [r for r in trials.metric_rows(directory)
                  if r["split"] == "eval"]
         axis.plot([r["step"] for r in evals], [r[metric] for r in evals], marker="o",
                   linestyle="--" if trial.state.name == "PRUNED" else "-",

@@ -47,7 +47,7 @@ def optuna():
 
 
 def open_study(workdir: str, storage: str, name: str, direction: str, sampler=None,
-               pruner=None, say=None):
+               pruner=None):
     """The study `name` in `storage` (default: Optuna's journal file in `workdir`, checked and
     kept whole by `journal`), created or continued. A study created for the other direction is
     refused in one line."""
@@ -57,7 +57,7 @@ def open_study(workdir: str, storage: str, name: str, direction: str, sampler=No
     os.makedirs(workdir, exist_ok=True)
     where = storage or os.path.join(workdir, JOURNAL_FILE)
     if not storage:
-        storage = module.storages.JournalStorage(journal.backend(where, say or _warn))
+        storage = module.storages.JournalStorage(journal.backend(where, _warn))
     try:
         # One worker at a time: workers that create a new database's tables at once collide
         # (SQLite and PostgreSQL alike: a unique-key error from Optuna's schema migration).
@@ -306,11 +306,20 @@ def _run(search: Search, trial, say) -> None:
 
 def best_value(directory: str, objective: str) -> float:
     """The best of a trial's evaluations (highest top-1 or lowest loss); nan if none."""
+    return best_of(metric_rows(directory), objective)
+
+
+def metric_rows(directory: str) -> list[dict]:
+    """A trial's metrics.jsonl rows (none where the file or the folder is gone)."""
     from resnet_jax.runs import history
 
+    return history.read_rows(os.path.join(directory, "metrics.jsonl"))
+
+
+def best_of(rows: list[dict], objective: str) -> float:
+    """The best of the eval rows' `objective` (highest top-1 or lowest loss); nan if none."""
     metric, direction = OBJECTIVES[objective]
-    values = [row[metric] for row in history.read_rows(os.path.join(directory, "metrics.jsonl"))
-              if row["split"] == "eval"]
+    values = [row[metric] for row in rows if row["split"] == "eval"]
     if not values:
         return math.nan
     return max(values) if direction == "maximize" else min(values)

@@ -59,17 +59,15 @@ def weights_digest(variables) -> str:
 
 
 def same_weights(source: dict, other: dict) -> bool:
-    return identity(source, other) == identity(other, source)
-
-
-def identity(source: dict, other: dict):
-    """What names a model's weights in `source`, comparable with `other`'s: the digest where
-    both record one, else the run and step, or the weights file."""
+    """Whether two `Backbone.source`s name the same weights: by the weights' digest where both
+    record one, else (files of versions without it) by the run and step, or the weights file."""
     if "weights" in source and "weights" in other:
-        return source["weights"]
-    if "workdir" in source:
-        return (source["workdir"], source["step"])
-    return source.get("init_from")
+        return source["weights"] == other["weights"]
+
+    def named(s: dict):
+        return (s["workdir"], s["step"]) if "workdir" in s else s.get("init_from")
+
+    return named(source) == named(other)
 
 
 def from_workdir(workdir: str, which: str = "auto") -> Backbone:

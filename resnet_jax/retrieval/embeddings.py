@@ -124,7 +124,8 @@ def check(contents: Embeddings) -> str:
         return f"labels outside -1..{len(contents.classes) - 1} (classes: {len(contents.classes)})"
     finite = np.isfinite(vectors).all(axis=1)
     if not finite.all():
-        return f"row {int(np.argmin(finite))} ({contents.paths[np.argmin(finite)]}) is not finite"
+        row = int(np.argmin(finite))
+        return f"row {row} ({contents.paths[row]}) is not finite"
     norms = np.linalg.norm(vectors, axis=1)
     off = np.abs(norms - 1.0) > 1e-3
     if off.any():
