@@ -17,6 +17,7 @@ torch = pytest.importorskip("torch", reason="parity tests need the [dev] extra (
 from resnet_jax import models  # noqa: E402
 from resnet_jax.interop import torch_models  # noqa: E402
 from resnet_jax.interop import torchvision_weights as torch_interop  # noqa: E402
+from resnet_jax.models import kernels as kernel_seam  # noqa: E402
 from resnet_jax.models import resnet as resnet_module  # noqa: E402
 from resnet_jax.train import optim  # noqa: E402
 from tests import extension_available  # noqa: E402
@@ -68,11 +69,16 @@ EVAL_CASES = [
 ONEDNN_EVAL_CASES = [("resnet18", 97, 131), ("resnext50_32x4d", 64, 64), ("resnet20", 17, 23)]
 
 
-def assert_eval_logits_equal_torch(name, height, width, **jax_options):
+def assert_eval_logits_equal_torch(name, height, width, fused=False, **jax_options):
+    """`fused`: through the variables the inference commands apply (`for_inference`: with
+    the CPU extension, batch norm folded into the convolutions, addition and ReLU fused)."""
     torch_model, _ = torch_pair(name)
     model = models.create_model(name, num_classes=10, **jax_options)
     torch_model.eval()
     variables = torch_interop.from_torchvision(name, torch_model.state_dict())
+    if fused:
+        variables = kernel_seam.for_inference(model, variables, (height, width, 3))
+        assert "fused" in variables
     x = images(2, height, width)
     with torch.no_grad():
         expected = torch_model(torch.from_numpy(x)).numpy()
@@ -93,6 +99,12 @@ def test_float32_eval_logits_equal_torch_through_the_cpu_extension(name, height,
     assert_eval_logits_equal_torch(name, height, width, kernels="native")
 
 
+@pytest.mark.parametrize("name,height,width", [*ONEDNN_EVAL_CASES, ("resnet50", 65, 48)])
+def test_float32_eval_logits_equal_torch_through_the_fused_inference_graph(name, height, width):
+    extension_available.require()
+    assert_eval_logits_equal_torch(name, height, width, fused=True, kernels="native")
+
+
 # --- backbone outputs: torchvision's create_feature_extractor -------------------------------
 
 # Odd sizes, where padding and pooling conventions show; a basic-block, a grouped bottleneck
@@ -100,7 +112,8 @@ def test_float32_eval_logits_equal_torch_through_the_cpu_extension(name, height,
 FEATURE_CASES = [("resnet18", 45, 61, {}),
                  pytest.param("resnext50_32x4d", 41, 39, {}, marks=pytest.mark.slow),
                  ("resnet20", 19, 23, {}),
-                 ("resnet18", 45, 61, {"kernels": "native"})]
+                 ("resnet18", 45, 61, {"kernels": "native"}),
+                 ("resnet18", 45, 61, {"kernels": "native", "fused": True})]
 
 
 def torchvision_features(torch_model, x, stages: int):
@@ -121,17 +134,22 @@ def torchvision_features(torch_model, x, stages: int):
 
 @pytest.mark.parametrize("name,height,width,options", FEATURE_CASES,
                          ids=["resnet18-45x61-xla", "resnext50_32x4d-41x39-xla",
-                              "resnet20-19x23-xla", "resnet18-45x61-native"])
+                              "resnet20-19x23-xla", "resnet18-45x61-native",
+                              "resnet18-45x61-fused"])
 def test_feature_maps_and_pooled_features_equal_torchvision(name, height, width, options):
     """features_only (every out_index) and num_classes=0 from the classifier's weights give
     torchvision's intermediate and pooled outputs, shapes included."""
     if options.get("kernels") == "native":
         extension_available.require()
+    options = dict(options)
+    fused = options.pop("fused", False)
     torch_model, _ = torch_pair(name)
     torch_model.eval()
     variables = torch_interop.from_torchvision(name, torch_model.state_dict())
     x = images(2, height, width)
     model = models.create_model(name, num_classes=0, features_only=True, **options)
+    if fused:
+        variables = kernel_seam.for_inference(model, variables, (height, width, 3))
     expected, expected_pooled = torchvision_features(torch_model, x, len(model.feature_info) - 1)
     maps = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, nhwc(x))
     assert [f.index for f in model.feature_info] == sorted(expected)

@@ -127,7 +127,8 @@ def jax_runner(name: str, batch_size: int, image_size: int, dtype: str, mode: st
 
         run.compiled = train_fn  # for tools/profile_step.py: the HLO's custom-call targets
     else:
-        variables = steps.variables_of(state)
+        variables = jax.device_put(kernel_seam.for_inference(
+            model, jax.tree_util.tree_map(np.asarray, steps.variables_of(state)), image_shape))
         eval_fn, compile_s = steps.compile_eval_step(model.apply, variables, mesh,
                                                      (batch_size, *image_shape))
 
@@ -147,6 +148,8 @@ def _jax_embed_runner(name, batch_size, image_size, compute, kernels, model_opti
                                                  dtype=np.float32)
     variables = jax.jit(model.init, static_argnames="train")(jax.random.PRNGKey(0), x[:1],
                                                              train=False)
+    variables = jax.device_put(kernel_seam.for_inference(
+        model, jax.tree_util.tree_map(np.asarray, variables), x.shape[1:]))
     embed = jax.jit(lambda v, x: unit_rows(model.apply(v, x, train=False)
                                             .astype(jnp.float32)))
     start = time.perf_counter()

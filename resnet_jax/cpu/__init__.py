@@ -5,7 +5,9 @@ Registers two `kernels` names with `resnet_jax.models.kernels`, and what "auto" 
   runs faster than its own (the max pool's dense-array gradient is the portable kernels' too).
 - "native": the C++ extension (`extension`, built on first use against oneDNN): convolutions
   forward and backward, batch norm fused with the residual addition and ReLU (`norm`), the max
-  pool's gradient; float32 on the CPU backend. Other dtypes fall back to "patches".
+  pool's gradient; float32 on the CPU backend. Other dtypes fall back to "patches". For
+  inference (`models.kernels.for_inference`), batch norm folded into the convolutions and
+  the block's addition and ReLU fused into them (`fused`).
 - "auto": on the CPU backend, "native" for float32 on one device ("patches" where the extension
   cannot be built, with a warning once), "patches" otherwise (the extension's custom calls
   cannot be partitioned over several devices); XLA's own on GPUs and TPUs.
@@ -21,8 +23,7 @@ import warnings
 import jax
 import jax.numpy as jnp
 
-from resnet_jax.cpu import conv, extension
-from resnet_jax.cpu import norm as native_norm
+from resnet_jax.cpu import conv, extension, fused
 from resnet_jax.cpu.norm import NativeBatchNorm
 from resnet_jax.models import kernels as seam
 from resnet_jax.models import pooling
@@ -33,10 +34,15 @@ def _native_max_pool(x, window, strides, padding):
                             native_backward=extension.max_pool_backward)
 
 
+def _native_or_blocked_max_pool(x, window, strides, padding):
+    return fused.max_pool(x, window, strides, padding, fallback=_native_max_pool)
+
+
 PATCHES = seam.Kernels("patches", convolution=conv.conv_general_dilated)
 NATIVE = seam.Kernels("native", convolution=conv.native_conv_general_dilated,
-                      norm=NativeBatchNorm, max_pool=_native_max_pool,
-                      activation=native_norm.activation)
+                      norm=NativeBatchNorm, max_pool=_native_or_blocked_max_pool,
+                      activation=fused.activation, conv_layer=fused.FusableConv,
+                      prepare=fused.prepare, as_array=fused.as_array)
 
 
 def choose_native(dtype) -> seam.Kernels:

@@ -44,6 +44,7 @@ _TARGETS = {  # FFI target name -> exported handler symbol
     "resnet_jax_batch_norm_forward": "ResnetJaxBatchNormForward",
     "resnet_jax_batch_norm_backward": "ResnetJaxBatchNormBackward",
     "resnet_jax_max_pool_backward": "ResnetJaxMaxPoolBackward",
+    "resnet_jax_onednn_conv_inference": "ResnetJaxOnednnConvInference",
 }
 
 
@@ -79,16 +80,41 @@ def _compiler() -> str:
     raise ExtensionUnavailable("no C++ compiler found (set $CXX, or install g++)")
 
 
+@functools.cache
+def _cpu_flags() -> frozenset[str]:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return frozenset(next((line.split(":", 1)[1].split() for line in cpuinfo
+                                   if line.startswith("flags")), []))
+    except OSError:
+        return frozenset()
+
+
 def _vector_flags() -> list[str]:
     """AVX2/FMA code for the batch-norm loops where this CPU has them (part of the cache key,
     so a cache shared with an older CPU builds its own copy)."""
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            flags = next((line.split(":", 1)[1].split() for line in cpuinfo
-                          if line.startswith("flags")), [])
-    except OSError:
-        return []
-    return ["-mavx2", "-mfma"] if {"avx2", "fma"} <= set(flags) else []
+    return ["-mavx2", "-mfma"] if {"avx2", "fma"} <= _cpu_flags() else []
+
+
+def channel_block() -> int:
+    """The channels per block of the layout inference activations are kept in between the
+    extension's convolutions (nChw8c, or nChw16c where oneDNN's kernels use AVX-512)."""
+    return 16 if "avx512f" in _cpu_flags() else 8
+
+
+def block_of(channels: int) -> int:
+    """The channel block of `channels` activations between inference convolutions; 0: NHWC
+    (the block does not divide them)."""
+    block = channel_block()
+    return block if channels % block == 0 else 0
+
+
+def inference_layouts(in_channels: int, out_channels: int, groups: int) -> tuple[int, int]:
+    """The channel blocks (`block_of`) of an inference convolution's input and output. Grouped
+    convolutions read and write NHWC: oneDNN's blocked kernels want whole blocks per group."""
+    if groups > 1:
+        return 0, 0
+    return block_of(in_channels), block_of(out_channels)
 
 
 def _cache_dir() -> pathlib.Path:
@@ -153,6 +179,9 @@ def _mtime(path: pathlib.Path) -> float:
         return 0.0
 
 
+_LIBRARY: list = []  # the loaded library, once `_load` succeeded
+
+
 @functools.cache
 def _load() -> str | None:
     """Builds, loads and registers the handlers once; returns why not, or None."""
@@ -163,6 +192,11 @@ def _load() -> str | None:
                                         platform="cpu")
     except (ExtensionUnavailable, OSError) as error:
         return str(error)
+    prepare = library.ResnetJaxPrepareWeights
+    prepare.restype = ctypes.c_int64
+    prepare.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                        ctypes.POINTER(ctypes.c_int32)]
+    _LIBRARY.append(library)
     return None
 
 
@@ -259,6 +293,73 @@ def _batch_norm_train_bwd(epsilon, relu, has_residual, residuals, cotangents):
 
 
 _batch_norm_train.defvjp(_batch_norm_train_fwd, _batch_norm_train_bwd)
+
+
+def prepare_weights(kernel: np.ndarray, input_shape, strides, padding, groups=1):
+    """The float32 HWIO `kernel` of a convolution of NHWC inputs of `input_shape`, in the
+    layout oneDNN's inference primitive reads (with activations laid out as `block_of` says):
+    (a flat float32 array, the layout's format tag; -1: HWIO kept). For `inference_forward`;
+    done once, when a model is loaded."""
+    reason = unavailable_reason()
+    if reason is not None:
+        raise ExtensionUnavailable(reason)
+    kernel = np.ascontiguousarray(kernel, np.float32)
+    output = output_shape(input_shape, kernel.shape, strides, padding)
+    (ph0, ph1), (pw0, pw1) = padding
+    kh, kw, _, o = kernel.shape
+    geometry = np.array([*input_shape, kh, kw, o, output[1], output[2], groups, *strides, ph0,
+                         ph1, pw0, pw1, *inference_layouts(input_shape[-1], o, groups)],
+                        np.int64)  # cpu_kernels.cc's Geometry, then its Layouts
+    prepare = _LIBRARY[0].ResnetJaxPrepareWeights
+    tag = ctypes.c_int32()
+    size = prepare(geometry.ctypes.data, kernel.ctypes.data, None, ctypes.byref(tag))
+    if size < 0:
+        raise RuntimeError(f"oneDNN has no inference convolution for {geometry.tolist()}")
+    prepared = np.empty(size, np.float32)
+    prepare(geometry.ctypes.data, kernel.ctypes.data, prepared.ctypes.data, ctypes.byref(tag))
+    return prepared, int(tag.value)
+
+
+def blocked_shape(nhwc_shape, block: int):
+    """The array shape of NHWC activations of `nhwc_shape` in the layout of `block`."""
+    if block == 0:
+        return tuple(nhwc_shape)
+    n, h, w, c = nhwc_shape
+    return (n, c // block, h, w, block)
+
+
+def inference_forward(x, weights, bias, layout, kernel_shape, strides, padding, groups=1,
+                      residual=None, relu=False):
+    """relu(conv(x, w) + bias + residual) in one oneDNN primitive, of float32 activations `x`
+    laid out as `inference_layouts` says (NHWC, or (n, c / block, h, w, block)), into the
+    output's layout: `weights` and `layout` from
+    `prepare_weights` (of an HWIO kernel of `kernel_shape`), the per-channel `bias`, `residual`
+    (the output's layout and shape) added if given, the ReLU if `relu`."""
+    (ph0, ph1), (pw0, pw1) = padding
+    src_block, dst_block = inference_layouts(kernel_shape[2] * groups, kernel_shape[3], groups)
+    attributes = {k: np.int64(v) for k, v in dict(
+        kh=kernel_shape[0], kw=kernel_shape[1], groups=groups, sh=strides[0], sw=strides[1],
+        ph0=ph0, ph1=ph1, pw0=pw0, pw1=pw1, src_block=src_block, dst_block=dst_block).items()}
+    n, *spatial = (x.shape[0], *x.shape[2:4]) if src_block else x.shape[:3]
+    shape = blocked_shape(output_shape((n, *spatial, kernel_shape[2] * groups), kernel_shape,
+                                       strides, padding), dst_block)
+    if x.shape != blocked_shape((n, *spatial, kernel_shape[2] * groups), src_block):
+        raise ValueError(f"input shape {x.shape} is not the layout of its {kernel_shape[2]} "
+                         "channels")
+    reason = unavailable_reason()
+    if reason is not None:
+        raise ExtensionUnavailable(reason)
+    result = jax.ShapeDtypeStruct(shape, np.float32)
+    if residual is None:
+        call = jax.ffi.ffi_call("resnet_jax_onednn_conv_inference", result,
+                                vmap_method="sequential")
+        return call(x, weights, bias, _NO_RESIDUAL, layout, relu=bool(relu), **attributes)
+    if residual.shape != shape:
+        raise ValueError(f"residual shape {residual.shape} differs from the output's {shape}")
+    # The primitive's sum post-op adds what the output buffer holds: the residual's buffer.
+    call = jax.ffi.ffi_call("resnet_jax_onednn_conv_inference", result,
+                            vmap_method="sequential", input_output_aliases={3: 0})
+    return call(x, weights, bias, residual, layout, relu=bool(relu), **attributes)
 
 
 def max_pool_backward(first, dy, x_shape, window, strides, padding):

@@ -69,6 +69,16 @@ def activation(x):
 
 
 class NativeBatchNorm(BatchNorm):
+    def __call__(self, x, *, train: bool):
+        if isinstance(x, DeferredNorm):
+            # A convolution with this batch norm folded in (`resnet_jax.cpu.fused`): its
+            # variables were prepared for inference, never for training.
+            if train:
+                raise RuntimeError(f"{'/'.join(self.path)}: variables prepared for inference "
+                                   "(resnet_jax.cpu.fused.prepare) used in training")
+            return x
+        return super().__call__(x, train=train)
+
     def normalize_batch(self, x, scale, bias, running_mean, running_var):
         whole_batch = self.group_size in (None, x.shape[0])
         if not (whole_batch and not self.uses_one_pass_variance

@@ -2,7 +2,8 @@
 
 A model names its kernels (`kernels="xla"`, the default, or another registered name); the name
 resolves to a `Kernels`: the convolution that `flax.linen.Conv` calls, the batch-norm
-layer class, the activation and the max pool. A block reads `activation(norm(conv(y)) +
+layer class, the activation, the max pool and the convolution layer, and how eval-mode
+variables are prepared (`for_inference`). A block reads `activation(norm(conv(y)) +
 shortcut)`; a seam may fuse the normalisation, the addition and the activation (its norm
 returning a value that its `+` and its activation complete: `resnet_jax.cpu.norm`), which the
 model code does not see. The portable `XLA` kernels are plain lax and Flax, run on every
@@ -51,6 +52,13 @@ class Kernels:
     norm: type[BatchNorm] = BatchNorm
     max_pool: Callable = portable_max_pool  # (x, window, strides, padding)
     activation: Callable = nn.relu  # of whatever `norm` (plus a shortcut) returns
+    conv_layer: type[nn.Conv] = nn.Conv  # the convolution layer (it calls `convolution`)
+    # What the layers above return (e.g. activations in a kernel's own layout) as an NHWC
+    # array, where the model hands it to anything else.
+    as_array: Callable = lambda x: x
+    # (model, variables, image shape) -> the variables eval-mode use runs fastest with (e.g.
+    # batch norm folded into the convolutions); None: the variables as they are.
+    prepare: Callable | None = None
 
 
 XLA = Kernels("xla")
@@ -83,6 +91,16 @@ def resolve(name: str, dtype) -> Kernels:
             raise UserError(f"{ENVIRONMENT_VARIABLE}={name!r} is not a kernels name; valid: "
                             f"{', '.join(names())}")
     return _resolve(name, jax.numpy.dtype(dtype), jax.default_backend(), jax.device_count())
+
+
+def for_inference(model, variables: dict, image_shape) -> dict:
+    """`variables` (host arrays) as `model`'s kernels run eval mode fastest, for images of
+    `image_shape` (H, W, C): what evaluation, prediction, embedding and serving apply. The
+    same results as the variables as they are, within float32 rounding; never for training
+    or for saving."""
+    kernels = resolve(model.kernels, model.dtype)
+    return variables if kernels.prepare is None else kernels.prepare(model, variables,
+                                                                     image_shape)
 
 
 @functools.cache

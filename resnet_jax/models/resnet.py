@@ -127,7 +127,7 @@ class ResNet(nn.Module):
                     else functools.partial(lambda conv: conv, kernels.convolution))
 
         def conv(features, kernel_size, strides, groups=1, name=None):
-            return nn.Conv(features, (kernel_size, kernel_size), (strides, strides),
+            return kernels.conv_layer(features, (kernel_size, kernel_size), (strides, strides),
                            padding=symmetric_padding(kernel_size), use_bias=False,
                            feature_group_count=groups, kernel_init=conv_kernel_init,
                            dtype=self.dtype, param_dtype=self.param_dtype, name=name,
@@ -174,9 +174,10 @@ class ResNet(nn.Module):
                                    activation=kernels.activation, name=parts.block_name(i, j))(x)
             feature_maps.append(x)
         if self.features_only:
-            return tuple(feature_maps[i] for i in wanted)  # each (B, H/reduction, W/..., C)
+            # each (B, H/reduction, W/..., C)
+            return tuple(kernels.as_array(feature_maps[i]) for i in wanted)
 
-        x = jnp.mean(x, axis=(1, 2))  # (B, C)
+        x = jnp.mean(kernels.as_array(x), axis=(1, 2))  # (B, C)
         # The pooled features, kept where asked (`mutable=[POOLED[0]]`): the service's one
         # forward pass gives the logits and the embedding together. A no-op otherwise.
         self.sow(*POOLED, x)

@@ -27,6 +27,7 @@ import numpy as np
 from resnet_jax.errors import UserError
 from resnet_jax.files import write_atomically
 from resnet_jax.launch import sharding
+from resnet_jax.models import kernels
 from resnet_jax.models.inputs import normalize_images
 from resnet_jax.retrieval import search
 from resnet_jax.retrieval.backbone import Backbone, decode_source, encode_source
@@ -166,7 +167,9 @@ def embedding_fn(backbone: Backbone, batch_size: int):
 
     jitted = jax.jit(embed, in_shardings=(sharding.replicated(mesh),
                                           sharding.batch_sharding(mesh)))
-    variables = jax.device_put(backbone.variables, sharding.replicated(mesh))
+    variables = jax.device_put(
+        kernels.for_inference(backbone.model, backbone.variables, backbone.contract.image_shape),
+        sharding.replicated(mesh))
     backbone.embedders[batch_size] = lambda images: jitted(variables, images)
     return backbone.embedders[batch_size]
 

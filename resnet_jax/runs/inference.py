@@ -139,7 +139,8 @@ def logits_fn(run: RunModel, normalization=None):
     the training and eval steps do; None: the model's input as it is."""
     apply = jax.jit(lambda variables, images: run.model.apply(
         variables, normalize_images(images, normalization), train=False).astype(jnp.float32))
-    variables = jax.device_put(run.variables)  # once, not at every call
+    variables = jax.device_put(models.kernels.for_inference(  # once, not at every call
+        run.model, run.variables, run.image_shape))
     return lambda images: np.asarray(apply(variables, images))
 
 

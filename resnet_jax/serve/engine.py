@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from resnet_jax.errors import UserError
+from resnet_jax.models import kernels
 from resnet_jax.models.inputs import normalize_images
 from resnet_jax.models.resnet import POOLED
 from resnet_jax.retrieval.search import unit_rows
@@ -92,7 +93,8 @@ class Engine:
             return logits.astype(jnp.float32), unit_rows(pooled)
 
         self._jitted = jax.jit(forward)
-        self._variables = jax.device_put(run.variables)  # once, not per call
+        self._variables = jax.device_put(  # once, not per call
+            kernels.for_inference(model, run.variables, run.image_shape))
         self._compiled = {}  # batch size -> its compiled forward pass
 
     @property

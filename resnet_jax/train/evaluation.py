@@ -15,6 +15,7 @@ from tqdm import tqdm
 from resnet_jax import tasks
 from resnet_jax.data import batching
 from resnet_jax.launch import sharding
+from resnet_jax.models import kernels
 from resnet_jax.runs import history, plots
 from resnet_jax.train import metrics
 
@@ -129,7 +130,8 @@ def evaluate_weights(*, workdir: str | None = None, config=None, data_dir: str |
         what = f"{workdir} at step {run.step} ({run.checkpoint} checkpoint)"
     else:
         (model, variables), what = _weights_from_config(plan, info), plan.loop.init_from
-    variables = jax.device_put(variables, sharding.replicated(mesh))
+    variables = jax.device_put(kernels.for_inference(model, variables, info.eval_shape),
+                               sharding.replicated(mesh))
     eval_fn, _ = steps.compile_eval_step(
         model.apply, variables, mesh,
         (plan.loop.eval_batch_size // jax.process_count(), *info.eval_shape), plan.task,
