@@ -55,3 +55,14 @@ def test_multilabel_reference_trains_torchvision_and_prints_map(tmp_path):
     lines = [line for line in out.splitlines() if line.startswith("step ")]
     assert [line.split(":")[0] for line in lines] == ["step 1", "step 2"]
     assert all(0 < float(line.split("eval mAP ")[1].split(",")[0]) <= 1 for line in lines)
+
+
+def test_inference_graph_times_every_variant():
+    from tests import extension_available
+
+    extension_available.require()
+    pytest.importorskip("onnxruntime")
+    out = run_tool("tools/inference_graph.py", "--model", "resnet8", "--image_size", "16",
+                   "--repeats", "1")
+    for name in ("unfused", "fused, NHWC", "fused, blocked", "onnxruntime"):
+        assert f"{name} " in out and "x onnxruntime" in out
