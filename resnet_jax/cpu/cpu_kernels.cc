@@ -28,6 +28,7 @@
 #include <mutex>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <omp.h>
@@ -708,18 +709,21 @@ ffi::Error Guarded(F32 a, F32 b, F32Out out, int64_t groups, int64_t sh, int64_t
 }
 
 
+// The attributes of a convolution's geometry that its buffers do not give.
+template <class Binding>
+auto GeometryAttributes(Binding binding) {
+  return std::move(binding)
+      .template Attr<int64_t>("groups")
+      .template Attr<int64_t>("sh")
+      .template Attr<int64_t>("sw")
+      .template Attr<int64_t>("ph0")
+      .template Attr<int64_t>("ph1")
+      .template Attr<int64_t>("pw0")
+      .template Attr<int64_t>("pw1");
+}
+
 auto Signature() {
-  return ffi::Ffi::Bind()
-      .Arg<F32>()
-      .Arg<F32>()
-      .Ret<F32>()
-      .Attr<int64_t>("groups")
-      .Attr<int64_t>("sh")
-      .Attr<int64_t>("sw")
-      .Attr<int64_t>("ph0")
-      .Attr<int64_t>("ph1")
-      .Attr<int64_t>("pw0")
-      .Attr<int64_t>("pw1");
+  return GeometryAttributes(ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Ret<F32>());
 }
 
 }  // namespace
@@ -730,22 +734,15 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(ResnetJaxOnednnConvInputGradient, Guarded<InputGra
 XLA_FFI_DEFINE_HANDLER_SYMBOL(ResnetJaxOnednnConvWeightGradient, Guarded<WeightGradient>,
                               Signature());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(ResnetJaxOnednnConvInference, GuardedInference,
-                              ffi::Ffi::Bind()
-                                  .Arg<F32>()
-                                  .Arg<F32>()
-                                  .Arg<F32>()
-                                  .Arg<F32>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Ret<F32>()
-                                  .Attr<int64_t>("kh")
-                                  .Attr<int64_t>("kw")
-                                  .Attr<int64_t>("groups")
-                                  .Attr<int64_t>("sh")
-                                  .Attr<int64_t>("sw")
-                                  .Attr<int64_t>("ph0")
-                                  .Attr<int64_t>("ph1")
-                                  .Attr<int64_t>("pw0")
-                                  .Attr<int64_t>("pw1")
+                              GeometryAttributes(ffi::Ffi::Bind()
+                                                     .Arg<F32>()
+                                                     .Arg<F32>()
+                                                     .Arg<F32>()
+                                                     .Arg<F32>()
+                                                     .Arg<ffi::Buffer<ffi::S32>>()
+                                                     .Ret<F32>()
+                                                     .Attr<int64_t>("kh")
+                                                     .Attr<int64_t>("kw"))
                                   .Attr<int64_t>("src_block")
                                   .Attr<int64_t>("dst_block")
                                   .Attr<bool>("relu"));
