@@ -4,10 +4,11 @@ residual addition and ReLU fused into it, weights in the layout oneDNN reads.
 For evaluation, prediction, embedding and serving, a model's eval-mode batch norm is an affine
 map of its convolution's output, so it folds into the convolution once, when the weights are
 loaded: w' = w * s, b' = beta - mean * s, s = gamma / sqrt(var + eps) (s and b' computed in
-float64 per output channel and rounded once, w * s in float32). `prepare` does that for every convolution whose output
-goes straight into a batch norm (found by tracing the model, not by names), reorders w' into the
-layout oneDNN's inference primitive prefers (`extension.prepare_weights`), and returns the
-variables with one more collection, `fused`, beside the unchanged `params` and `batch_stats`.
+float64 per output channel and rounded once, w * s in float32). `prepare` does that for every
+convolution whose output goes straight into a batch norm (found by tracing the model, not by
+names), reorders w' into the layout oneDNN's inference primitive prefers
+(`extension.prepare_weights`), and returns the variables with one more collection, `fused`,
+beside the unchanged `params` and `batch_stats`.
 
 The model code does not change: with the "native" kernels a convolution that finds its
 `fused` entry returns a `PendingConv`, the batch norm after it (eval mode) passes it on, and
@@ -15,8 +16,8 @@ the block's `+ shortcut` and activation complete it, so that the extension compu
 relu(conv + bias + shortcut) as one oneDNN primitive with post-ops. Between those primitives
 the activations stay in oneDNN's blocked layout (`Blocked`; the max pool runs on it as it is),
 and become NHWC arrays where the model hands them to anything else (`as_array`: the final
-pooling, feature maps, a zero-padding shortcut). Any other kernels ignore
-the `fused` collection (the same variables give the same results on the portable path), and
+pooling, feature maps, a zero-padding shortcut). Any other kernels ignore the `fused`
+collection (the same variables give the same results on the portable path), and
 training never sees it: `prepare` is for the inference commands only, and nothing they save
 holds it.
 """
