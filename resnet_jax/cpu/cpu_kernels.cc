@@ -122,13 +122,15 @@ void Fill(Entry& e, const PrimitiveDesc& pd, const memory::desc& weights,
   e.scratchpad = memory(pd.scratchpad_desc(), Engine());
 }
 
-Entry& Lookup(const std::string& key, const std::function<void(Entry&)>& build) {
+// The cached primitive of kind E for `key`, built by `build` on first use (one cache per E).
+template <class E>
+E& Lookup(const std::string& key, const std::function<void(E&)>& build) {
   static std::mutex mu;
-  static std::map<std::string, std::unique_ptr<Entry>> cache;
+  static std::map<std::string, std::unique_ptr<E>> cache;
   std::lock_guard<std::mutex> lock(mu);
-  std::unique_ptr<Entry>& slot = cache[key];
+  std::unique_ptr<E>& slot = cache[key];
   if (!slot) {
-    auto entry = std::make_unique<Entry>();
+    auto entry = std::make_unique<E>();
     build(*entry);
     slot = std::move(entry);
   }
@@ -158,7 +160,7 @@ ffi::Error Forward(F32 x, F32 w, F32Out y, int64_t groups, int64_t sh, int64_t s
                    int64_t ph0, int64_t ph1, int64_t pw0, int64_t pw1) {
   const Geometry g = MakeGeometry(x.dimensions(), w.dimensions(), y->dimensions(), groups, sh,
                                   sw, ph0, ph1, pw0, pw1);
-  Entry& e = Lookup(g.Key('f'), [&](Entry& e) {
+  Entry& e = Lookup<Entry>(g.Key('f'), [&](Entry& e) {
     auto pd = g.Forward();
     e.conv = dnnl::convolution_forward(pd);
     Fill(e, pd, pd.weights_desc(), g);
@@ -178,7 +180,7 @@ ffi::Error InputGradient(F32 dy, F32 w, F32Out dx, int64_t groups, int64_t sh, i
                          int64_t ph0, int64_t ph1, int64_t pw0, int64_t pw1) {
   const Geometry g = MakeGeometry(dx->dimensions(), w.dimensions(), dy.dimensions(), groups,
                                   sh, sw, ph0, ph1, pw0, pw1);
-  Entry& e = Lookup(g.Key('d'), [&](Entry& e) {
+  Entry& e = Lookup<Entry>(g.Key('d'), [&](Entry& e) {
     dnnl::convolution_backward_data::primitive_desc pd(
         Engine(), dnnl::algorithm::convolution_direct, g.Input(), g.WeightsAny(), g.Output(),
         g.Strides(), g.PadLow(), g.PadHigh(), g.Forward(), UserScratchpad());
@@ -278,7 +280,7 @@ ffi::Error WeightGradient(F32 x, F32 dy, F32Out dw, int64_t groups, int64_t sh, 
     std::lock_guard<std::mutex> lock(ExecutionMutex());
     return PatchesWeightGradient(g, x.typed_data(), dy.typed_data(), dw->typed_data());
   }
-  Entry& e = Lookup(g.Key('w'), [&](Entry& e) {
+  Entry& e = Lookup<Entry>(g.Key('w'), [&](Entry& e) {
     dnnl::convolution_backward_weights::primitive_desc pd(
         Engine(), dnnl::algorithm::convolution_direct, g.Input(), g.WeightsAny(), g.Output(),
         g.Strides(), g.PadLow(), g.PadHigh(), g.Forward(), UserScratchpad());
@@ -595,20 +597,6 @@ struct InferenceEntry {
   memory src;
 };
 
-InferenceEntry& LookupInference(const std::string& key,
-                                const std::function<void(InferenceEntry&)>& build) {
-  static std::mutex mu;
-  static std::map<std::string, std::unique_ptr<InferenceEntry>> cache;
-  std::lock_guard<std::mutex> lock(mu);
-  std::unique_ptr<InferenceEntry>& slot = cache[key];
-  if (!slot) {
-    auto entry = std::make_unique<InferenceEntry>();
-    build(*entry);
-    slot = std::move(entry);
-  }
-  return *slot;
-}
-
 // (n, c, h, w) of an activation buffer: NHWC, or blocked (n, c / block, h, w, block).
 template <class Dims>
 std::array<int64_t, 4> Logical(const Dims& d, int64_t block) {
@@ -644,7 +632,7 @@ ffi::Error Inference(F32 x, F32 weights, F32 bias, F32 residual,
   std::ostringstream key;
   key << g.Key('i') << tag << ',' << src_block << ',' << dst_block << ',' << has_residual
       << ',' << relu;
-  InferenceEntry& e = LookupInference(key.str(), [&](InferenceEntry& e) {
+  InferenceEntry& e = Lookup<InferenceEntry>(key.str(), [&](InferenceEntry& e) {
     auto pd = InferenceForward(g, layouts, has_residual, relu);
     e.conv = dnnl::convolution_forward(pd);
     e.given = given;

@@ -32,6 +32,7 @@ from flax import linen as nn
 from resnet_jax.cpu import extension
 from resnet_jax.cpu.norm import DeferredNorm, finished
 from resnet_jax.cpu.norm import activation as native_activation
+from resnet_jax.models.layers import BatchNorm
 
 FUSED = "fused"  # the variables collection of prepared convolutions
 
@@ -201,11 +202,6 @@ def _conv_norm_pairs(model, variables, input_shape):
     """(convolution, batch norm, the convolution's input shape) for each bias-free float32
     convolution whose output is the input of a batch norm, found by tracing `model` in eval
     mode on the portable kernels."""
-    import jax
-    import jax.numpy as jnp
-
-    from resnet_jax.models.layers import BatchNorm
-
     produced = {}  # id(output) -> (the output, the convolution, its input shape)
     pairs = []
 
