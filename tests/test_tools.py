@@ -66,3 +66,22 @@ def test_inference_graph_times_every_variant():
                    "--repeats", "1")
     for name in ("unfused", "fused, NHWC", "fused, blocked", "onnxruntime"):
         assert f"{name} " in out and "x onnxruntime" in out
+
+
+@pytest.mark.slow  # builds a C++ program
+def test_conv_kernels_times_each_layout_and_kernel():
+    from tests import extension_available
+
+    extension_available.require()
+    out = run_tool("tools/conv_kernels.py", "--batch_size", "1", "--repeats", "1",
+                   "--geometries", "3")
+    rows = [line for line in out.splitlines() if " at " in line]
+    assert [row.split(":")[0] for row in rows] == [
+        "7x7 3->64 stride 2 at 224 px (x1)", "1x1 64->64 stride 1 at 56 px (x1)",
+        "3x3 64->64 stride 1 at 56 px (x3)"]
+    for row in rows:  # both layouts have a kernel for each geometry, timed
+        assert " nChw8c " in row and " nhwc " in row
+        assert float(row.split()[-1]) > 0
+    for layout in ("nChw8c", "nhwc"):
+        for choice in ("oneDNN's first choice", "fastest kernel"):
+            assert f"total {layout}, {choice}: " in out
