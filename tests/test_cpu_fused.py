@@ -47,17 +47,20 @@ def model_and_variables(name, size, **options):
     return model, variables, x
 
 
+SLOW = pytest.mark.slow  # ~9-13 s each on 2 cores: the full suite runs them, the lanes do not
+
+
 @pytest.mark.parametrize("name,size,options", [
-    ("resnet18", (37, 45), {}),                               # basic blocks, odd sizes
-    ("resnet50", (40, 48), {}),                               # bottlenecks, projections
-    ("resnext50_32x4d", (32, 32), {}),                        # grouped: NHWC between
-    ("resnet20", (17, 23), {}),                               # CIFAR stem, zero-pad shortcut
-    ("plain18", (32, 32), {}),                                # no shortcuts
-    ("resnet18", (32, 32), {"head": "mlp", "head_hidden": 12}),
-    ("resnet18", (32, 32), {"num_classes": 0}),               # pooled features
-    ("resnet18", (33, 29), {"num_classes": 0, "features_only": True}),
-], ids=["resnet18", "resnet50", "resnext", "resnet20", "plain18", "mlp-head", "pooled",
-        "feature-maps"])
+    pytest.param("resnet18", (37, 45), {}, id="resnet18", marks=SLOW),  # basic blocks, odd
+    pytest.param("resnet50", (40, 48), {}, id="resnet50", marks=SLOW),  # bottlenecks
+    pytest.param("resnext50_32x4d", (32, 32), {}, id="resnext", marks=SLOW),  # grouped: NHWC
+    pytest.param("resnet20", (17, 23), {}, id="resnet20", marks=SLOW),  # zero-pad shortcut
+    pytest.param("plain18", (32, 32), {}, id="plain18"),                 # no shortcuts
+    pytest.param("resnet18", (32, 32), {"head": "mlp", "head_hidden": 12}, id="mlp-head"),
+    pytest.param("resnet18", (32, 32), {"num_classes": 0}, id="pooled"),  # pooled features
+    pytest.param("resnet18", (33, 29), {"num_classes": 0, "features_only": True},
+                 id="feature-maps"),
+])
 def test_fused_graph_computes_what_the_unfused_model_computes(name, size, options):
     model, variables, x = model_and_variables(name, size, **options)
     prepared = kernel_seam.for_inference(model, variables, (*size, 3))
