@@ -29,13 +29,10 @@ def main() -> None:
     parser.add_argument("--geometries", type=int, default=100,
                         help="time the first N of ResNet-50's 23 distinct geometries")
     args = parser.parse_args()
-    prefix = extension._onednn_prefix()
     with tempfile.TemporaryDirectory() as tmp:
         binary = pathlib.Path(tmp) / "conv_kernels"
-        build = subprocess.run(
-            [extension._compiler(), "-O2", "-std=c++17", str(SOURCE), f"-I{prefix / 'include'}",
-             f"-L{prefix / 'lib'}", f"-Wl,-rpath,{prefix / 'lib'}", "-ldnnl", "-o", str(binary)],
-            capture_output=True, text=True)
+        build = subprocess.run(extension.onednn_command(SOURCE, binary, "-O2", "-std=c++17"),
+                               capture_output=True, text=True)
         if build.returncode != 0:
             sys.exit(f"error: building {SOURCE.name} failed:\n{build.stderr[-2000:]}")
         run = subprocess.run([str(binary), str(args.batch_size), str(args.repeats),

@@ -80,6 +80,15 @@ def _compiler() -> str:
     raise ExtensionUnavailable("no C++ compiler found (set $CXX, or install g++)")
 
 
+def onednn_command(source, output, *options: str) -> list[str]:
+    """The compiler command that builds `source` into `output` against the onednn wheels'
+    headers and library (found again at run time through an rpath); `options` (flags, other
+    include folders) come before the source. The extension and tools/conv_kernels.py use it."""
+    prefix = _onednn_prefix()
+    return [_compiler(), *options, f"-I{prefix / 'include'}", str(source), "-o", str(output),
+            f"-L{prefix / 'lib'}", f"-Wl,-rpath,{prefix / 'lib'}", "-ldnnl"]
+
+
 @functools.cache
 def _cpu_flags() -> frozenset[str]:
     try:
@@ -140,10 +149,8 @@ def library_path() -> pathlib.Path:
     fd, partial = tempfile.mkstemp(suffix=".so.partial", dir=target.parent)
     os.close(fd)
     # No FMA contraction: the loops round as XLA's separate multiply and add do.
-    command = [_compiler(), "-O3", "-fopenmp", "-ffp-contract=off", *flags, "-std=c++17",
-               "-shared", "-fPIC", f"-I{include}", f"-I{prefix / 'include'}", str(_SOURCE),
-               "-o", partial,
-               f"-L{prefix / 'lib'}", f"-Wl,-rpath,{prefix / 'lib'}", "-ldnnl"]
+    command = onednn_command(_SOURCE, partial, "-O3", "-fopenmp", "-ffp-contract=off", *flags,
+                             "-std=c++17", "-shared", "-fPIC", f"-I{include}")
     try:
         built = subprocess.run(command, capture_output=True, text=True)
         if built.returncode != 0:
