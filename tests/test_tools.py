@@ -85,3 +85,16 @@ def test_conv_kernels_times_each_layout_and_kernel():
     for layout in ("nChw8c", "nhwc"):
         for choice in ("oneDNN's first choice", "fastest kernel"):
             assert f"total {layout}, {choice}: " in out
+    # --onednn: another install's prefix (here the wheel's own, given explicitly)
+    out = run_tool("tools/conv_kernels.py", "--repeats", "1", "--geometries", "1",
+                   "--onednn", sys.prefix)
+    assert out.startswith("7x7 3->64 stride 2 at 224 px (x1): ")
+
+
+def test_conv_kernels_names_a_prefix_without_onednn(tmp_path):
+    run = subprocess.run([sys.executable, "tools/conv_kernels.py", "--onednn", str(tmp_path)],
+                         cwd=REPO, env={**cli_env(1), "PYTHONPATH": REPO}, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 1
+    assert run.stderr.strip() == (f"error: --onednn {tmp_path}: no "
+                                  f"include/oneapi/dnnl/dnnl.hpp there")

@@ -7,6 +7,8 @@ extra's wheel; Linux x86_64 and a C++ compiler) in a temporary folder and runs i
 geometry, the median ms of each kernel oneDNN offers in each layout, then the network's total
 for oneDNN's first choice and for the fastest kernel of each layout. What a layout or kernel
 choice could gain, measured before building it into the inference graph (BENCHMARKS.md).
+`--onednn PREFIX` builds it against another oneDNN 3 install instead, e.g. one built from
+source (BENCHMARKS.md gives the cmake line used for 3.14), to compare versions.
 """
 
 from __future__ import annotations
@@ -28,10 +30,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--geometries", type=int, default=100,
                         help="time the first N of ResNet-50's 23 distinct geometries")
+    parser.add_argument("--onednn", type=pathlib.Path, default=None, metavar="PREFIX",
+                        help="another oneDNN 3 install (PREFIX/include, PREFIX/lib), e.g. one "
+                             "built from source, instead of the [train] extra's wheel")
     args = parser.parse_args()
+    if args.onednn and not (args.onednn / "include" / "oneapi" / "dnnl" / "dnnl.hpp").exists():
+        sys.exit(f"error: --onednn {args.onednn}: no include/oneapi/dnnl/dnnl.hpp there")
     with tempfile.TemporaryDirectory() as tmp:
         binary = pathlib.Path(tmp) / "conv_kernels"
-        build = subprocess.run(extension.onednn_command(SOURCE, binary, "-O2", "-std=c++17"),
+        build = subprocess.run(extension.onednn_command(SOURCE, binary, "-O2", "-std=c++17",
+                                                        prefix=args.onednn),
                                capture_output=True, text=True)
         if build.returncode != 0:
             sys.exit(f"error: building {SOURCE.name} failed:\n{build.stderr[-2000:]}")

@@ -80,11 +80,13 @@ def _compiler() -> str:
     raise ExtensionUnavailable("no C++ compiler found (set $CXX, or install g++)")
 
 
-def onednn_command(source, output, *options: str) -> list[str]:
+def onednn_command(source, output, *options: str,
+                   prefix: pathlib.Path | None = None) -> list[str]:
     """The compiler command that builds `source` into `output` against the onednn wheels'
-    headers and library (found again at run time through an rpath); `options` (flags, other
-    include folders) come before the source. The extension and tools/conv_kernels.py use it."""
-    prefix = _onednn_prefix()
+    headers and library, or those under `prefix` (`include/`, `lib/`), found again at run time
+    through an rpath; `options` (flags, other include folders) come before the source. The
+    extension and tools/conv_kernels.py use it."""
+    prefix = prefix or _onednn_prefix()
     return [_compiler(), *options, f"-I{prefix / 'include'}", str(source), "-o", str(output),
             f"-L{prefix / 'lib'}", f"-Wl,-rpath,{prefix / 'lib'}", "-ldnnl"]
 
