@@ -96,5 +96,5 @@ def test_conv_kernels_names_a_prefix_without_onednn(tmp_path):
                          cwd=REPO, env={**cli_env(1), "PYTHONPATH": REPO}, capture_output=True,
                          text=True, timeout=120)
     assert run.returncode == 1
-    assert run.stderr.strip() == (f"error: --onednn {tmp_path}: no "
-                                  f"include/oneapi/dnnl/dnnl.hpp there")
+    assert run.stderr.strip() == (f"error: --onednn {tmp_path}: no oneDNN 3 there "
+                                  f"(include/oneapi/dnnl/dnnl.hpp and lib/libdnnl.so.3)")

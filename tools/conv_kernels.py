@@ -8,7 +8,8 @@ geometry, the median ms of each kernel oneDNN offers in each layout, then the ne
 for oneDNN's first choice and for the fastest kernel of each layout. What a layout or kernel
 choice could gain, measured before building it into the inference graph (BENCHMARKS.md).
 `--onednn PREFIX` builds it against another oneDNN 3 install instead, e.g. one built from
-source (BENCHMARKS.md gives the cmake line used for 3.14), to compare versions.
+source (the cmake line used for 3.14 heads
+benchmarks/cpu_2026-12-08/conv_kernels_onednn3.14_vs_3.2.txt), to compare versions.
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ def main() -> None:
                         help="another oneDNN 3 install (PREFIX/include, PREFIX/lib), e.g. one "
                              "built from source, instead of the [train] extra's wheel")
     args = parser.parse_args()
-    if args.onednn and not (args.onednn / "include" / "oneapi" / "dnnl" / "dnnl.hpp").exists():
-        sys.exit(f"error: --onednn {args.onednn}: no include/oneapi/dnnl/dnnl.hpp there")
+    if args.onednn and not extension.holds_onednn(args.onednn):
+        sys.exit(f"error: --onednn {args.onednn}: no oneDNN 3 there "
+                 f"(include/oneapi/dnnl/dnnl.hpp and lib/libdnnl.so.3)")
     with tempfile.TemporaryDirectory() as tmp:
         binary = pathlib.Path(tmp) / "conv_kernels"
         build = subprocess.run(extension.onednn_command(SOURCE, binary, "-O2", "-std=c++17",

@@ -57,6 +57,12 @@ class ExtensionUnavailable(UserError):
 SUPPORTED_PLATFORM = sys.platform == "linux" and platform.machine() == "x86_64"
 
 
+def holds_onednn(prefix: pathlib.Path) -> bool:
+    """Whether `prefix` has oneDNN 3's headers and library where the build looks for them."""
+    return ((prefix / "include" / "oneapi" / "dnnl" / "dnnl.hpp").exists()
+            and (prefix / "lib" / "libdnnl.so.3").exists())
+
+
 def _onednn_prefix() -> pathlib.Path:
     """Where the onednn wheels put `include/` and `lib/` (their data files go to the prefix)."""
     if not SUPPORTED_PLATFORM:
@@ -65,8 +71,7 @@ def _onednn_prefix() -> pathlib.Path:
             f"{platform.machine()}")
     for prefix in dict.fromkeys((sys.prefix, sys.base_prefix)):
         path = pathlib.Path(prefix)
-        if ((path / "include" / "oneapi" / "dnnl" / "dnnl.hpp").exists()
-                and (path / "lib" / "libdnnl.so.3").exists()):
+        if holds_onednn(path):
             return path
     raise ExtensionUnavailable(
         f"oneDNN 3 headers and library not found under {sys.prefix}/include and /lib; "
